@@ -1,0 +1,1 @@
+"""HTTP front ends: translators from wire formats onto the service layer."""

@@ -1,0 +1,104 @@
+"""The app factory: builds store, backends, dispatcher and routers from one Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from jobgate import __version__
+from jobgate.api import errors, health, tes
+from jobgate.api.deps import Services
+from jobgate.backends.base import Backend
+from jobgate.backends.local import LocalBackend
+from jobgate.config import Settings
+from jobgate.dispatcher import Dispatcher
+from jobgate.runtimes.base import Runtime
+from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
+from jobgate.runtimes.process import ProcessRuntime
+from jobgate.service.jobs import JobService
+from jobgate.staging import Stager
+from jobgate.store.database import make_engine, migrate
+from jobgate.store.jobs import JobStore
+
+log = logging.getLogger("jobgate")
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    """The configured runtime; ``auto`` picks bubblewrap where installed."""
+    choice = settings.runtime
+    if choice == "auto":
+        choice = "bwrap" if bwrap_available() else "process"
+    if choice == "bwrap":
+        return BwrapRuntime()
+    log.warning(
+        "runtime 'process': executors run UNISOLATED as this service's user "
+        "(install bubblewrap or set JOBGATE_RUNTIME=bwrap for a sandbox)"
+    )
+    return ProcessRuntime()
+
+
+def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
+    """A ready ASGI app. ``dispatch=False`` serves the API without running jobs."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
+        await migrate(engine)
+        store = JobStore(engine)
+        backends: dict[str, Backend] = {
+            "local": LocalBackend(
+                make_runtime(settings), slots=settings.slots, log_tail_bytes=settings.log_tail_bytes
+            )
+        }
+        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
+        stager = Stager(settings.allowed_dirs, http, settings.max_content_bytes)
+        dispatcher = Dispatcher(store, backends, stager, settings)
+        jobs = JobService(
+            store,
+            backends=backends,
+            default_backend="local",
+            max_content_bytes=settings.max_content_bytes,
+            notifier=dispatcher if dispatch else None,
+        )
+        app.state.services = Services(settings=settings, jobs=jobs, backends=backends)
+        app.state.dispatcher = dispatcher
+        if dispatch:
+            await dispatcher.start()
+        log.info(
+            "jobgate %s: database %s, runtime %s, %d slots",
+            __version__,
+            engine.url.render_as_string(hide_password=True),
+            backends["local"].describe().get("runtime"),
+            settings.slots,
+        )
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="jobgate",
+        version=__version__,
+        description="GA4GH TES v1.1 and a native jobs API over local and batch backends.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.make_router())
+    tes_router = tes.make_router()
+    app.include_router(tes_router, prefix="/ga4gh/tes/v1")
+    app.include_router(tes_router, prefix="/v1", include_in_schema=False)
+
+    @app.get("/v1/tasks/service-info", include_in_schema=False)
+    async def legacy_service_info() -> JSONResponse:
+        return JSONResponse(tes.service_info(app.state.services))
+
+    return app

@@ -1,0 +1,1 @@
+"""Backends: where jobs run (local machine today; Slurm, Pulsar, TES, Kubernetes next)."""

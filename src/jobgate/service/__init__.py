@@ -1,0 +1,1 @@
+"""Use cases shared by every front end (TES, native API, CLI, dashboard)."""

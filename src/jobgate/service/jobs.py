@@ -1,0 +1,186 @@
+"""Submitting, reading, listing and canceling jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from jobgate.domain.models import JobRecord, TaskSpec, new_job_id
+from jobgate.domain.states import FINAL, State
+from jobgate.errors import InvalidRequest, JobNotFound
+from jobgate.store.jobs import JobStore, ListQuery, NewJob
+
+MAX_PAGE_SIZE = 2048
+DEFAULT_PAGE_SIZE = 256
+
+
+class DispatchNotifier(Protocol):
+    """How the service tells a dispatcher in the same process about news (may be a no-op)."""
+
+    def job_submitted(self) -> None: ...
+    def cancel_requested(self, job_id: str) -> None: ...
+
+
+class _NoDispatcher:
+    def job_submitted(self) -> None:
+        pass
+
+    def cancel_requested(self, job_id: str) -> None:
+        pass
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest(
+            "invalid page_token",
+            errors=[{"where": "query.page_token", "what": "not a token returned by this server"}],
+        ) from exc
+
+
+class JobService:
+    """The one engine-facing API. Every front end calls these methods."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        backends: Collection[str],
+        default_backend: str,
+        max_content_bytes: int,
+        notifier: DispatchNotifier | None = None,
+    ) -> None:
+        self.store = store
+        self.backends = frozenset(backends)
+        self.default_backend = default_backend
+        self.max_content_bytes = max_content_bytes
+        self.notifier: DispatchNotifier = notifier or _NoDispatcher()
+
+    # Keys of resources.backend_parameters this server understands (case-insensitive).
+    backend_parameter_keys: frozenset[str] = frozenset({"backend"})
+
+    def _checked(self, spec: TaskSpec) -> tuple[dict[str, Any], str, list[str]]:
+        """Validate what the model can't know; return (spec JSON, backend, ignored keys)."""
+        errors = []
+        for i, inp in enumerate(spec.inputs or []):
+            if inp.content is not None and len(inp.content.encode()) > self.max_content_bytes:
+                errors.append(
+                    {
+                        "where": f"body.inputs[{i}].content",
+                        "what": f"inline content is larger than {self.max_content_bytes} bytes; "
+                        "pass large inputs by url",
+                    }
+                )
+        backend = self.default_backend
+        ignored: list[str] = []
+        res = spec.resources
+        if res is not None and res.backend_parameters is not None:
+            kept = {}
+            for key, value in res.backend_parameters.items():
+                k = key.lower()
+                if k in self.backend_parameter_keys:
+                    kept[k] = value
+                else:
+                    ignored.append(key)
+            if ignored and res.backend_parameters_strict:
+                errors.append(
+                    {
+                        "where": "body.resources.backend_parameters",
+                        "what": f"unsupported keys {sorted(ignored)} with "
+                        f"backend_parameters_strict=true; supported: "
+                        f"{sorted(self.backend_parameter_keys)}",
+                    }
+                )
+            if "backend" in kept:
+                if kept["backend"] not in self.backends:
+                    errors.append(
+                        {
+                            "where": "body.resources.backend_parameters.backend",
+                            "what": f"unknown backend {kept['backend']!r}; "
+                            f"configured: {sorted(self.backends)}",
+                        }
+                    )
+                backend = kept["backend"]
+            res.backend_parameters = kept
+        if errors:
+            raise InvalidRequest("invalid task", errors=errors)
+        return spec.model_dump(mode="json", exclude_none=True), backend, ignored
+
+    async def submit(self, spec: TaskSpec, *, owner: str | None = None) -> str:
+        """Store a new job (committed when this returns) and wake the dispatcher."""
+        spec_json, backend, ignored = self._checked(spec)
+        job_id = new_job_id()
+        await self.store.create(
+            [NewJob(id=job_id, spec=spec_json, backend=backend, owner=owner)],
+            details=[f"ignored unsupported backend_parameters: {', '.join(ignored)}"]
+            if ignored
+            else None,
+        )
+        self.notifier.job_submitted()
+        return job_id
+
+    async def get(self, job_id: str) -> JobRecord:
+        rec = await self.store.get(job_id)
+        if rec is None:
+            raise JobNotFound(job_id)
+        return rec
+
+    async def list(
+        self,
+        *,
+        name_prefix: str | None = None,
+        state: State | None = None,
+        tags: dict[str, str] | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        minimal: bool = False,
+    ) -> tuple[list[JobRecord], str | None]:
+        """A page of jobs, newest first, and the token of the next page (None on the last)."""
+        size = DEFAULT_PAGE_SIZE if page_size is None else page_size
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidRequest(
+                "invalid page_size",
+                errors=[{"where": "query.page_size", "what": f"must be 1..{MAX_PAGE_SIZE}"}],
+            )
+        query = ListQuery(
+            name_prefix=name_prefix or None,
+            state=state,
+            tags=tags or {},
+            limit=size,
+            before_seq=decode_page_token(page_token) if page_token else None,
+        )
+        records, next_seq = await self.store.list(query, minimal=minimal)
+        return records, None if next_seq is None else encode_page_token(next_seq)
+
+    async def cancel(self, job_id: str) -> State:
+        """Cancel a job at any point; returns its state afterwards.
+
+        Queued jobs become CANCELED at once; running ones CANCELING until their processes
+        are gone. Canceling a finished job changes nothing.
+        """
+        for _ in range(10):  # the dispatcher may move the job between our read and write
+            rec = await self.get(job_id)
+            if rec.state in FINAL or rec.state == State.CANCELING:
+                return rec.state
+            if rec.state in (State.QUEUED, State.PAUSED, State.UNKNOWN):
+                target = State.CANCELED
+            else:
+                target = State.CANCELING
+            moved = await self.store.transition(
+                job_id, rec.state, target, detail="canceled by user", source="api"
+            )
+            if moved is not None:
+                if target == State.CANCELING:
+                    self.notifier.cancel_requested(job_id)
+                return target
+        return (await self.get(job_id)).state

@@ -1,0 +1,75 @@
+"""Tables. Alembic migrations (``migrations/versions``) create them; a test keeps both equal."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # seq orders jobs newest-first and is the keyset for paging; id is the public name.
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("name", Text),
+    Column("owner", String(255)),
+    Column("backend", String(64), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("native_id", String(255)),
+    Column("detail", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("logs", JSON),
+)
+Index(None, jobs.c.state, jobs.c.seq)
+Index(None, jobs.c.name, jobs.c.seq)
+Index(None, jobs.c.owner, jobs.c.seq)
+Index(None, jobs.c.backend, jobs.c.state)
+
+job_tags = Table(
+    "job_tags",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+Index(None, job_tags.c.key, job_tags.c.value)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("detail", Text),
+    Column("source", String(32), nullable=False),
+)
+Index(None, job_events.c.job_id, job_events.c.seq)
