@@ -105,7 +105,7 @@ class Dispatcher:
         """Settle every job a previous run left active: adopt, re-queue or fail it."""
         for rec in await self.store.in_states(ACTIVE):
             backend = self.backends.get(rec.backend)
-            known = set(await backend.list()) if backend is not None else set()
+            known = set(await backend.known_ids()) if backend is not None else set()
             if backend is not None and rec.native_id in known and rec.state != State.INITIALIZING:
                 self._start_driver(rec, backend, adopt=rec.native_id)
                 continue

@@ -128,7 +128,7 @@ def make_router() -> APIRouter:
     ) -> Response:
         keys, values = tag_key or [], tag_value or []
         tags = {k: (values[i] if i < len(values) else "") for i, k in enumerate(keys)}
-        records, token = await svc.jobs.list(
+        records, token = await svc.jobs.page(
             name_prefix=name_prefix,
             state=state,
             tags=tags,

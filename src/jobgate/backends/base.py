@@ -71,7 +71,7 @@ class Backend(abc.ABC):
         """Ask the backend to stop a job; its final status (CANCELED) comes through poll."""
 
     @abc.abstractmethod
-    async def list(self) -> list[str]:
+    async def known_ids(self) -> list[str]:
         """Ids of all jobs the backend still knows (for reconciliation after a restart)."""
 
     def forget(self, native_id: str) -> None:  # noqa: B027 - optional hook

@@ -76,7 +76,7 @@ class LocalBackend(Backend):
         if entry is not None:
             entry[0].cancel()
 
-    async def list(self) -> list[str]:
+    async def known_ids(self) -> list[str]:
         return list(self._runs)
 
     def forget(self, native_id: str) -> None:

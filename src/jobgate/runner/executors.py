@@ -50,6 +50,28 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+async def wait_process(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for ``proc`` without blocking the loop or holding a thread (pidfd readiness)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # kernels before 5.3
+        return await asyncio.to_thread(proc.wait)
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def _readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, _readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
+
+
 class TaskRun:
     """Runs one task; :meth:`cancel` kills the running executor's whole process tree.
 
@@ -73,7 +95,7 @@ class TaskRun:
         self.log_tail_bytes = log_tail_bytes
         self.on_change = on_change
         self.result = TaskResult()
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._group: ResourceGroup | None = None
         self._canceled = False
 
@@ -139,8 +161,10 @@ class TaskRun:
                     if stderr_path == stdout_path
                     else files.enter_context(stderr_path.open("wb"))
                 )
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                # Spawning (fork/exec) happens off the event loop so the API never stalls.
+                self._proc = await asyncio.to_thread(
+                    subprocess.Popen,
+                    argv,
                     stdin=stdin if stdin is not None else subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,
@@ -148,8 +172,10 @@ class TaskRun:
                     env=cmd.env,
                     start_new_session=True,
                 )
+            if self._canceled:
+                self._kill()
             self.on_change()
-            returncode = await self._proc.wait()
+            returncode = await wait_process(self._proc)
         finally:
             self._proc = None
             oom = group.oom_killed()

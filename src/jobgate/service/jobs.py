@@ -135,7 +135,7 @@ class JobService:
             raise JobNotFound(job_id)
         return rec
 
-    async def list(
+    async def page(
         self,
         *,
         name_prefix: str | None = None,
@@ -159,7 +159,7 @@ class JobService:
             limit=size,
             before_seq=decode_page_token(page_token) if page_token else None,
         )
-        records, next_seq = await self.store.list(query, minimal=minimal)
+        records, next_seq = await self.store.page(query, minimal=minimal)
         return records, None if next_seq is None else encode_page_token(next_seq)
 
     async def cancel(self, job_id: str) -> State:

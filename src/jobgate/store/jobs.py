@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from jobgate.domain.models import JobRecord, now
+from jobgate.domain.models import JobEvent, JobRecord, now
 from jobgate.domain.states import State, check_transition
 from jobgate.store.database import is_sqlite
 from jobgate.store.schema import job_events, job_tags, jobs
@@ -63,14 +63,19 @@ class NewJob:
     created_at: datetime = field(default_factory=now)
 
 
-def _record(row: Row[Any]) -> JobRecord:
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _record(row: Row[Any] | Any) -> JobRecord:
     m = row._mapping
     return JobRecord(
         id=m["id"],
         state=State(m["state"]),
         spec=m["spec"],
         logs=m["logs"],
-        created_at=m["created_at"],
+        created_at=_aware(m["created_at"]),
         owner=m["owner"],
         backend=m["backend"],
         priority=m["priority"],
@@ -158,7 +163,7 @@ class JobStore:
             row = (await conn.execute(select(*_FULL_COLUMNS).where(jobs.c.id == job_id))).first()
         return None if row is None else _record(row)
 
-    async def list(
+    async def page(
         self, query: ListQuery, *, minimal: bool = False
     ) -> tuple[list[JobRecord], int | None]:
         """One page, newest first. Returns the page and the cursor for the next one (or None).
@@ -195,7 +200,11 @@ class JobStore:
         if minimal:
             records = [
                 JobRecord(
-                    id=r.id, state=State(r.state), spec={}, logs=None, created_at=r.created_at
+                    id=r.id,
+                    state=State(r.state),
+                    spec={},
+                    logs=None,
+                    created_at=_aware(r.created_at),
                 )
                 for r in rows
             ]
@@ -226,11 +235,22 @@ class JobStore:
             rows = (await conn.execute(stmt)).all()
         return [_record(r) for r in rows]
 
-    async def events(self, job_id: str) -> list[dict[str, Any]]:
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """A job's state changes, oldest first (the first one is its creation)."""
         stmt = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.seq)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [dict(r._mapping) for r in rows]
+        return [
+            JobEvent(
+                job_id=r.job_id,
+                at=_aware(r.at),
+                from_state=r.from_state,
+                to_state=r.to_state,
+                detail=r.detail,
+                source=r.source,
+            )
+            for r in rows
+        ]
 
     async def count(self) -> int:
         async with self.engine.connect() as conn:

@@ -1,0 +1,47 @@
+"""The state table: what may follow what."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobgate.domain.states import FINAL, TRANSITIONS, IllegalTransition, State, check_transition
+
+
+def test_every_state_has_a_row() -> None:
+    assert set(TRANSITIONS) == set(State)
+
+
+def test_final_states_are_final() -> None:
+    for s in FINAL:
+        assert TRANSITIONS[s] == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("QUEUED", "INITIALIZING"),
+        ("QUEUED", "CANCELED"),
+        ("INITIALIZING", "RUNNING"),
+        ("RUNNING", "COMPLETE"),
+        ("RUNNING", "CANCELING"),
+        ("CANCELING", "CANCELED"),
+        ("RUNNING", "QUEUED"),  # recovery after a restart
+    ],
+)
+def test_allowed(src: str, dst: str) -> None:
+    check_transition(State(src), State(dst))
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("QUEUED", "COMPLETE"),  # a job never completes without having run
+        ("COMPLETE", "RUNNING"),
+        ("CANCELED", "QUEUED"),
+        ("CANCELING", "COMPLETE"),  # once canceled, the user's word wins
+        ("INITIALIZING", "COMPLETE"),
+    ],
+)
+def test_forbidden(src: str, dst: str) -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition(State(src), State(dst))

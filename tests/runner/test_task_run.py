@@ -1,0 +1,158 @@
+"""Running executors through each runtime with real processes (no server involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobgate.domain.models import Job, now
+from jobgate.domain.states import State
+from jobgate.runner.executors import TaskRun
+from jobgate.runner.taskdir import PathEscape, TaskDir
+from jobgate.runtimes.base import Runtime
+from jobgate.runtimes.bwrap import BwrapRuntime
+from jobgate.runtimes.cgroups import CgroupLayout
+from jobgate.runtimes.process import ProcessRuntime
+from tests.conftest import requires_bwrap
+
+
+def _job(*commands: list[str], **extra: object) -> Job:
+    return Job.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "creation_time": now(),
+            "executors": [{"image": "alpine", "command": c} for c in commands],
+            **extra,
+        }
+    )
+
+
+async def _run(job: Job, runtime: Runtime, tmp_path: Path) -> tuple[TaskRun, TaskDir]:
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    run = TaskRun(job, td, runtime, CgroupLayout.detect(), log_tail_bytes=4096)
+    await run.run()
+    return run, td
+
+
+def _runtimes() -> list[object]:
+    return [
+        pytest.param(ProcessRuntime(), id="process"),
+        pytest.param("bwrap", id="bwrap", marks=requires_bwrap),
+    ]
+
+
+def _rt(value: object) -> Runtime:
+    return BwrapRuntime() if value == "bwrap" else value  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+async def test_executors_run_in_order_and_stop_at_first_failure(
+    runtime: object, tmp_path: Path
+) -> None:
+    job = _job(["sh", "-c", "echo one"], ["sh", "-c", "echo two >&2; exit 3"], ["echo", "three"])
+    run, _ = await _run(job, _rt(runtime), tmp_path)
+    logs = run.result.executor_logs
+    assert run.result.state == State.EXECUTOR_ERROR
+    assert [(e.stdout, e.stderr, e.exit_code) for e in logs] == [
+        ("one\n", "", 0),
+        ("", "two\n", 3),
+    ]
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+async def test_signal_death_reports_128_plus_signal(runtime: object, tmp_path: Path) -> None:
+    run, _ = await _run(_job(["sh", "-c", "kill -9 $$"]), _rt(runtime), tmp_path)
+    assert run.result.executor_logs[0].exit_code == 137
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+async def test_environment_is_only_what_the_task_sets(
+    runtime: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBGATE_TEST_SECRET", "s3cr3t")
+    job = Job.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "creation_time": now(),
+            "executors": [{"image": "a", "command": ["env"], "env": {"GREETING": "hi"}}],
+        }
+    )
+    run, _ = await _run(job, _rt(runtime), tmp_path)
+    out = run.result.executor_logs[0].stdout or ""
+    assert "GREETING=hi" in out
+    assert "s3cr3t" not in out
+
+
+async def test_process_runtime_runs_in_the_task_root_with_relative_paths(tmp_path: Path) -> None:
+    job = _job(["sh", "-c", "cat in.txt > out.txt; pwd"], workdir=None)
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    (td.root / "in.txt").write_text("data")
+    run = TaskRun(job, td, ProcessRuntime(), CgroupLayout.detect(), log_tail_bytes=4096)
+    await run.run()
+    assert (td.root / "out.txt").read_text() == "data"
+    assert (run.result.executor_logs[0].stdout or "").strip() == str(td.root)
+
+
+@requires_bwrap
+async def test_bwrap_hides_the_host_and_the_network(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host only")
+    script = (
+        f"cat {secret} 2>/dev/null && echo LEAK; "
+        "touch /usr/x 2>/dev/null && echo WROTE_USR; "
+        "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; "
+        "echo pid=$$"
+    )
+    run, _ = await _run(_job(["sh", "-c", script]), BwrapRuntime(), tmp_path)
+    out = run.result.executor_logs[0].stdout or ""
+    assert "LEAK" not in out and "WROTE_USR" not in out
+    assert [line for line in out.splitlines() if not line.startswith("pid=")] == ["lo"]
+    assert "pid=1" in out or "pid=2" in out  # a private PID namespace
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+async def test_cancel_kills_the_whole_tree(runtime: object, tmp_path: Path) -> None:
+    marker = f"{uuid.uuid4().int % 1000 + 1000}.25"
+    job = _job(["sh", "-c", f"setsid sleep {marker} & sleep {marker}; wait"])
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    run = TaskRun(job, td, _rt(runtime), CgroupLayout.detect(), log_tail_bytes=4096)
+    task = asyncio.create_task(run.run())
+
+    def sleepers() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if p.info["cmdline"] == ["sleep", marker]:
+                found.append(p)
+        return found
+
+    for _ in range(100):
+        if len(sleepers()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(sleepers()) == 2
+    run.cancel()
+    result = await asyncio.wait_for(task, 10)
+    assert result.state == State.CANCELED
+    for _ in range(40):
+        if not [p for p in sleepers() if p.status() != psutil.STATUS_ZOMBIE]:
+            break
+        await asyncio.sleep(0.05)
+    assert [p for p in sleepers() if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_task_paths_cannot_escape_the_root(tmp_path: Path) -> None:
+    job = _job(["true"])
+    td = TaskDir(tmp_path / "t")
+    td.prepare(job)
+    os.symlink("/etc", td.root / "link")
+    with pytest.raises(PathEscape):
+        td.host("/link/passwd")
+    assert td.host("/data/x") == (td.root / "data" / "x").resolve()
