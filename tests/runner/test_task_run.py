@@ -108,12 +108,15 @@ async def test_bwrap_hides_the_host_and_the_network(tmp_path: Path) -> None:
         f"cat {secret} 2>/dev/null && echo LEAK; "
         "touch /usr/x 2>/dev/null && echo WROTE_USR; "
         "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; "
+        "test -e /etc/shadow && echo SHADOW; "
+        "echo uid=$(id -u); "
         "echo pid=$$"
     )
     run, _ = await _run(_job(["sh", "-c", script]), BwrapRuntime(), tmp_path)
     out = run.result.executor_logs[0].stdout or ""
-    assert "LEAK" not in out and "WROTE_USR" not in out
-    assert [line for line in out.splitlines() if not line.startswith("pid=")] == ["lo"]
+    assert "LEAK" not in out and "WROTE_USR" not in out and "SHADOW" not in out
+    assert "uid=0" not in out  # never root inside, even when the service runs as root
+    assert [line for line in out.splitlines() if "=" not in line] == ["lo"]
     assert "pid=1" in out or "pid=2" in out  # a private PID namespace
 
 
