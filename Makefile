@@ -7,7 +7,11 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint bench system-deps clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
+	$(PYTHON) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } || \
+		{ echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)

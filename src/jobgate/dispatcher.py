@@ -142,10 +142,15 @@ class Dispatcher:
     # -- claiming ----------------------------------------------------------------------
 
     async def _queue_loop(self) -> None:
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._fill()
-                await self._sweep_cancels()
+                # Submissions wake this loop often; the cancel sweep needs no such hurry.
+                if loop.time() - last_sweep >= self.settings.poll_interval:
+                    last_sweep = loop.time()
+                    await self._sweep_cancels()
             except Exception:
                 log.exception("dispatch cycle failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from jobgate import __version__
 from jobgate.api.deps import Services, services
-from jobgate.domain.models import JobRecord, TaskSpec, rfc3339
+from jobgate.domain.models import JobRecord, TaskLog, TaskSpec, rfc3339
 from jobgate.domain.states import State
 from jobgate.staging import INPUT_SCHEMES, OUTPUT_SCHEMES
 
@@ -30,6 +31,24 @@ TES_SPEC_FIELDS = (
     "volumes",
     "tags",
 )
+
+
+class TesTask(TaskSpec):
+    """tesTask as returned (documentation only: responses are rendered by :func:`task_view`)."""
+
+    id: str
+    state: State
+    logs: list[TaskLog] | None = None
+    creation_time: str | None = None
+
+
+class TesListTasksResponse(BaseModel):
+    tasks: list[TesTask]
+    next_page_token: str | None = None
+
+
+class TesCreateTaskResponse(BaseModel):
+    id: str
 
 
 class View(StrEnum):
@@ -105,17 +124,19 @@ def make_router() -> APIRouter:
     async def get_service_info(svc: Svc) -> Response:
         return _json(service_info(svc))
 
-    @router.post("/tasks/{task_id}:cancel", summary="CancelTask")
+    @router.post(
+        "/tasks/{task_id}:cancel", summary="CancelTask", responses={200: {"model": dict[str, str]}}
+    )
     async def cancel_task(task_id: str, svc: Svc) -> Response:
         await svc.jobs.cancel(task_id)
         return _json({})
 
-    @router.post("/tasks", summary="CreateTask")
+    @router.post("/tasks", summary="CreateTask", responses={200: {"model": TesCreateTaskResponse}})
     async def create_task(task: TaskSpec, svc: Svc) -> Response:
         job_id = await svc.jobs.submit(task)
         return _json({"id": job_id})
 
-    @router.get("/tasks", summary="ListTasks")
+    @router.get("/tasks", summary="ListTasks", responses={200: {"model": TesListTasksResponse}})
     async def list_tasks(
         svc: Svc,
         name_prefix: str | None = None,
@@ -141,7 +162,7 @@ def make_router() -> APIRouter:
             body["next_page_token"] = token
         return _json(body)
 
-    @router.get("/tasks/{task_id}", summary="GetTask")
+    @router.get("/tasks/{task_id}", summary="GetTask", responses={200: {"model": TesTask}})
     async def get_task(task_id: str, svc: Svc, view: View = View.MINIMAL) -> Response:
         return _json(task_view(await svc.jobs.get(task_id), view))
 

@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -95,8 +97,8 @@ class CgroupLayout:
         for base in self.bases.values():
             parent = base.parent
             for old in parent.glob("jobgate-*"):
-                if old == base or not old.is_dir():
-                    continue
+                if old == base or not old.is_dir() or _owner_alive(old):
+                    continue  # another jobgate on this host still runs: its tasks are its own
                 for child in (p for p in old.iterdir() if p.is_dir()):
                     killed += ResourceGroup(self.version, [child], None).kill_all()
                 _rmtree_cgroup(old)
@@ -105,6 +107,14 @@ class CgroupLayout:
     def close(self) -> None:
         for base in self.bases.values():
             _rmtree_cgroup(base)
+
+
+def _owner_alive(group: Path) -> bool:
+    """Whether the jobgate process that made ``group`` (named ``jobgate-<pid>``) still runs."""
+    try:
+        return psutil.Process(int(group.name.rsplit("-", 1)[1])).status() != psutil.STATUS_ZOMBIE
+    except (ValueError, IndexError, psutil.Error):
+        return False
 
 
 def _try_mkdir(path: Path) -> bool:
