@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from jobgate.backends.base import Backend, BackendStatus, SubmitError
 from jobgate.config import Settings
-from jobgate.domain.models import Job, JobRecord, TaskLog, now, rfc3339
+from jobgate.domain.models import WARNINGS_KEY, Job, JobRecord, TaskLog, now, rfc3339
 from jobgate.domain.states import ACTIVE, FINAL, State, sources_of
 from jobgate.errors import StagingError
 from jobgate.runner.taskdir import TaskDir
@@ -227,7 +227,7 @@ class Dispatcher:
             tlog = TaskLog(
                 start_time=rfc3339(now()),
                 metadata={**backend.describe(), "attempt": str(rec.attempt)},
-                system_logs=[],
+                system_logs=list(rec.spec.get(WARNINGS_KEY, [])) if rec.attempt == 1 else [],
             )
 
         def logs() -> list[dict[str, Any]]:

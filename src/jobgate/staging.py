@@ -12,7 +12,7 @@ import glob
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
@@ -129,7 +129,8 @@ class Stager:
                 for container_path, src, rel in files:
                     target = dest / rel if rel else dest
                     size = await asyncio.to_thread(_copy_file, src, target)
-                    url = out.url if not rel else out.url.rstrip("/") + "/" + rel
+                    # Quoted: a file named "a#b" or "50%" must still be a URL of that file.
+                    url = out.url if not rel else out.url.rstrip("/") + "/" + quote(rel)
                     logs.append(OutputFileLog(url=url, path=container_path, size_bytes=str(size)))
             except StagingError as exc:
                 raise _partial(exc.message, logs) from exc
@@ -198,7 +199,8 @@ def _walk(base: Path, container_base: str, taskdir: TaskDir) -> list[tuple[str, 
 def _collect(out: Output, taskdir: TaskDir) -> tuple[list[tuple[str, Path, str]], FileType | None]:
     """What an output uploads: (container path, host path, suffix for the URL) triples."""
     if out.has_wildcards:
-        pattern = str(taskdir.root) + out.path
+        # The root is literal text; only the task's own path may hold wildcards.
+        pattern = glob.escape(str(taskdir.root)) + out.path
         prefix = (out.path_prefix or "").rstrip("/")
         files = []
         for match in sorted(glob.glob(pattern)):

@@ -95,10 +95,11 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(health.make_router())
     tes_router = tes.make_router()
     app.include_router(tes_router, prefix="/ga4gh/tes/v1")
-    app.include_router(tes_router, prefix="/v1", include_in_schema=False)
 
+    # Before the /v1 router: its /v1/tasks/{task_id} would take "service-info" as an id.
     @app.get("/v1/tasks/service-info", include_in_schema=False)
     async def legacy_service_info() -> JSONResponse:
         return JSONResponse(tes.service_info(app.state.services))
 
+    app.include_router(tes_router, prefix="/v1", include_in_schema=False)
     return app

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from jobgate.domain.states import State
 
 WILDCARDS = frozenset("*?[")
+WARNINGS_KEY = "_warnings"
+"""Key in a stored spec holding submission warnings for the task's system_logs."""
 
 
 def now() -> datetime:

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobgate.domain.models import Job
+from jobgate.domain.models import WILDCARDS, Job
 
 
 class PathEscape(ValueError):
@@ -49,6 +49,14 @@ class TaskDir:
             parent = out.path.rsplit("/", 1)[0] or "/"
             if not out.has_wildcards:
                 dirs.add(parent if out.type != "DIRECTORY" else out.path)
+            else:
+                # Without it a sandbox has no /data/w to write into and the matches vanish.
+                fixed = []
+                for part in out.path.split("/")[:-1]:
+                    if any(c in WILDCARDS for c in part):
+                        break
+                    fixed.append(part)
+                dirs.add("/".join(fixed) or "/")
         for inp in job.inputs or []:
             dirs.add(inp.path.rsplit("/", 1)[0] or "/")
         for ex in job.executors:

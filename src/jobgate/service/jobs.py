@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from jobgate.domain.models import JobRecord, TaskSpec, new_job_id
+from jobgate.domain.models import WARNINGS_KEY, JobRecord, TaskSpec, new_job_id
 from jobgate.domain.states import FINAL, State
 from jobgate.errors import InvalidRequest, JobNotFound
 from jobgate.store.jobs import JobStore, ListQuery, NewJob
@@ -120,11 +120,14 @@ class JobService:
         """Store a new job (committed when this returns) and wake the dispatcher."""
         spec_json, backend, ignored = self._checked(spec)
         job_id = new_job_id()
+        warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
+        if ignored:
+            # Not a task field (no front end renders it): the dispatcher copies it into the
+            # first attempt's system_logs, where the TES spec asks for such warnings.
+            spec_json[WARNINGS_KEY] = [warning]
         await self.store.create(
             [NewJob(id=job_id, spec=spec_json, backend=backend, owner=owner)],
-            details=[f"ignored unsupported backend_parameters: {', '.join(ignored)}"]
-            if ignored
-            else None,
+            details=[warning] if ignored else None,
         )
         self.notifier.job_submitted()
         return job_id
