@@ -27,7 +27,8 @@ system-deps:
 	fi
 
 test: $(STAMP) system-deps
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
