@@ -165,6 +165,8 @@ class Dispatcher:
                 candidates = await self.store.queued(name, limit=min(free * 4, 256))
                 claimed = 0
                 for rec in candidates:
+                    if free <= 0:
+                        break  # no slot left: don't validate the remaining candidates
                     job = rec.to_job()
                     cost = backend.cost(job)
                     if cost > free:

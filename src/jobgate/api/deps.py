@@ -18,6 +18,8 @@ class Services:
     backends: dict[str, Backend]
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+    # request for one attribute read.
     svc: Services = request.app.state.services
     return svc

@@ -280,29 +280,29 @@ class JobStore:
             check_transition(s, to)
         at = now()
         async with self._writing() as conn:
-            current = (
-                await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))
-            ).scalar_one_or_none()
-            if current is None or State(current) not in sources:
-                return None
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.state == current)
-                .values(state=to.value, updated_at=at, detail=detail, **values)
-            )
-            if result.rowcount != 1:
+            # A compare-and-set per expected state, no SELECT first: one statement (and,
+            # on SQLite, three fewer thread hops) in the common single-source case.
+            for current in sources:
+                result = await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.state == current.value)
+                    .values(state=to.value, updated_at=at, detail=detail, **values)
+                )
+                if result.rowcount == 1:
+                    break
+            else:
                 return None
             await conn.execute(
                 insert(job_events).values(
                     job_id=job_id,
                     at=at,
-                    from_state=current,
+                    from_state=current.value,
                     to_state=to.value,
                     detail=detail,
                     source=source,
                 )
             )
-        return State(current)
+        return current
 
     async def update(self, job_id: str, **values: Any) -> None:
         """Set columns without a state change (e.g. logs while a job runs)."""

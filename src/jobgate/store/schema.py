@@ -46,8 +46,14 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("spec", JSON, nullable=False),
     Column("logs", JSON),
+    # Native API (migration 0002): bulk/parametric group, reschedules, application status.
+    Column("group_id", String(36)),
+    Column("reschedules", Integer, nullable=False, server_default="0"),
+    Column("app_status", Text),
+    Column("output_sandbox", String(64)),
 )
 Index(None, jobs.c.state, jobs.c.seq)
+Index(None, jobs.c.group_id, jobs.c.seq)
 Index(None, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
 Index(None, jobs.c.backend, jobs.c.state)
@@ -71,5 +77,31 @@ job_events = Table(
     Column("to_state", String(16), nullable=False),
     Column("detail", Text),
     Column("source", String(32), nullable=False),
+    Column("app_status", Text),
+    Column("owner", String(255)),
 )
 Index(None, job_events.c.job_id, job_events.c.seq)
+Index(None, job_events.c.owner, job_events.c.seq)
+
+# Idempotency-Key records (IETF draft): one per (caller, key), kept at least 24 hours.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(255), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer),
+    Column("response", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index(None, idempotency_keys.c.created_at)
+
+# Content-addressed uploads (input and output sandboxes).
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("owner", String(255)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,239 @@
+"""Search (filters, sort, keyset paging, field choice) and summaries over the jobs table."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jobgate.domain.models import rfc3339
+from jobgate.domain.query import LABEL, Filter, SearchRequest, Sort, SummaryRequest
+from jobgate.store.schema import job_tags, jobs
+
+COLUMNS: dict[str, Any] = {
+    "id": jobs.c.id,
+    "state": jobs.c.state,
+    "owner": jobs.c.owner,
+    "name": jobs.c.name,
+    "backend": jobs.c.backend,
+    "group": jobs.c.group_id,
+    "priority": jobs.c.priority,
+    "created_at": jobs.c.created_at,
+    "updated_at": jobs.c.updated_at,
+    "reschedules": jobs.c.reschedules,
+    "attempt": jobs.c.attempt,
+    "detail": jobs.c.detail,
+    "app_status": jobs.c.app_status,
+    "spec": jobs.c.spec,
+    "logs": jobs.c.logs,
+}
+TIME_FIELDS = ("created_at", "updated_at")
+INT_FIELDS = ("priority", "reschedules", "attempt")
+
+
+class BadQuery(ValueError):
+    """A filter value or cursor that does not fit its field (a 400 for the caller)."""
+
+
+def _coerce(field: str, value: Any) -> Any:
+    if field in TIME_FIELDS:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadQuery(f"{field}: {value!r} is not an RFC 3339 time") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if field in INT_FIELDS:
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise BadQuery(f"{field}: {value!r} is not an integer") from exc
+    return None if value is None else str(value)
+
+
+def _compare(col: ColumnElement[Any], op: str, field: str, value: Any) -> ColumnElement[bool]:
+    if op in ("in", "not_in"):
+        values = [_coerce(field, v) for v in value]
+        cond = col.in_(values)
+        return not_(cond) if op == "not_in" else cond
+    v = _coerce(field, value)
+    if op == "eq":
+        return col.is_(None) if v is None else col == v
+    if op == "neq":
+        return col.is_not(None) if v is None else or_(col != v, col.is_(None))
+    if op == "gt":
+        return col.__gt__(v)
+    if op == "lt":
+        return col.__lt__(v)
+    # like: '*' and '?' wildcards (shell style) over the literal value, case-insensitive
+    # (the same on SQLite and PostgreSQL).
+    pattern = str(v).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = pattern.replace("*", "%").replace("?", "_")
+    return col.ilike(pattern, escape="\\")
+
+
+def condition(f: Filter) -> ColumnElement[bool]:
+    m = LABEL.match(f.field)
+    if m is None:
+        return _compare(COLUMNS[f.field], f.op, f.field, f.value)
+    key = m.group(1)
+    tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
+    if f.op in ("neq", "not_in"):
+        positive = "eq" if f.op == "neq" else "in"
+        return not_(exists().where(tag, _compare(job_tags.c.value, positive, "label", f.value)))
+    return exists().where(tag, _compare(job_tags.c.value, f.op, "label", f.value))
+
+
+def where(filters: list[Filter], owner: str | None = None) -> ColumnElement[bool]:
+    conds = [condition(f) for f in filters]
+    if owner is not None:
+        conds.append(jobs.c.owner == owner)
+    return and_(literal(True), *conds)
+
+
+def _sort_columns(sort: list[Sort]) -> list[tuple[Any, str, str]]:
+    """(column, direction, field) with ``seq`` last as the tie-breaker.
+
+    ``created_at`` sorts as ``seq``: both grow together, and ``seq`` is indexed with every
+    filter column.
+    """
+    out: list[tuple[Any, str, str]] = []
+    for s in sort:
+        if s.field in ("created_at",):
+            out.append((jobs.c.seq, s.direction, "seq"))
+            break  # seq is unique: nothing after it can matter
+        col = COLUMNS[s.field]
+        if s.field in ("name", "owner", "group"):
+            col = func.coalesce(col, "")
+        out.append((col, s.direction, s.field))
+    if not out or out[-1][2] != "seq":
+        out.append((jobs.c.seq, out[-1][1] if out else "desc", "seq"))
+    return out
+
+
+def _encode(values: list[Any]) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, keys: list[tuple[Any, str, str]]) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise BadQuery("cursor: not a cursor returned by this server") from exc
+    if not isinstance(values, list) or len(values) != len(keys):
+        raise BadQuery("cursor: it belongs to a search with another sort order")
+    return [
+        _coerce(f, v) if f in TIME_FIELDS else v
+        for (_c, _d, f), v in zip(keys, values, strict=True)
+    ]
+
+
+def _after(keys: list[tuple[Any, str, str]], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the sort order (mixed directions allowed)."""
+    ors = []
+    for i, (col, direction, _f) in enumerate(keys):
+        eqs = [keys[j][0] == values[j] for j in range(i)]
+        step = col > values[i] if direction == "asc" else col < values[i]
+        ors.append(and_(*eqs, step))
+    return or_(*ors)
+
+
+def _render(
+    row: Any, fields: tuple[str, ...] | list[str], labels: dict[str, str]
+) -> dict[str, Any]:
+    m = row._mapping
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f == "labels":
+            out["labels"] = labels
+        elif f in TIME_FIELDS:
+            value = m[f]
+            out[f] = rfc3339(value if value.tzinfo else value.replace(tzinfo=UTC))
+        else:
+            out[f] = m["group_id" if f == "group" else f]
+    return out
+
+
+async def search(
+    engine: AsyncEngine,
+    req: SearchRequest,
+    fields: list[str] | tuple[str, ...],
+    owner: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of matching jobs as dicts of ``fields``, and the cursor of the next page."""
+    keys = _sort_columns(req.sort)
+    wanted = [COLUMNS[f].label("group_id" if f == "group" else f) for f in fields if f in COLUMNS]
+    sort_cols = [k[0].label(f"_k{i}") for i, k in enumerate(keys)]
+    stmt = select(jobs.c.id.label("_id"), *wanted, *sort_cols).where(where(req.filters, owner))
+    if req.cursor:
+        stmt = stmt.where(_after(keys, _decode(req.cursor, keys)))
+    stmt = stmt.order_by(*(k[0].asc() if k[1] == "asc" else k[0].desc() for k in keys)).limit(
+        req.limit + 1
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+        more = len(rows) > req.limit
+        rows = rows[: req.limit]
+        labels: dict[str, dict[str, str]] = defaultdict(dict)
+        if "labels" in fields and rows:
+            ids = [r._mapping["_id"] for r in rows]
+            for job_id, key, value in (
+                await conn.execute(
+                    select(job_tags.c.job_id, job_tags.c.key, job_tags.c.value).where(
+                        job_tags.c.job_id.in_(ids)
+                    )
+                )
+            ).all():
+                labels[job_id][key] = value
+    items = [_render(r, fields, labels[r._mapping["_id"]]) for r in rows]
+    cursor = None
+    if more and rows:
+        last = rows[-1]._mapping
+        cursor = _encode([last[f"_k{i}"] for i in range(len(keys))])
+    return items, cursor
+
+
+async def summary(
+    engine: AsyncEngine, req: SummaryRequest, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """Counts of matching jobs grouped by ``req.group_by``, largest groups first."""
+    cols = []
+    for i, f in enumerate(req.group_by):
+        m = LABEL.match(f)
+        if m is None:
+            cols.append(COLUMNS[f].label(f"_g{i}"))
+        else:
+            cols.append(
+                select(job_tags.c.value)
+                .where(job_tags.c.job_id == jobs.c.id, job_tags.c.key == m.group(1))
+                .scalar_subquery()
+                .label(f"_g{i}")
+            )
+    n = func.count().label("count")
+    stmt = (
+        select(*cols, n)
+        .where(where(req.filters, owner))
+        .group_by(*(c.name for c in cols))
+        .order_by(n.desc())
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [
+        {**{f: r._mapping[f"_g{i}"] for i, f in enumerate(req.group_by)}, "count": r.count}
+        for r in rows
+    ]
