@@ -162,8 +162,9 @@ class Dispatcher:
             capacity = backend.slots if backend.slots is not None else 10_000
             free = capacity - self._used[name]
             while free > 0:
-                candidates = await self.store.queued(name, limit=min(free * 4, 256))
-                claimed = 0
+                limit = min(free * 4, 256)
+                candidates = await self.store.queued(name, limit=limit)
+                picked: list[tuple[JobRecord, Job, int]] = []
                 for rec in candidates:
                     if free <= 0:
                         break  # no slot left: don't validate the remaining candidates
@@ -171,21 +172,18 @@ class Dispatcher:
                     cost = backend.cost(job)
                     if cost > free:
                         continue  # smaller jobs behind it may still fit
-                    prev = await self.store.transition(
-                        rec.id,
-                        State.QUEUED,
-                        State.INITIALIZING,
-                        detail="claimed",
-                        attempt=rec.attempt + 1,
-                    )
-                    if prev is None:
+                    picked.append((rec, job, cost))
+                    free -= cost
+                # One transaction claims the whole batch (compare-and-set on QUEUED).
+                claimed = set(await self.store.claim([rec.id for rec, _, _ in picked]))
+                for rec, job, cost in picked:
+                    if rec.id not in claimed:
+                        free += cost  # canceled or taken meanwhile
                         continue
                     rec.attempt += 1
                     rec.state = State.INITIALIZING
-                    free -= cost
-                    claimed += 1
                     self._start_driver(rec, backend, job=job, cost=cost)
-                if claimed == 0 or len(candidates) < min(free * 4, 256):
+                if not claimed or len(candidates) < limit:
                     break
 
     async def _sweep_cancels(self) -> None:

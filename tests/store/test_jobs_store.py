@@ -213,3 +213,20 @@ def test_created_at_defaults_to_utc_now() -> None:
     job = _job()
     assert job.created_at.tzinfo is UTC or job.created_at.utcoffset() == timedelta(0)
     assert datetime.now(UTC) - job.created_at < timedelta(seconds=5)
+
+
+async def test_claim_takes_only_queued_jobs_once(store: JobStore) -> None:
+    a, b, c = _job("a"), _job("b"), _job("c")
+    await store.create([a, b, c])
+    await store.transition(b.id, State.QUEUED, State.CANCELED)
+    claimed = await store.claim([a.id, b.id, c.id, "missing"])
+    assert sorted(claimed) == sorted([a.id, c.id])
+    assert await store.claim([a.id, c.id]) == []  # a second dispatcher gets nothing
+    rec = await store.get(a.id)
+    assert rec is not None and (rec.state, rec.attempt) == (State.INITIALIZING, 1)
+    events = await store.events(c.id)
+    assert [(e.from_state, e.to_state, e.source) for e in events][-1] == (
+        "QUEUED",
+        "INITIALIZING",
+        "dispatcher",
+    )

@@ -23,6 +23,7 @@ from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
 from jobgate.runtimes.process import ProcessRuntime
 from jobgate.service.jobs import JobService
 from jobgate.staging import Stager
+from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
 from jobgate.store.jobs import JobStore
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
         await migrate(engine)
-        store = JobStore(engine)
+        store = JobStore(Database(engine, sqlite_synchronous=settings.sqlite_synchronous))
         backends: dict[str, Backend] = {
             "local": LocalBackend(
                 make_runtime(settings), slots=settings.slots, log_tail_bytes=settings.log_tail_bytes
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         finally:
             await dispatcher.stop()
             await http.aclose()
+            store.close()
             await engine.dispose()
 
     app = FastAPI(

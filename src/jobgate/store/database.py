@@ -8,13 +8,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 _HERE = Path(__file__).parent
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -28,21 +28,25 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> AsyncEngine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, json_serializer=_json_dumps, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        engine = create_async_engine(url, json_serializer=json_dumps, connect_args={"timeout": 30})
+        sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
         return engine
     return create_async_engine(
-        url, json_serializer=_json_dumps, pool_size=10, max_overflow=20, pool_pre_ping=True
+        url, json_serializer=json_dumps, pool_size=10, max_overflow=20, pool_pre_ping=True
     )
+
+
+def sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    """WAL, the chosen durability, foreign keys and a generous busy timeout, per connection."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
 
 
 def _alembic_config(connection: Connection) -> Config:

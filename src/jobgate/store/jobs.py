@@ -2,23 +2,33 @@
 
 Every state change is a compare-and-set on the current state, checked against
 :data:`jobgate.domain.states.TRANSITIONS`, and writes an event row in the same transaction.
+Each public method is one transaction run by :class:`~jobgate.store.access.Database`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate.domain.models import JobEvent, JobRecord, now
 from jobgate.domain.states import State, check_transition
-from jobgate.store.database import is_sqlite
+from jobgate.store.access import Database
 from jobgate.store.schema import job_events, job_tags, jobs
 
 _FULL_COLUMNS = (
@@ -35,11 +45,12 @@ _FULL_COLUMNS = (
     jobs.c.native_id,
     jobs.c.detail,
 )
+_MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """Filters for :meth:`JobStore.list`. ``tags`` maps key → value; ``""`` matches any value."""
+    """Filters for :meth:`JobStore.page`. ``tags`` maps key → value; ``""`` matches any value."""
 
     name_prefix: str | None = None
     state: State | None = None
@@ -61,6 +72,7 @@ class NewJob:
     priority: int = 0
     state: State = State.QUEUED
     created_at: datetime = field(default_factory=now)
+    group_id: str | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -85,25 +97,199 @@ def _record(row: Row[Any] | Any) -> JobRecord:
     )
 
 
+def _minimal(row: Row[Any] | Any) -> JobRecord:
+    return JobRecord(
+        id=row.id, state=State(row.state), spec={}, logs=None, created_at=_aware(row.created_at)
+    )
+
+
+def _owner_of(job_id: str) -> Any:
+    return select(jobs.c.owner).where(jobs.c.id == job_id).scalar_subquery()
+
+
+# -- transactions (synchronous; run by Database) -------------------------------------------
+
+
+def _create(
+    conn: Connection, new_jobs: Sequence[NewJob], source: str, details: Sequence[str] | None
+) -> None:
+    job_rows, tag_rows, event_rows = [], [], []
+    for n, j in enumerate(new_jobs):
+        job_rows.append(
+            {
+                "id": j.id,
+                "state": j.state.value,
+                "name": j.spec.get("name"),
+                "owner": j.owner,
+                "backend": j.backend,
+                "priority": j.priority,
+                "attempt": 0,
+                "created_at": j.created_at,
+                "updated_at": j.created_at,
+                "spec": j.spec,
+                "logs": None,
+                "group_id": j.group_id,
+            }
+        )
+        for k, v in (j.spec.get("tags") or {}).items():
+            tag_rows.append({"job_id": j.id, "key": k, "value": v})
+        event_rows.append(
+            {
+                "job_id": j.id,
+                "at": j.created_at,
+                "from_state": None,
+                "to_state": j.state.value,
+                "detail": details[n] if details else "submitted",
+                "source": source,
+                "owner": j.owner,
+            }
+        )
+    conn.execute(insert(jobs), job_rows)
+    if tag_rows:
+        conn.execute(insert(job_tags), tag_rows)
+    conn.execute(insert(job_events), event_rows)
+
+
+def _get(conn: Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute(select(*_FULL_COLUMNS).where(jobs.c.id == job_id)).first()
+    return None if row is None else _record(row)
+
+
+def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRecord], int | None]:
+    stmt = select(*(_MINIMAL_COLUMNS if minimal else _FULL_COLUMNS))
+    conds = []
+    if query.before_seq is not None:
+        conds.append(jobs.c.seq < query.before_seq)
+    if query.state is not None:
+        conds.append(jobs.c.state == query.state.value)
+    if query.owner is not None:
+        conds.append(jobs.c.owner == query.owner)
+    if query.name_prefix:
+        # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
+        conds.append(jobs.c.name >= query.name_prefix)
+        conds.append(jobs.c.name < query.name_prefix + "\U0010ffff")
+    for key, value in query.tags.items():
+        tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
+        if value != "":
+            tag = and_(tag, job_tags.c.value == value)
+        conds.append(exists().where(tag))
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    rows = conn.execute(stmt.order_by(jobs.c.seq.desc()).limit(query.limit + 1)).all()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    records = [_minimal(r) if minimal else _record(r) for r in rows]
+    return records, (rows[-1].seq if more and rows else None)
+
+
+def _select_all(conn: Connection, stmt: Any) -> list[JobRecord]:
+    return [_record(r) for r in conn.execute(stmt).all()]
+
+
+def _events(conn: Connection, job_id: str) -> list[JobEvent]:
+    stmt = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.seq)
+    return [
+        JobEvent(
+            job_id=r.job_id,
+            at=_aware(r.at),
+            from_state=r.from_state,
+            to_state=r.to_state,
+            detail=r.detail,
+            source=r.source,
+        )
+        for r in conn.execute(stmt).all()
+    ]
+
+
+def _transition(
+    conn: Connection,
+    job_id: str,
+    sources: list[State],
+    to: State,
+    detail: str | None,
+    source: str,
+    values: dict[str, Any],
+) -> State | None:
+    at = now()
+    # A compare-and-set per expected state, no SELECT first: one statement in the
+    # common single-source case.
+    for current in sources:
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == current.value)
+            .values(state=to.value, updated_at=at, detail=detail, **values)
+        )
+        if result.rowcount == 1:
+            break
+    else:
+        return None
+    conn.execute(
+        insert(job_events).values(
+            job_id=job_id,
+            at=at,
+            from_state=current.value,
+            to_state=to.value,
+            detail=detail,
+            source=source,
+            owner=_owner_of(job_id),
+        )
+    )
+    return current
+
+
+def _claim(conn: Connection, ids: Sequence[str], detail: str) -> list[str]:
+    """QUEUED → INITIALIZING for those of ``ids`` still queued; attempt += 1."""
+    at = now()
+    claimed = [
+        r.id
+        for r in conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), jobs.c.state == State.QUEUED.value)
+            .values(
+                state=State.INITIALIZING.value,
+                attempt=jobs.c.attempt + 1,
+                updated_at=at,
+                detail=detail,
+            )
+            .returning(jobs.c.id)
+        ).all()
+    ]
+    if claimed:
+        conn.execute(
+            insert(job_events).from_select(
+                ["job_id", "at", "from_state", "to_state", "detail", "source", "owner"],
+                select(
+                    jobs.c.id,
+                    literal(at, jobs.c.created_at.type),  # the same instant for the batch
+                    literal(State.QUEUED.value, jobs.c.state.type),
+                    jobs.c.state,
+                    jobs.c.detail,
+                    literal("dispatcher", job_events.c.source.type),
+                    jobs.c.owner,
+                ).where(jobs.c.id.in_(claimed)),
+            )
+        )
+    return claimed
+
+
+def _update(conn: Connection, job_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=now(), **values))
+
+
+def _delete(conn: Connection, job_id: str) -> bool:
+    return bool(conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount)
+
+
+def _count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+
+
 class JobStore:
     """Async access to jobs. Safe to share across tasks of one event loop."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        # SQLite allows one writer; serialising writers here avoids SQLITE_BUSY on
-        # read-to-write upgrades. PostgreSQL needs no such lock.
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(engine) else None
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
-
-    # -- create ------------------------------------------------------------------------
+    def __init__(self, engine: AsyncEngine | Database) -> None:
+        self.db = engine if isinstance(engine, Database) else Database(engine)
+        self.engine = self.db.engine
 
     async def create(
         self,
@@ -117,51 +303,11 @@ class JobStore:
         ``details`` (aligned with ``new_jobs``) annotates each creation event.
         Returns only after the commit: a job acknowledged to a client is on disk.
         """
-        if not new_jobs:
-            return
-        job_rows = []
-        tag_rows = []
-        event_rows = []
-        for n, j in enumerate(new_jobs):
-            job_rows.append(
-                {
-                    "id": j.id,
-                    "state": j.state.value,
-                    "name": j.spec.get("name"),
-                    "owner": j.owner,
-                    "backend": j.backend,
-                    "priority": j.priority,
-                    "attempt": 0,
-                    "created_at": j.created_at,
-                    "updated_at": j.created_at,
-                    "spec": j.spec,
-                    "logs": None,
-                }
-            )
-            for k, v in (j.spec.get("tags") or {}).items():
-                tag_rows.append({"job_id": j.id, "key": k, "value": v})
-            event_rows.append(
-                {
-                    "job_id": j.id,
-                    "at": j.created_at,
-                    "from_state": None,
-                    "to_state": j.state.value,
-                    "detail": details[n] if details else "submitted",
-                    "source": source,
-                }
-            )
-        async with self._writing() as conn:
-            await conn.execute(insert(jobs), job_rows)
-            if tag_rows:
-                await conn.execute(insert(job_tags), tag_rows)
-            await conn.execute(insert(job_events), event_rows)
-
-    # -- read --------------------------------------------------------------------------
+        if new_jobs:
+            await self.db.write(_create, new_jobs, source, details)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(*_FULL_COLUMNS).where(jobs.c.id == job_id))).first()
-        return None if row is None else _record(row)
+        return await self.db.read(_get, job_id)
 
     async def page(
         self, query: ListQuery, *, minimal: bool = False
@@ -170,47 +316,7 @@ class JobStore:
 
         Keyset paging on ``seq``: the cost of a page does not grow with how deep it is.
         """
-        cols = (
-            (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at) if minimal else _FULL_COLUMNS
-        )
-        stmt = select(*cols)
-        conds = []
-        if query.before_seq is not None:
-            conds.append(jobs.c.seq < query.before_seq)
-        if query.state is not None:
-            conds.append(jobs.c.state == query.state.value)
-        if query.owner is not None:
-            conds.append(jobs.c.owner == query.owner)
-        if query.name_prefix:
-            # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
-            conds.append(jobs.c.name >= query.name_prefix)
-            conds.append(jobs.c.name < query.name_prefix + "\U0010ffff")
-        for key, value in query.tags.items():
-            tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
-            if value != "":
-                tag = and_(tag, job_tags.c.value == value)
-            conds.append(exists().where(tag))
-        if conds:
-            stmt = stmt.where(and_(*conds))
-        stmt = stmt.order_by(jobs.c.seq.desc()).limit(query.limit + 1)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        if minimal:
-            records = [
-                JobRecord(
-                    id=r.id,
-                    state=State(r.state),
-                    spec={},
-                    logs=None,
-                    created_at=_aware(r.created_at),
-                )
-                for r in rows
-            ]
-        else:
-            records = [_record(r) for r in rows]
-        return records, (rows[-1].seq if more and rows else None)
+        return await self.db.read(_page, query, minimal)
 
     async def in_states(
         self, states: Iterable[State], backend: str | None = None
@@ -219,9 +325,7 @@ class JobStore:
         stmt = select(*_FULL_COLUMNS).where(jobs.c.state.in_([s.value for s in states]))
         if backend is not None:
             stmt = stmt.where(jobs.c.backend == backend)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt.order_by(jobs.c.seq))).all()
-        return [_record(r) for r in rows]
+        return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
 
     async def queued(self, backend: str, limit: int) -> list[JobRecord]:
         """Queued jobs of a backend in dispatch order: priority, then age."""
@@ -231,32 +335,14 @@ class JobStore:
             .order_by(jobs.c.priority.desc(), jobs.c.seq)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_record(r) for r in rows]
+        return await self.db.read(_select_all, stmt)
 
     async def events(self, job_id: str) -> list[JobEvent]:
         """A job's state changes, oldest first (the first one is its creation)."""
-        stmt = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.seq)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [
-            JobEvent(
-                job_id=r.job_id,
-                at=_aware(r.at),
-                from_state=r.from_state,
-                to_state=r.to_state,
-                detail=r.detail,
-                source=r.source,
-            )
-            for r in rows
-        ]
+        return await self.db.read(_events, job_id)
 
     async def count(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(jobs))).scalar_one())
-
-    # -- change ------------------------------------------------------------------------
+        return await self.db.read(_count)
 
     async def transition(
         self,
@@ -278,40 +364,21 @@ class JobStore:
         sources = [expected] if isinstance(expected, State) else list(expected)
         for s in sources:
             check_transition(s, to)
-        at = now()
-        async with self._writing() as conn:
-            # A compare-and-set per expected state, no SELECT first: one statement (and,
-            # on SQLite, three fewer thread hops) in the common single-source case.
-            for current in sources:
-                result = await conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.state == current.value)
-                    .values(state=to.value, updated_at=at, detail=detail, **values)
-                )
-                if result.rowcount == 1:
-                    break
-            else:
-                return None
-            await conn.execute(
-                insert(job_events).values(
-                    job_id=job_id,
-                    at=at,
-                    from_state=current.value,
-                    to_state=to.value,
-                    detail=detail,
-                    source=source,
-                )
-            )
-        return current
+        return await self.db.write(_transition, job_id, sources, to, detail, source, values)
+
+    async def claim(self, job_ids: Sequence[str], *, detail: str = "claimed") -> list[str]:
+        """Claim queued jobs for dispatch in one transaction; returns those claimed."""
+        check_transition(State.QUEUED, State.INITIALIZING)
+        if not job_ids:
+            return []
+        return await self.db.write(_claim, job_ids, detail)
 
     async def update(self, job_id: str, **values: Any) -> None:
         """Set columns without a state change (e.g. logs while a job runs)."""
-        async with self._writing() as conn:
-            await conn.execute(
-                update(jobs).where(jobs.c.id == job_id).values(updated_at=now(), **values)
-            )
+        await self.db.write(_update, job_id, values)
 
     async def delete(self, job_id: str) -> bool:
-        async with self._writing() as conn:
-            result = await conn.execute(delete(jobs).where(jobs.c.id == job_id))
-        return bool(result.rowcount)
+        return await self.db.write(_delete, job_id)
+
+    def close(self) -> None:
+        self.db.close()
