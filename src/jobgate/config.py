@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """How much of each executor's stdout/stderr is kept in the task logs."""
     max_content_bytes: int = Field(default=1024 * 1024, ge=128 * 1024)
     """Largest inline ``content`` of one input (the spec asks for at least 128 KiB)."""
+    parametric_cap: int = Field(default=10_000, ge=1)
+    """Most jobs one parametric submission may expand into."""
+    max_reschedules: int = Field(default=10, ge=0)
+    """How often one job may be rescheduled."""
     keep_task_dirs: bool = False
     """Keep each task's working directory after it ends (for debugging)."""
     http_timeout: float = Field(default=60.0, gt=0)

@@ -230,3 +230,23 @@ async def test_claim_takes_only_queued_jobs_once(store: JobStore) -> None:
         "INITIALIZING",
         "dispatcher",
     )
+
+
+async def test_listeners_see_every_committed_event_with_its_sequence(store: JobStore) -> None:
+    seen: list[tuple[int | None, str, str | None]] = []
+    store.listeners.append(lambda evs: seen.extend((e.seq, e.to_state, e.owner) for e in evs))
+    a = _job("a", owner="alice")
+    await store.create([a, _job("b")])
+    await store.claim([a.id])
+    await store.transition(a.id, State.INITIALIZING, State.RUNNING)
+    assert [(s, o) for _, s, o in seen] == [
+        ("QUEUED", "alice"),
+        ("QUEUED", None),
+        ("INITIALIZING", "alice"),
+        ("RUNNING", "alice"),
+    ]
+    seqs = [q for q, _, _ in seen]
+    assert all(q is not None for q in seqs) and seqs == sorted(seqs)
+    # The same events can be read back after any sequence number (stream resumption).
+    after = await store.events_after(seqs[1] or 0, owner="alice")
+    assert [e.to_state for e in after] == ["INITIALIZING", "RUNNING"]

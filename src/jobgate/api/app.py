@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from jobgate import __version__
 from jobgate.api import errors, health, tes
+from jobgate.api import jobs as jobs_api
 from jobgate.api.deps import Services
 from jobgate.backends.base import Backend
 from jobgate.backends.local import LocalBackend
@@ -21,10 +22,13 @@ from jobgate.dispatcher import Dispatcher
 from jobgate.runtimes.base import Runtime
 from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
 from jobgate.runtimes.process import ProcessRuntime
+from jobgate.service.events import EventBus
 from jobgate.service.jobs import JobService
+from jobgate.service.native import NativeJobs
 from jobgate.staging import Stager
 from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
+from jobgate.store.idempotency import IdempotencyStore
 from jobgate.store.jobs import JobStore
 
 log = logging.getLogger("jobgate")
@@ -53,7 +57,10 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
         await migrate(engine)
-        store = JobStore(Database(engine, sqlite_synchronous=settings.sqlite_synchronous))
+        db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
+        store = JobStore(db)
+        bus = EventBus()
+        store.listeners.append(bus.publish)
         backends: dict[str, Backend] = {
             "local": LocalBackend(
                 make_runtime(settings), slots=settings.slots, log_tail_bytes=settings.log_tail_bytes
@@ -69,7 +76,20 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             max_content_bytes=settings.max_content_bytes,
             notifier=dispatcher if dispatch else None,
         )
-        app.state.services = Services(settings=settings, jobs=jobs, backends=backends)
+        native = NativeJobs(
+            jobs,
+            jobs_dir=settings.jobs_dir,
+            parametric_cap=settings.parametric_cap,
+            max_reschedules=settings.max_reschedules,
+        )
+        app.state.services = Services(
+            settings=settings,
+            jobs=jobs,
+            backends=backends,
+            native=native,
+            idempotency=IdempotencyStore(store.db),
+            events=bus,
+        )
         app.state.dispatcher = dispatcher
         if dispatch:
             await dispatcher.start()
@@ -100,6 +120,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     )
     errors.install(app)
     app.include_router(health.make_router())
+    app.include_router(jobs_api.make_router())
     tes_router = tes.make_router()
     app.include_router(tes_router, prefix="/ga4gh/tes/v1")
 

@@ -8,7 +8,10 @@ from fastapi import Request
 
 from jobgate.backends.base import Backend
 from jobgate.config import Settings
+from jobgate.service.events import EventBus
 from jobgate.service.jobs import JobService
+from jobgate.service.native import NativeJobs
+from jobgate.store.idempotency import IdempotencyStore
 
 
 @dataclass
@@ -16,6 +19,9 @@ class Services:
     settings: Settings
     jobs: JobService
     backends: dict[str, Backend]
+    native: NativeJobs
+    idempotency: IdempotencyStore
+    events: EventBus
 
 
 async def services(request: Request) -> Services:

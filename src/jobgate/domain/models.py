@@ -209,6 +209,10 @@ class JobEvent(_Model):
     to_state: State
     detail: str | None = None
     source: str
+    seq: int | None = None
+    """Position in the global event order (resume point for event streams)."""
+    owner: str | None = None
+    app_status: str | None = None
 
 
 def spec_fields() -> frozenset[str]:
@@ -237,6 +241,10 @@ class JobRecord:
     attempt: int = 0
     native_id: str | None = None
     detail: str | None = None
+    group_id: str | None = None
+    reschedules: int = 0
+    updated_at: datetime | None = None
+    app_status: str | None = None
 
     def to_job(self) -> Job:
         return Job.model_validate(

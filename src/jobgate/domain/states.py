@@ -52,11 +52,17 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.CANCELING: frozenset({_S.CANCELED}),
     _S.UNKNOWN: frozenset({_S.QUEUED, _S.SYSTEM_ERROR, _S.CANCELED}),
     _S.COMPLETE: frozenset(),
-    _S.EXECUTOR_ERROR: frozenset(),
-    _S.SYSTEM_ERROR: frozenset(),
-    _S.CANCELED: frozenset(),
-    _S.PREEMPTED: frozenset(),
+    # Final states are left only by an explicit reschedule (native API), never by the engine.
+    _S.EXECUTOR_ERROR: frozenset({_S.QUEUED}),
+    _S.SYSTEM_ERROR: frozenset({_S.QUEUED}),
+    _S.CANCELED: frozenset({_S.QUEUED}),
+    _S.PREEMPTED: frozenset({_S.QUEUED}),
 }
+
+RESCHEDULABLE: frozenset[State] = frozenset(
+    {State.EXECUTOR_ERROR, State.SYSTEM_ERROR, State.CANCELED, State.PREEMPTED}
+)
+"""Final states from which a job may be run again (a failed or canceled job)."""
 
 
 class IllegalTransition(ValueError):

@@ -69,14 +69,20 @@ class JobService:
     # Keys of resources.backend_parameters this server understands (case-insensitive).
     backend_parameter_keys: frozenset[str] = frozenset({"backend"})
 
-    def _checked(self, spec: TaskSpec) -> tuple[dict[str, Any], str, list[str]]:
-        """Validate what the model can't know; return (spec JSON, backend, ignored keys)."""
+    def checked_spec(
+        self, spec: TaskSpec, *, where: str = "body"
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """Validate what the model can't know; return (spec JSON, backend, ignored keys).
+
+        Drops unsupported backend_parameters from ``spec`` (in place); raises
+        :class:`InvalidRequest` with locations under ``where``.
+        """
         errors = []
         for i, inp in enumerate(spec.inputs or []):
             if inp.content is not None and len(inp.content.encode()) > self.max_content_bytes:
                 errors.append(
                     {
-                        "where": f"body.inputs[{i}].content",
+                        "where": f"{where}.inputs[{i}].content",
                         "what": f"inline content is larger than {self.max_content_bytes} bytes; "
                         "pass large inputs by url",
                     }
@@ -95,7 +101,7 @@ class JobService:
             if ignored and res.backend_parameters_strict:
                 errors.append(
                     {
-                        "where": "body.resources.backend_parameters",
+                        "where": f"{where}.resources.backend_parameters",
                         "what": f"unsupported keys {sorted(ignored)} with "
                         f"backend_parameters_strict=true; supported: "
                         f"{sorted(self.backend_parameter_keys)}",
@@ -105,7 +111,7 @@ class JobService:
                 if kept["backend"] not in self.backends:
                     errors.append(
                         {
-                            "where": "body.resources.backend_parameters.backend",
+                            "where": f"{where}.resources.backend_parameters.backend",
                             "what": f"unknown backend {kept['backend']!r}; "
                             f"configured: {sorted(self.backends)}",
                         }
@@ -118,7 +124,7 @@ class JobService:
 
     async def submit(self, spec: TaskSpec, *, owner: str | None = None) -> str:
         """Store a new job (committed when this returns) and wake the dispatcher."""
-        spec_json, backend, ignored = self._checked(spec)
+        spec_json, backend, ignored = self.checked_spec(spec)
         job_id = new_job_id()
         warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
         if ignored:

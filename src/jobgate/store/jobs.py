@@ -7,7 +7,8 @@ Each public method is one transaction run by :class:`~jobgate.store.access.Datab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,8 @@ from jobgate.domain.states import State, check_transition
 from jobgate.store.access import Database
 from jobgate.store.schema import job_events, job_tags, jobs
 
+log = logging.getLogger(__name__)
+
 _FULL_COLUMNS = (
     jobs.c.seq,
     jobs.c.id,
@@ -44,6 +47,10 @@ _FULL_COLUMNS = (
     jobs.c.attempt,
     jobs.c.native_id,
     jobs.c.detail,
+    jobs.c.group_id,
+    jobs.c.reschedules,
+    jobs.c.updated_at,
+    jobs.c.app_status,
 )
 _MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
@@ -94,6 +101,10 @@ def _record(row: Row[Any] | Any) -> JobRecord:
         attempt=m["attempt"],
         native_id=m["native_id"],
         detail=m["detail"],
+        group_id=m["group_id"],
+        reschedules=m["reschedules"],
+        updated_at=_aware(m["updated_at"]),
+        app_status=m["app_status"],
     )
 
 
@@ -112,7 +123,7 @@ def _owner_of(job_id: str) -> Any:
 
 def _create(
     conn: Connection, new_jobs: Sequence[NewJob], source: str, details: Sequence[str] | None
-) -> None:
+) -> list[JobEvent]:
     job_rows, tag_rows, event_rows = [], [], []
     for n, j in enumerate(new_jobs):
         job_rows.append(
@@ -147,7 +158,10 @@ def _create(
     conn.execute(insert(jobs), job_rows)
     if tag_rows:
         conn.execute(insert(job_tags), tag_rows)
-    conn.execute(insert(job_events), event_rows)
+    seqs = conn.execute(
+        insert(job_events).returning(job_events.c.seq, sort_by_parameter_order=True), event_rows
+    ).scalars()
+    return [JobEvent(seq=seq, **row) for seq, row in zip(seqs, event_rows, strict=True)]
 
 
 def _get(conn: Connection, job_id: str) -> JobRecord | None:
@@ -186,19 +200,34 @@ def _select_all(conn: Connection, stmt: Any) -> list[JobRecord]:
     return [_record(r) for r in conn.execute(stmt).all()]
 
 
+def _event(r: Row[Any] | Any) -> JobEvent:
+    return JobEvent(
+        seq=r.seq,
+        job_id=r.job_id,
+        at=_aware(r.at),
+        from_state=r.from_state,
+        to_state=r.to_state,
+        detail=r.detail,
+        source=r.source,
+        owner=r.owner,
+        app_status=r.app_status,
+    )
+
+
 def _events(conn: Connection, job_id: str) -> list[JobEvent]:
     stmt = select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.seq)
-    return [
-        JobEvent(
-            job_id=r.job_id,
-            at=_aware(r.at),
-            from_state=r.from_state,
-            to_state=r.to_state,
-            detail=r.detail,
-            source=r.source,
-        )
-        for r in conn.execute(stmt).all()
-    ]
+    return [_event(r) for r in conn.execute(stmt).all()]
+
+
+def _events_after(
+    conn: Connection, after_seq: int, job_id: str | None, owner: str | None, limit: int
+) -> list[JobEvent]:
+    stmt = select(job_events).where(job_events.c.seq > after_seq)
+    if job_id is not None:
+        stmt = stmt.where(job_events.c.job_id == job_id)
+    if owner is not None:
+        stmt = stmt.where(job_events.c.owner == owner)
+    return [_event(r) for r in conn.execute(stmt.order_by(job_events.c.seq).limit(limit)).all()]
 
 
 def _transition(
@@ -209,7 +238,7 @@ def _transition(
     detail: str | None,
     source: str,
     values: dict[str, Any],
-) -> State | None:
+) -> tuple[State, JobEvent] | None:
     at = now()
     # A compare-and-set per expected state, no SELECT first: one statement in the
     # common single-source case.
@@ -223,8 +252,9 @@ def _transition(
             break
     else:
         return None
-    conn.execute(
-        insert(job_events).values(
+    row = conn.execute(
+        insert(job_events)
+        .values(
             job_id=job_id,
             at=at,
             from_state=current.value,
@@ -232,12 +262,14 @@ def _transition(
             detail=detail,
             source=source,
             owner=_owner_of(job_id),
+            app_status=values.get("app_status"),
         )
-    )
-    return current
+        .returning(*job_events.c)
+    ).one()
+    return current, _event(row)
 
 
-def _claim(conn: Connection, ids: Sequence[str], detail: str) -> list[str]:
+def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str], list[JobEvent]]:
     """QUEUED → INITIALIZING for those of ``ids`` still queued; attempt += 1."""
     at = now()
     claimed = [
@@ -254,26 +286,38 @@ def _claim(conn: Connection, ids: Sequence[str], detail: str) -> list[str]:
             .returning(jobs.c.id)
         ).all()
     ]
-    if claimed:
-        conn.execute(
-            insert(job_events).from_select(
-                ["job_id", "at", "from_state", "to_state", "detail", "source", "owner"],
-                select(
-                    jobs.c.id,
-                    literal(at, jobs.c.created_at.type),  # the same instant for the batch
-                    literal(State.QUEUED.value, jobs.c.state.type),
-                    jobs.c.state,
-                    jobs.c.detail,
-                    literal("dispatcher", job_events.c.source.type),
-                    jobs.c.owner,
-                ).where(jobs.c.id.in_(claimed)),
-            )
+    if not claimed:
+        return [], []
+    rows = conn.execute(
+        insert(job_events)
+        .from_select(
+            ["job_id", "at", "from_state", "to_state", "detail", "source", "owner"],
+            select(
+                jobs.c.id,
+                literal(at, jobs.c.created_at.type),  # the same instant for the batch
+                literal(State.QUEUED.value, jobs.c.state.type),
+                jobs.c.state,
+                jobs.c.detail,
+                literal("dispatcher", job_events.c.source.type),
+                jobs.c.owner,
+            ).where(jobs.c.id.in_(claimed)),
         )
-    return claimed
+        .returning(*job_events.c)
+    ).all()
+    return claimed, [_event(r) for r in rows]
 
 
 def _update(conn: Connection, job_id: str, values: dict[str, Any]) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=now(), **values))
+
+
+def _set_tags(conn: Connection, job_id: str, tags: dict[str, str], spec: dict[str, Any]) -> None:
+    conn.execute(delete(job_tags).where(job_tags.c.job_id == job_id))
+    if tags:
+        conn.execute(
+            insert(job_tags), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()]
+        )
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(spec=spec, updated_at=now()))
 
 
 def _delete(conn: Connection, job_id: str) -> bool:
@@ -290,6 +334,15 @@ class JobStore:
     def __init__(self, engine: AsyncEngine | Database) -> None:
         self.db = engine if isinstance(engine, Database) else Database(engine)
         self.engine = self.db.engine
+        self.listeners: list[Callable[[list[JobEvent]], None]] = []
+        """Called on the event loop with the events of each committed write."""
+
+    def _emit(self, events: list[JobEvent]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event listener failed")
 
     async def create(
         self,
@@ -304,7 +357,7 @@ class JobStore:
         Returns only after the commit: a job acknowledged to a client is on disk.
         """
         if new_jobs:
-            await self.db.write(_create, new_jobs, source, details)
+            self._emit(await self.db.write(_create, new_jobs, source, details))
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await self.db.read(_get, job_id)
@@ -341,6 +394,17 @@ class JobStore:
         """A job's state changes, oldest first (the first one is its creation)."""
         return await self.db.read(_events, job_id)
 
+    async def events_after(
+        self,
+        after_seq: int,
+        *,
+        job_id: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+    ) -> list[JobEvent]:
+        """Events after a sequence number, oldest first (to resume an event stream)."""
+        return await self.db.read(_events_after, after_seq, job_id, owner, limit)
+
     async def count(self) -> int:
         return await self.db.read(_count)
 
@@ -364,18 +428,28 @@ class JobStore:
         sources = [expected] if isinstance(expected, State) else list(expected)
         for s in sources:
             check_transition(s, to)
-        return await self.db.write(_transition, job_id, sources, to, detail, source, values)
+        done = await self.db.write(_transition, job_id, sources, to, detail, source, values)
+        if done is None:
+            return None
+        self._emit([done[1]])
+        return done[0]
 
     async def claim(self, job_ids: Sequence[str], *, detail: str = "claimed") -> list[str]:
         """Claim queued jobs for dispatch in one transaction; returns those claimed."""
         check_transition(State.QUEUED, State.INITIALIZING)
         if not job_ids:
             return []
-        return await self.db.write(_claim, job_ids, detail)
+        claimed, events = await self.db.write(_claim, job_ids, detail)
+        self._emit(events)
+        return claimed
 
     async def update(self, job_id: str, **values: Any) -> None:
         """Set columns without a state change (e.g. logs while a job runs)."""
         await self.db.write(_update, job_id, values)
+
+    async def set_tags(self, job_id: str, tags: dict[str, str], spec: dict[str, Any]) -> None:
+        """Replace a job's tags (labels); ``spec`` is the stored spec with the new tags."""
+        await self.db.write(_set_tags, job_id, tags, spec)
 
     async def delete(self, job_id: str) -> bool:
         return await self.db.write(_delete, job_id)

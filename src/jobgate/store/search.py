@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     and_,
     exists,
     func,
@@ -19,10 +20,10 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate.domain.models import rfc3339
 from jobgate.domain.query import LABEL, Filter, SearchRequest, Sort, SummaryRequest
+from jobgate.store.access import Database
 from jobgate.store.schema import job_tags, jobs
 
 COLUMNS: dict[str, Any] = {
@@ -170,12 +171,21 @@ def _render(
 
 
 async def search(
-    engine: AsyncEngine,
+    db: Database,
     req: SearchRequest,
     fields: list[str] | tuple[str, ...],
     owner: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of matching jobs as dicts of ``fields``, and the cursor of the next page."""
+    return await db.read(_search, req, fields, owner)
+
+
+def _search(
+    conn: Connection,
+    req: SearchRequest,
+    fields: list[str] | tuple[str, ...],
+    owner: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
     keys = _sort_columns(req.sort)
     wanted = [COLUMNS[f].label("group_id" if f == "group" else f) for f in fields if f in COLUMNS]
     sort_cols = [k[0].label(f"_k{i}") for i, k in enumerate(keys)]
@@ -185,21 +195,18 @@ async def search(
     stmt = stmt.order_by(*(k[0].asc() if k[1] == "asc" else k[0].desc() for k in keys)).limit(
         req.limit + 1
     )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-        more = len(rows) > req.limit
-        rows = rows[: req.limit]
-        labels: dict[str, dict[str, str]] = defaultdict(dict)
-        if "labels" in fields and rows:
-            ids = [r._mapping["_id"] for r in rows]
-            for job_id, key, value in (
-                await conn.execute(
-                    select(job_tags.c.job_id, job_tags.c.key, job_tags.c.value).where(
-                        job_tags.c.job_id.in_(ids)
-                    )
-                )
-            ).all():
-                labels[job_id][key] = value
+    rows = conn.execute(stmt).all()
+    more = len(rows) > req.limit
+    rows = rows[: req.limit]
+    labels: dict[str, dict[str, str]] = defaultdict(dict)
+    if "labels" in fields and rows:
+        ids = [r._mapping["_id"] for r in rows]
+        for job_id, key, value in conn.execute(
+            select(job_tags.c.job_id, job_tags.c.key, job_tags.c.value).where(
+                job_tags.c.job_id.in_(ids)
+            )
+        ).all():
+            labels[job_id][key] = value
     items = [_render(r, fields, labels[r._mapping["_id"]]) for r in rows]
     cursor = None
     if more and rows:
@@ -209,9 +216,13 @@ async def search(
 
 
 async def summary(
-    engine: AsyncEngine, req: SummaryRequest, owner: str | None = None
+    db: Database, req: SummaryRequest, owner: str | None = None
 ) -> list[dict[str, Any]]:
     """Counts of matching jobs grouped by ``req.group_by``, largest groups first."""
+    return await db.read(_summary, req, owner)
+
+
+def _summary(conn: Connection, req: SummaryRequest, owner: str | None) -> list[dict[str, Any]]:
     cols = []
     for i, f in enumerate(req.group_by):
         m = LABEL.match(f)
@@ -231,8 +242,7 @@ async def summary(
         .group_by(*(c.name for c in cols))
         .order_by(n.desc())
     )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+    rows = conn.execute(stmt).all()
     return [
         {**{f: r._mapping[f"_g{i}"] for i, f in enumerate(req.group_by)}, "count": r.count}
         for r in rows

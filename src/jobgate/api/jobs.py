@@ -1,0 +1,282 @@
+"""The native jobs API under ``/api/v1``: a translator onto :class:`NativeJobs`.
+
+Bodies are JSON or YAML (``Content-Type: application/yaml``). Submissions honour an
+``Idempotency-Key`` header: a retry with the same key and body gets the first answer,
+the same key with another body is a 422, a retry while the first is running a 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from jobgate.api.deps import Services, services
+from jobgate.domain.models import JobEvent, JobRecord, rfc3339
+from jobgate.domain.native import JobRequest, ParametricRequest
+from jobgate.domain.query import SearchRequest, SummaryRequest
+from jobgate.errors import Conflict, InvalidRequest, JobgateError
+from jobgate.service.native import ItemResult, NativeJobs, validation_errors
+
+Svc = Annotated[Services, Depends(services)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def job_view(rec: JobRecord) -> dict[str, Any]:
+    """The native representation of a job."""
+    spec = {k: v for k, v in rec.spec.items() if not k.startswith("_")}
+    return {
+        "id": rec.id,
+        "state": rec.state.value,
+        "name": spec.get("name"),
+        "owner": rec.owner,
+        "backend": rec.backend,
+        "group": rec.group_id,
+        "priority": rec.priority,
+        "labels": spec.get("tags") or {},
+        "created_at": rfc3339(rec.created_at),
+        "updated_at": rfc3339(rec.updated_at) if rec.updated_at else None,
+        "detail": rec.detail,
+        "app_status": rec.app_status,
+        "attempt": rec.attempt,
+        "reschedules": rec.reschedules,
+        "spec": spec,
+        "logs": rec.logs or [],
+    }
+
+
+def event_view(e: JobEvent) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "job_id": e.job_id,
+        "at": rfc3339(e.at),
+        "from_state": e.from_state,
+        "state": e.to_state,
+        "detail": e.detail,
+        "app_status": e.app_status,
+        "source": e.source,
+    }
+
+
+async def parse_body(request: Request) -> Any:
+    """The request body as data, from JSON or YAML; a 400 that says why otherwise."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest(f"request body larger than {MAX_BODY} bytes")
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "YAML" if "yaml" in ctype else "JSON"
+        raise InvalidRequest(
+            f"the body is not valid {kind}", errors=[{"where": "body", "what": str(exc)[:500]}]
+        ) from exc
+
+
+def _model(cls: type[BaseModel], data: Any, where: str = "body") -> Any:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        errors = validation_errors(exc, where)
+        raise InvalidRequest(
+            "; ".join(f"{e['where']}: {e['what']}" for e in errors[:5]), errors=errors
+        ) from exc
+
+
+def caller(request: Request) -> str | None:
+    """The authenticated caller (None until authentication is configured)."""
+    return getattr(request.state, "caller", None)
+
+
+async def idempotent(
+    svc: Services, request: Request, key: str | None, run: Callable[[], Awaitable[Response]]
+) -> Response:
+    """Run a submission at most once per (caller, Idempotency-Key)."""
+    if key is None:
+        return await run()
+    scope = caller(request) or "anonymous"
+    digest = hashlib.sha256(
+        request.method.encode() + b" " + request.url.path.encode() + b"\n" + await request.body()
+    ).hexdigest()
+    claim = await svc.idempotency.begin(scope, key, digest)
+    if claim.status == "mismatch":
+        return _json(
+            {
+                "code": "idempotency_key_reused",
+                "status": 422,
+                "message": "this Idempotency-Key was used with a different request",
+            },
+            422,
+        )
+    if claim.status == "in_flight":
+        raise Conflict("a request with this Idempotency-Key is still being processed")
+    if claim.status == "done":
+        response = _json(claim.response, claim.status_code or 200)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        response = await run()
+    except JobgateError as exc:
+        if exc.status < 500:
+            await svc.idempotency.finish(scope, key, exc.status, exc.to_json())
+        else:
+            await svc.idempotency.forget(scope, key)
+        raise
+    except BaseException:
+        await svc.idempotency.forget(scope, key)
+        raise
+    await svc.idempotency.finish(scope, key, response.status_code, json.loads(bytes(response.body)))
+    return response
+
+
+class IdList(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class Patch(BaseModel):
+    priority: int | None = None
+    labels: dict[str, str | None] | None = None
+    app_status: str | None = None
+
+
+class BulkPatch(Patch):
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+
+
+def _results(results: list[ItemResult]) -> dict[str, Any]:
+    return {
+        "results": [r.to_json() for r in results],
+        "succeeded": sum(r.error is None for r in results),
+        "failed": sum(r.error is not None for r in results),
+    }
+
+
+def make_router() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+    def native(svc: Services) -> NativeJobs:
+        return svc.native
+
+    @router.post("/jobs", status_code=201, summary="Submit one job (JSON or YAML)")
+    async def submit(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+        async def run() -> Response:
+            req = _model(JobRequest, await parse_body(request))
+            rec = await native(svc).submit(req, owner=caller(request))
+            return _json(job_view(rec), 201)
+
+        return await idempotent(svc, request, key, run)
+
+    @router.post("/jobs/bulk", summary="Submit many jobs in one transaction")
+    async def submit_bulk(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+        async def run() -> Response:
+            body = await parse_body(request)
+            items = body.get("jobs") if isinstance(body, dict) else body
+            if not isinstance(items, list) or not items:
+                raise InvalidRequest(
+                    'expected {"jobs": [...]} or a list of jobs',
+                    errors=[{"where": "body.jobs", "what": "a non-empty list of jobs"}],
+                )
+            results = await native(svc).submit_many(items, owner=caller(request))
+            return _json(_results(results))
+
+        return await idempotent(svc, request, key, run)
+
+    @router.post("/jobs/parametric", summary="Expand one description into many jobs")
+    async def submit_parametric(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+        async def run() -> Response:
+            req = _model(ParametricRequest, await parse_body(request))
+            group, results = await native(svc).submit_parametric(req, owner=caller(request))
+            return _json({"group": group, **_results(results)})
+
+        return await idempotent(svc, request, key, run)
+
+    @router.post("/jobs/search", summary="Search jobs (filters, sort, paging, fields)")
+    async def search(request: Request, svc: Svc) -> Response:
+        req = _model(SearchRequest, await parse_body(request))
+        items, cursor = await native(svc).search(req, owner=None)
+        return _json({"jobs": items, "next_cursor": cursor})
+
+    @router.post("/jobs/summary", summary="Count jobs grouped by fields")
+    async def summary(request: Request, svc: Svc) -> Response:
+        req = _model(SummaryRequest, await parse_body(request))
+        return _json({"groups": await native(svc).summary(req, owner=None)})
+
+    @router.post("/jobs/cancel", summary="Cancel many jobs")
+    async def cancel_many(body: IdList, svc: Svc) -> Response:
+        return _json(_results(await native(svc).bulk(body.ids, native(svc).cancel)))
+
+    @router.post("/jobs/reschedule", summary="Reschedule many jobs")
+    async def reschedule_many(body: IdList, svc: Svc) -> Response:
+        return _json(_results(await native(svc).bulk(body.ids, native(svc).reschedule)))
+
+    @router.post("/jobs/start", summary="Start many held jobs")
+    async def start_many(body: IdList, svc: Svc) -> Response:
+        return _json(_results(await native(svc).bulk(body.ids, native(svc).start)))
+
+    @router.post("/jobs/delete", summary="Delete many final jobs")
+    async def delete_many(body: IdList, svc: Svc) -> Response:
+        async def delete(job_id: str) -> None:
+            await native(svc).delete(job_id)
+
+        return _json(_results(await native(svc).bulk(body.ids, delete)))
+
+    @router.post("/jobs/patch", summary="Change priority or labels of many jobs")
+    async def patch_many(body: BulkPatch, svc: Svc) -> Response:
+        async def patch(job_id: str) -> Any:
+            rec = await native(svc).patch(
+                job_id, priority=body.priority, labels=body.labels, app_status=body.app_status
+            )
+            return rec.state
+
+        return _json(_results(await native(svc).bulk(body.ids, patch)))
+
+    @router.get("/jobs/{job_id}", summary="One job")
+    async def get(job_id: str, svc: Svc) -> Response:
+        return _json(job_view(await native(svc).get(job_id)))
+
+    @router.get("/jobs/{job_id}/events", summary="Status history")
+    async def events(job_id: str, svc: Svc) -> Response:
+        return _json({"events": [event_view(e) for e in await native(svc).events(job_id)]})
+
+    @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
+    async def cancel(job_id: str, svc: Svc) -> Response:
+        return _json({"id": job_id, "state": (await native(svc).cancel(job_id)).value})
+
+    @router.post("/jobs/{job_id}/reschedule", summary="Run a failed or canceled job again")
+    async def reschedule(job_id: str, svc: Svc) -> Response:
+        return _json({"id": job_id, "state": (await native(svc).reschedule(job_id)).value})
+
+    @router.post("/jobs/{job_id}/start", summary="Queue a held job")
+    async def start(job_id: str, svc: Svc) -> Response:
+        return _json({"id": job_id, "state": (await native(svc).start(job_id)).value})
+
+    @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a final job and its data")
+    async def delete(job_id: str, svc: Svc) -> Response:
+        await native(svc).delete(job_id)
+        return Response(status_code=204)
+
+    @router.patch("/jobs/{job_id}", summary="Change priority, labels or application status")
+    async def patch(job_id: str, body: Patch, svc: Svc) -> Response:
+        rec = await native(svc).patch(
+            job_id, priority=body.priority, labels=body.labels, app_status=body.app_status
+        )
+        return _json(job_view(rec))
+
+    return router

@@ -1,0 +1,306 @@
+"""Use cases of the native jobs API: bulk and parametric submission, search, control."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobgate.domain.models import JobEvent, JobRecord, new_job_id
+from jobgate.domain.native import (
+    JobRequest,
+    ParametricRequest,
+    TooManyJobs,
+    combinations,
+    substitute,
+)
+from jobgate.domain.query import DEFAULT_FIELDS, SearchRequest, SummaryRequest
+from jobgate.domain.states import FINAL, RESCHEDULABLE, State
+from jobgate.errors import Conflict, InvalidRequest, JobgateError
+from jobgate.service.jobs import JobService
+from jobgate.store import search as search_store
+from jobgate.store.jobs import NewJob
+
+
+def validation_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{where, what}`` items, located under ``prefix``."""
+    out = []
+    for err in exc.errors():
+        where = prefix
+        for part in err["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out.append({"where": where, "what": str(err["msg"]).removeprefix("Value error, ")})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a bulk operation: an id (and state) or an error, in input order."""
+
+    index: int
+    id: str | None = None
+    state: State | None = None
+    error: JobgateError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            out["id"] = self.id
+        if self.state is not None:
+            out["state"] = self.state.value
+        if self.error is not None:
+            out["error"] = self.error.to_json()
+        return out
+
+
+class NativeJobs:
+    """The native API's use cases; shares the store and dispatcher with TES."""
+
+    def __init__(
+        self,
+        jobs: JobService,
+        *,
+        jobs_dir: Path,
+        parametric_cap: int = 10_000,
+        max_reschedules: int = 10,
+    ) -> None:
+        self.jobs = jobs
+        self.store = jobs.store
+        self.jobs_dir = jobs_dir
+        self.parametric_cap = parametric_cap
+        self.max_reschedules = max_reschedules
+
+    # -- submission --------------------------------------------------------------------
+
+    def _prepare(
+        self, req: JobRequest, owner: str | None, group_id: str | None, where: str
+    ) -> tuple[NewJob, str | None]:
+        spec = req.task_spec()
+        checked, backend, ignored = self.jobs.checked_spec(req, where=where)
+        spec.update({k: v for k, v in checked.items() if k in ("resources",)})
+        if req.backend is not None:
+            if req.backend not in self.jobs.backends:
+                raise InvalidRequest(
+                    "invalid job",
+                    errors=[
+                        {
+                            "where": f"{where}.backend",
+                            "what": f"unknown backend {req.backend!r}; "
+                            f"configured: {sorted(self.jobs.backends)}",
+                        }
+                    ],
+                )
+            backend = req.backend
+        warning = None
+        if ignored:
+            warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
+            spec["_warnings"] = [warning]
+        job = NewJob(
+            id=new_job_id(),
+            spec=spec,
+            backend=backend,
+            owner=owner,
+            priority=req.priority,
+            state=State.PAUSED if req.hold else State.QUEUED,
+            group_id=group_id,
+        )
+        return job, warning
+
+    async def submit(self, req: JobRequest, *, owner: str | None = None) -> JobRecord:
+        job, warning = self._prepare(req, owner, None, "body")
+        await self.store.create([job], details=[warning or _created(job)])
+        self.jobs.notifier.job_submitted()
+        return await self.jobs.get(job.id)
+
+    async def submit_many(
+        self,
+        items: Sequence[dict[str, Any]],
+        *,
+        owner: str | None = None,
+        group_id: str | None = None,
+        where: str = "body.jobs",
+    ) -> list[ItemResult]:
+        """Validate each item; insert the valid ones in one transaction.
+
+        Results are aligned with ``items``; an invalid item carries its error and does not
+        stop the others.
+        """
+        results: list[ItemResult] = []
+        ready: list[NewJob] = []
+        details: list[str] = []
+        for i, item in enumerate(items):
+            try:
+                req = JobRequest.model_validate(item)
+                job, warning = self._prepare(req, owner, group_id, f"{where}[{i}]")
+            except ValidationError as exc:
+                err = InvalidRequest("invalid job", errors=validation_errors(exc, f"{where}[{i}]"))
+                results.append(ItemResult(i, error=err))
+                continue
+            except InvalidRequest as exc:
+                results.append(ItemResult(i, error=exc))
+                continue
+            ready.append(job)
+            details.append(warning or _created(job))
+            results.append(ItemResult(i, id=job.id, state=job.state))
+        await self.store.create(ready, details=details)
+        if ready:
+            self.jobs.notifier.job_submitted()
+        return results
+
+    async def submit_parametric(
+        self, req: ParametricRequest, *, owner: str | None = None
+    ) -> tuple[str, list[ItemResult]]:
+        """Expand ``req`` into one job per parameter combination, sharing a new group id."""
+        try:
+            combos = combinations(req.parameters, self.parametric_cap)
+        except TooManyJobs as exc:
+            raise InvalidRequest(
+                "too many jobs", errors=[{"where": "body.parameters", "what": str(exc)}]
+            ) from exc
+        group_id = new_job_id()
+        items = [substitute(req.job, values) for values in combos]
+        for item, values in zip(items, combos, strict=True):
+            # Each job records its parameter values as labels, so searches can find it.
+            labels = dict(item.get("labels") or {})
+            labels.update({f"param.{k}": str(v) for k, v in values.items()})
+            item["labels"] = labels
+        results = await self.submit_many(items, owner=owner, group_id=group_id, where="body.job")
+        return group_id, results
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        return await self.jobs.get(job_id)
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        await self.jobs.get(job_id)
+        return await self.store.events(job_id)
+
+    async def search(
+        self, req: SearchRequest, *, owner: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            return await search_store.search(
+                self.store.db, req, req.fields or DEFAULT_FIELDS, owner
+            )
+        except search_store.BadQuery as exc:
+            raise InvalidRequest(
+                "invalid search", errors=[{"where": "body", "what": str(exc)}]
+            ) from exc
+
+    async def summary(
+        self, req: SummaryRequest, *, owner: str | None = None
+    ) -> list[dict[str, Any]]:
+        try:
+            return await search_store.summary(self.store.db, req, owner)
+        except search_store.BadQuery as exc:
+            raise InvalidRequest(
+                "invalid summary", errors=[{"where": "body", "what": str(exc)}]
+            ) from exc
+
+    # -- control -----------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> State:
+        return await self.jobs.cancel(job_id)
+
+    async def reschedule(self, job_id: str) -> State:
+        """Run a failed or canceled job again; its logs gain a new attempt entry."""
+        rec = await self.jobs.get(job_id)
+        if rec.state not in RESCHEDULABLE:
+            raise Conflict(
+                f"job {job_id} is {rec.state}; only "
+                f"{', '.join(sorted(s.value for s in RESCHEDULABLE))} jobs can be rescheduled"
+            )
+        if rec.reschedules >= self.max_reschedules:
+            raise Conflict(f"job {job_id} was rescheduled {rec.reschedules} times (the limit)")
+        moved = await self.store.transition(
+            job_id,
+            rec.state,
+            State.QUEUED,
+            detail=f"rescheduled ({rec.reschedules + 1} of {self.max_reschedules})",
+            source="api",
+            reschedules=rec.reschedules + 1,
+            attempt=0,
+        )
+        if moved is None:
+            raise Conflict(f"job {job_id} changed state meanwhile; try again")
+        self.jobs.notifier.job_submitted()
+        return State.QUEUED
+
+    async def start(self, job_id: str) -> State:
+        """Queue a job that was created held."""
+        rec = await self.jobs.get(job_id)
+        if rec.state != State.PAUSED:
+            raise Conflict(f"job {job_id} is {rec.state}, not held (PAUSED)")
+        moved = await self.store.transition(
+            job_id, State.PAUSED, State.QUEUED, detail="started", source="api"
+        )
+        if moved is None:
+            raise Conflict(f"job {job_id} changed state meanwhile; try again")
+        self.jobs.notifier.job_submitted()
+        return State.QUEUED
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a final (or held) job with its history and data."""
+        rec = await self.jobs.get(job_id)
+        if rec.state not in FINAL and rec.state != State.PAUSED:
+            raise Conflict(f"job {job_id} is {rec.state}; cancel it first (only final jobs)")
+        await self.store.delete(job_id)
+        for d in (self.jobs_dir / job_id, self.uploads_dir(job_id)):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(d)
+
+    async def patch(
+        self,
+        job_id: str,
+        *,
+        priority: int | None = None,
+        labels: dict[str, str | None] | None = None,
+        app_status: str | None = None,
+    ) -> JobRecord:
+        """Change priority, labels (``None`` removes a label) or the application status."""
+        rec = await self.jobs.get(job_id)
+        values: dict[str, Any] = {}
+        if priority is not None:
+            values["priority"] = priority
+        if app_status is not None:
+            values["app_status"] = app_status
+        if values:
+            await self.store.update(job_id, **values)
+        if labels:
+            tags = dict(rec.spec.get("tags") or {})
+            for k, v in labels.items():
+                if v is None:
+                    tags.pop(k, None)
+                else:
+                    tags[k] = v
+            spec = {**rec.spec, "tags": tags}
+            if not tags:
+                spec.pop("tags")
+            await self.store.set_tags(job_id, tags, spec)
+        return await self.jobs.get(job_id)
+
+    async def bulk(
+        self, ids: Sequence[str], action: Callable[[str], Awaitable[State | None]]
+    ) -> list[ItemResult]:
+        """Apply ``action`` to each id; per-item results, one failure never stops the rest."""
+        results = []
+        for i, job_id in enumerate(ids):
+            try:
+                state = await action(job_id)
+                results.append(ItemResult(i, id=job_id, state=state))
+            except JobgateError as exc:
+                results.append(ItemResult(i, id=job_id, error=exc))
+        return results
+
+    def uploads_dir(self, job_id: str) -> Path:
+        return self.jobs_dir.parent / "uploads" / job_id
+
+
+def _created(job: NewJob) -> str:
+    return "submitted (held)" if job.state == State.PAUSED else "submitted"
