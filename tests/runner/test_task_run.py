@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ from jobgate.domain.states import State
 from jobgate.runner.executors import TaskRun
 from jobgate.runner.taskdir import PathEscape, TaskDir
 from jobgate.runtimes.base import Runtime
-from jobgate.runtimes.bwrap import BwrapRuntime
+from jobgate.runtimes.bwrap import ETC_ENTRIES, BwrapRuntime
 from jobgate.runtimes.cgroups import CgroupLayout
 from jobgate.runtimes.process import ProcessRuntime
 from tests.conftest import requires_bwrap
@@ -159,3 +160,128 @@ def test_task_paths_cannot_escape_the_root(tmp_path: Path) -> None:
     with pytest.raises(PathEscape):
         td.host("/link/passwd")
     assert td.host("/data/x") == (td.root / "data" / "x").resolve()
+
+
+def _alive(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.info["cmdline"] == ["sleep", marker] and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+    return found
+
+
+def _groups_left(layout: CgroupLayout) -> list[Path]:
+    return [d for base in layout.bases.values() for d in base.iterdir() if d.is_dir()]
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+@pytest.mark.parametrize("how", ["cancel", "task.cancel"])
+@pytest.mark.parametrize("delay", [0, 0.001, 0.004, 0.02, 0.1])
+async def test_a_cancel_at_any_moment_leaves_nothing_behind(
+    runtime: object, how: str, delay: float, tmp_path: Path
+) -> None:
+    marker = f"{uuid.uuid4().int % 1000 + 2000}.5"
+    job = _job(["sh", "-c", f"setsid sleep {marker} & sleep {marker}; wait"])
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    layout = CgroupLayout.detect(f"jgtest-{uuid.uuid4().hex[:8]}")
+    try:
+        run = TaskRun(job, td, _rt(runtime), layout, log_tail_bytes=4096)
+        task = asyncio.create_task(run.run())
+        await asyncio.sleep(delay)
+        if how == "cancel":
+            run.cancel()
+            assert (await asyncio.wait_for(task, 10)).state == State.CANCELED
+        else:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert run.result.state == State.CANCELED
+        # Killed and reaped before run() returned; only orphans may need a moment to go.
+        for _ in range(40):
+            if not _alive(marker):
+                break
+            await asyncio.sleep(0.05)
+        assert _alive(marker) == []
+        assert _groups_left(layout) == []
+    finally:
+        layout.close()
+
+
+@pytest.mark.parametrize("runtime", _runtimes())
+async def test_log_tails_never_follow_a_swapped_in_symlink(runtime: object, tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host only")
+    swap = f"echo mine; rm out.txt; ln -s {secret} out.txt"
+    job = Job.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "creation_time": now(),
+            "executors": [
+                {
+                    "image": "a",
+                    "command": ["sh", "-c", swap],
+                    "workdir": "/data",
+                    "stdout": "/data/out.txt",
+                }
+            ],
+        }
+    )
+    run, _ = await _run(job, _rt(runtime), tmp_path)
+    assert run.result.executor_logs[0].stdout == "mine\n"
+
+
+async def test_memory_limit_kill_is_reported(tmp_path: Path) -> None:
+    layout = CgroupLayout.detect(f"jgtest-{uuid.uuid4().hex[:8]}")
+    try:
+        if layout.version == 0:
+            pytest.skip("cgroups are not writable here")
+        script = "x = b'a' * (200 * 1024 * 1024)"
+        job = _job(["python3", "-c", script], resources={"ram_gb": 0.05})
+        td = TaskDir(tmp_path / job.id)
+        td.prepare(job)
+        run = TaskRun(job, td, ProcessRuntime(), layout, log_tail_bytes=4096)
+        await run.run()
+        assert run.result.state == State.EXECUTOR_ERROR
+        assert run.result.executor_logs[0].exit_code == 137
+        assert "OOM" in " ".join(run.result.system_logs)
+        assert _groups_left(layout) == []
+    finally:
+        layout.close()
+
+
+@requires_bwrap
+async def test_bwrap_etc_is_one_readonly_copy_of_harmless_entries(tmp_path: Path) -> None:
+    etc = tmp_path / "sandbox-etc"
+    etc.mkdir()
+    (etc / "stale").write_text("from an earlier start")
+    runtime = BwrapRuntime(etc_dir=etc)
+    assert not (etc / "stale").exists()  # rebuilt at every start
+    script = (
+        "ls -A /etc; "
+        "test -e /etc/shadow && echo SHADOW; "
+        "test -e /etc/ssl/private && echo PRIVATE; "
+        "touch /etc/x 2>/dev/null && echo WROTE_ETC; "
+        "grep -q '^root:' /etc/passwd && echo PASSWD_OK"
+    )
+    run, _ = await _run(_job(["sh", "-c", script]), runtime, tmp_path)
+    out = (run.result.executor_logs[0].stdout or "").split()
+    assert "PASSWD_OK" in out
+    assert not {"SHADOW", "PRIVATE", "WROTE_ETC"} & set(out)
+    assert set(out) - {"PASSWD_OK"} <= set(ETC_ENTRIES)
+
+
+def test_removal_takes_whatever_the_task_left(tmp_path: Path) -> None:
+    job = _job(["true"], volumes=["/data"])
+    td = TaskDir(tmp_path / "t")
+    td.prepare(job)
+    td.log_file(0, "stdout").write_text("x")
+    (td.root / "tmp" / "deep" / "er").mkdir(parents=True)
+    os.symlink("/etc", td.root / "data" / "link")
+    td.remove()
+    assert not td.base.exists()
+    assert os.path.exists("/etc/passwd")  # a symlink is removed, never followed
+    td.prepare(job)
+    td.remove()
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,7 @@ class LocalBackend(Backend):
         if swept:
             log.warning("killed %d processes left over by an earlier run", swept)
         self._runs: dict[str, tuple[TaskRun, asyncio.Task[object]]] = {}
+        self._metadata = runtime.describe()  # fixed for the runtime's life: built once
 
     def cost(self, job: Job) -> int:
         # A task asking for more cores than the machine has still runs, on all of them.
@@ -67,7 +68,7 @@ class LocalBackend(Backend):
                 state=state,
                 executor_logs=list(result.executor_logs),
                 system_logs=list(result.system_logs),
-                metadata=self.runtime.describe(),
+                metadata=dict(self._metadata),
             )
         return out
 

@@ -1,4 +1,9 @@
-"""Run a task's executors one after another and collect their logs."""
+"""Run a task's executors one after another and collect their logs.
+
+Per executor the event loop makes two thread hops: one that does every blocking step
+before the process exists (cgroup, stdio files, spawn) and one after it has exited (reap,
+OOM check, cgroup removal, log tails). In between it waits on a pidfd, holding no thread.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import datetime
+from typing import TypeVar
 
 import psutil
 
@@ -21,6 +28,10 @@ from jobgate.runtimes.base import ExecSpec, Runtime, UnsupportedTask
 from jobgate.runtimes.cgroups import CgroupLayout, ResourceGroup
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long the post-exit step waits for killed leftovers to leave their cgroup.
+CGROUP_REMOVE_PATIENCE = 2.0
 
 
 @dataclass
@@ -32,14 +43,14 @@ class TaskResult:
     system_logs: list[str] = field(default_factory=list)
 
 
-def tail(path: Path, limit: int) -> str:
-    """The last ``limit`` bytes of a file, decoded leniently ('' if missing)."""
+def tail_fd(fd: int, limit: int) -> str:
+    """The last ``limit`` bytes of the regular file open at ``fd``, decoded leniently."""
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or limit <= 0:
+            return ""
+        start = max(0, st.st_size - limit)
+        data = os.pread(fd, st.st_size - start, start)
     except OSError:
         return ""
     return data.decode("utf-8", "replace")
@@ -50,26 +61,32 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-async def wait_process(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for ``proc`` without blocking the loop or holding a thread (pidfd readiness)."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except OSError:  # kernels before 5.3
-        return await asyncio.to_thread(proc.wait)
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
+@dataclass
+class _Spawned:
+    """One executor's running process and what the post-exit step needs of it."""
 
-    def _readable() -> None:
-        if not exited.done():
-            exited.set_result(None)
+    proc: subprocess.Popen[bytes]
+    pidfd: int | None
+    group: ResourceGroup
+    out_fd: int
+    err_fd: int
+    """Our own descriptors of the stdout/stderr files: the tails are read through them, so
+    an executor that swaps its log file for a symlink cannot make us read a host file."""
+    start: datetime
 
-    loop.add_reader(fd, _readable)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return proc.wait()
+    def close_fds(self) -> None:
+        for fd in {self.out_fd, self.err_fd, self.pidfd}:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+@dataclass
+class _Outcome:
+    returncode: int
+    oom: bool
+    stdout: str
+    stderr: str
 
 
 class TaskRun:
@@ -95,6 +112,9 @@ class TaskRun:
         self.log_tail_bytes = log_tail_bytes
         self.on_change = on_change
         self.result = TaskResult()
+        # Set by the spawning thread, read by cancel() on the loop: the spawner publishes
+        # the group before the spawn and the process after it, then checks _canceled, so
+        # a cancel at any moment is seen by one side or the other.
         self._proc: subprocess.Popen[bytes] | None = None
         self._group: ResourceGroup | None = None
         self._canceled = False
@@ -103,7 +123,7 @@ class TaskRun:
         try:
             await self._run_all()
         except asyncio.CancelledError:
-            self._kill()
+            self.cancel()
             self.result.state = State.CANCELED
             raise
         except (UnsupportedTask, PathEscape, OSError) as exc:
@@ -130,6 +150,38 @@ class TaskRun:
         self.result.state = State.COMPLETE
 
     async def _run_one(self, index: int) -> ExecutorLog:
+        # A cancellation of this coroutine (service shutdown) kills the process at once but
+        # is re-raised only once it is reaped and its cgroup gone: nothing is left behind.
+        loop = asyncio.get_running_loop()
+        spawned, interrupted = await _settle(
+            loop.run_in_executor(None, self._spawn, index), self.cancel
+        )
+        if spawned.pidfd is not None:
+            _, cut = await _settle(_readable(spawned.pidfd), self.cancel)
+        else:  # kernels before 5.3: a thread waits
+            _, cut = await _settle(loop.run_in_executor(None, spawned.proc.wait), self.cancel)
+        end = now()
+        self._proc = None  # reaped next: its pid may be reused, never signal it again
+        outcome, _ = await _settle(loop.run_in_executor(None, self._finish, spawned), self.cancel)
+        self._group = None
+        if interrupted or cut:
+            raise asyncio.CancelledError
+        if outcome.oom:
+            gb = (self.job.ram_bytes or 0) / 1024**3
+            self.result.system_logs.append(
+                f"executor {index} exceeded its memory limit (ram_gb={gb:g}) "
+                "and was killed by the kernel's OOM killer"
+            )
+        return ExecutorLog(
+            start_time=rfc3339(spawned.start),
+            end_time=rfc3339(end),
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            exit_code=exit_status(outcome.returncode),
+        )
+
+    def _spawn(self, index: int) -> _Spawned:
+        """In a worker thread: everything up to a running process (never on the loop)."""
         ex = self.job.executors[index]
         td = self.taskdir
         spec = ExecSpec(
@@ -143,60 +195,73 @@ class TaskRun:
             ram_bytes=self.job.ram_bytes,
         )
         cmd = self.runtime.command(spec)
-        stdout_path = td.host(ex.stdout) if ex.stdout else td.logs / f"{index}.stdout"
-        stderr_path = td.host(ex.stderr) if ex.stderr else td.logs / f"{index}.stderr"
+        stdout_path = td.host(ex.stdout) if ex.stdout else td.log_file(index, "stdout")
+        stderr_path = td.host(ex.stderr) if ex.stderr else td.log_file(index, "stderr")
         stdin_path = td.host(ex.stdin) if ex.stdin else None
         group = self.cgroups.group(
             f"{self.job.id}-{index}", ram_bytes=spec.ram_bytes, cpu_cores=spec.cpu_cores
         )
-        self._group = group
-        argv = group.wrap(cmd.argv)
-        start = now()
+        self._group = group  # from here on, cancel() kills whatever joins it
+        fds: list[int] = []
         try:
-            with contextlib.ExitStack() as files:
-                stdin = files.enter_context(stdin_path.open("rb")) if stdin_path else None
-                stdout = files.enter_context(stdout_path.open("wb"))
-                stderr = (
-                    stdout
-                    if stderr_path == stdout_path
-                    else files.enter_context(stderr_path.open("wb"))
-                )
-                # Spawning (fork/exec) happens off the event loop so the API never stalls.
-                self._proc = await asyncio.to_thread(
-                    subprocess.Popen,
-                    argv,
-                    stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=cmd.cwd,
-                    env=cmd.env,
-                    start_new_session=True,
-                )
-            if self._canceled:
-                self._kill()
-            self.on_change()
-            returncode = await wait_process(self._proc)
-        finally:
-            self._proc = None
-            oom = group.oom_killed()
-            group.kill_all()  # daemons the executor left behind die with it
+            # Read-write: after the exit the tails are read through these same descriptors.
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            out_fd = os.open(stdout_path, flags, 0o666)
+            fds.append(out_fd)
+            err_fd = out_fd
+            if stderr_path != stdout_path:
+                err_fd = os.open(stderr_path, flags, 0o666)
+                fds.append(err_fd)
+            stdin: int = subprocess.DEVNULL
+            if stdin_path is not None:
+                stdin = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(stdin)
+            start = now()
+            proc = subprocess.Popen(
+                group.wrap(cmd.argv),
+                stdin=stdin,
+                stdout=out_fd,
+                stderr=err_fd,
+                cwd=cmd.cwd,
+                env=cmd.env,
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
             group.remove()
             self._group = None
-        end = now()
-        exit_code = exit_status(returncode)
-        if oom:
-            gb = (spec.ram_bytes or 0) / 1024**3
-            self.result.system_logs.append(
-                f"executor {index} exceeded its memory limit (ram_gb={gb:g}) "
-                "and was killed by the kernel's OOM killer"
+            raise
+        if stdin_path is not None:
+            os.close(fds[-1])
+        self._proc = proc
+        if self._canceled:  # a cancel that came while we spawned
+            self._kill()
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except OSError:  # kernels before 5.3
+            pidfd = None
+        return _Spawned(proc, pidfd, group, out_fd, err_fd, start)
+
+    def _finish(self, spawned: _Spawned) -> _Outcome:
+        """In a worker thread: reap, check for OOM, clear the cgroup, read the log tails."""
+        try:
+            returncode = spawned.proc.wait()
+            group = spawned.group
+            oom = group.oom_killed()
+            if group.kill_all():  # daemons the executor left behind die with it
+                group.remove(patience=CGROUP_REMOVE_PATIENCE)
+            else:
+                group.remove()
+            limit = self.log_tail_bytes
+            return _Outcome(
+                returncode,
+                oom,
+                stdout=tail_fd(spawned.out_fd, limit),
+                stderr=tail_fd(spawned.err_fd, limit),
             )
-        return ExecutorLog(
-            start_time=rfc3339(start),
-            end_time=rfc3339(end),
-            stdout=tail(stdout_path, self.log_tail_bytes),
-            stderr=tail(stderr_path, self.log_tail_bytes),
-            exit_code=exit_code,
-        )
+        finally:
+            spawned.close_fds()
 
     def cancel(self) -> None:
         """Stop the task: no further executor starts, the running one is killed."""
@@ -204,8 +269,9 @@ class TaskRun:
         self._kill()
 
     def _kill(self) -> None:
-        if self._group is not None and self._group.active:
-            self._group.kill_all()
+        group = self._group
+        if group is not None and group.active:
+            group.kill_all()
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
@@ -219,3 +285,36 @@ class TaskRun:
         for child in children:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+
+
+def _readable(fd: int) -> asyncio.Future[None]:
+    """A future resolved once ``fd`` (a pidfd: the process exited) is readable."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def _on_readable() -> None:
+        loop.remove_reader(fd)
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, _on_readable)
+    return ready
+
+
+async def _settle(work: Awaitable[T], on_cancel: Callable[[], None]) -> tuple[T, bool]:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile.
+
+    A cancellation calls ``on_cancel`` (which must make ``work`` end soon) and is reported
+    in the second value, for the caller to re-raise once it has cleaned up.
+    """
+    fut = asyncio.ensure_future(work)
+    interrupted = False
+    while not fut.done():
+        try:
+            await asyncio.wait([fut])
+        except asyncio.CancelledError:
+            interrupted = True
+            on_cancel()
+    if interrupted and (fut.cancelled() or fut.exception() is not None):
+        raise asyncio.CancelledError
+    return fut.result(), interrupted

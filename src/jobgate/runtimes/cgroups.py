@@ -8,10 +8,12 @@ limits fall back to ``RLIMIT_AS`` (see :meth:`ResourceGroup.wrap`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,30 +68,38 @@ class CgroupLayout:
         return cls(1 if bases else 0, bases)
 
     def group(self, name: str, *, ram_bytes: int | None, cpu_cores: int | None) -> ResourceGroup:
-        dirs: list[Path] = []
+        """Create the groups of one executor, with its limits (blocking file-system work)."""
+        dirs: list[str] = []
+        memory: str | None = None
         for ctrl, base in self.bases.items():
-            d = base / name
-            if not _try_mkdir(d):
+            d = f"{base}/{name}"
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                pass
+            except OSError:
                 continue
             dirs.append(d)
+            if ctrl in ("unified", "memory"):
+                memory = d
             try:
                 if self.version == 2:
                     if ram_bytes:
-                        (d / "memory.max").write_text(str(ram_bytes))
+                        _write(f"{d}/memory.max", ram_bytes)
                         with contextlib.suppress(OSError):
-                            (d / "memory.swap.max").write_text("0")
+                            _write(f"{d}/memory.swap.max", 0)
                     if cpu_cores:
-                        (d / "cpu.max").write_text(f"{cpu_cores * CPU_PERIOD_US} {CPU_PERIOD_US}")
+                        _write(f"{d}/cpu.max", f"{cpu_cores * CPU_PERIOD_US} {CPU_PERIOD_US}")
                 elif ctrl == "memory" and ram_bytes:
-                    (d / "memory.limit_in_bytes").write_text(str(ram_bytes))
+                    _write(f"{d}/memory.limit_in_bytes", ram_bytes)
                     with contextlib.suppress(OSError):
-                        (d / "memory.memsw.limit_in_bytes").write_text(str(ram_bytes))
+                        _write(f"{d}/memory.memsw.limit_in_bytes", ram_bytes)
                 elif ctrl == "cpu" and cpu_cores:
-                    (d / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-                    (d / "cpu.cfs_quota_us").write_text(str(cpu_cores * CPU_PERIOD_US))
+                    _write(f"{d}/cpu.cfs_period_us", CPU_PERIOD_US)
+                    _write(f"{d}/cpu.cfs_quota_us", cpu_cores * CPU_PERIOD_US)
             except OSError as exc:
                 log.warning("cannot set limits on cgroup %s: %s", d, exc)
-        return ResourceGroup(self.version, dirs, ram_bytes)
+        return ResourceGroup(self.version, dirs, ram_bytes, memory)
 
     def sweep(self) -> int:
         """Kill processes left in groups of earlier runs of this service (after a crash)."""
@@ -100,7 +110,7 @@ class CgroupLayout:
                 if old == base or not old.is_dir() or _owner_alive(old):
                     continue  # another jobgate on this host still runs: its tasks are its own
                 for child in (p for p in old.iterdir() if p.is_dir()):
-                    killed += ResourceGroup(self.version, [child], None).kill_all()
+                    killed += ResourceGroup(self.version, [str(child)], None).kill_all()
                 _rmtree_cgroup(old)
         return killed
 
@@ -125,6 +135,27 @@ def _try_mkdir(path: Path) -> bool:
         return False
 
 
+# Plain os calls on str paths: cgroup files are tiny and pathlib's text I/O costs several
+# times the system call itself, for every executor.
+def _write(path: str, value: object) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:  # a group with thousands of processes fills more than one read
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+
+
 def _rmtree_cgroup(path: Path) -> None:
     if not path.is_dir():
         return
@@ -137,11 +168,17 @@ def _rmtree_cgroup(path: Path) -> None:
 
 @dataclass
 class ResourceGroup:
-    """The cgroups of one executor. Inert (no dirs) where cgroups are unavailable."""
+    """The cgroups of one executor. Inert (no dirs) where cgroups are unavailable.
+
+    All methods do blocking file-system work: the runner calls them off the event loop,
+    except :meth:`kill_all` on cancel, which must act at once.
+    """
 
     version: int
-    dirs: list[Path]
+    dirs: list[str]
     ram_bytes: int | None
+    memory: str | None = None
+    """The directory holding the memory controller's files (OOM events), if any."""
 
     @property
     def active(self) -> bool:
@@ -154,9 +191,7 @@ class ResourceGroup:
         cgroups, a memory limit becomes an address-space rlimit (coarser, but enforced).
         """
         if self.dirs:
-            joins = "; ".join(
-                f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self.dirs
-            )
+            joins = "; ".join(f"echo $$ > {shlex.quote(d + '/cgroup.procs')}" for d in self.dirs)
             return ["/bin/sh", "-c", joins + '; exec "$@"', "sh", *argv]
         if self.ram_bytes:
             return ["prlimit", f"--as={self.ram_bytes}", "--", *argv]
@@ -166,17 +201,16 @@ class ResourceGroup:
         found: set[int] = set()
         for d in self.dirs:
             with contextlib.suppress(OSError, ValueError):
-                found.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+                found.update(int(x) for x in _read(f"{d}/cgroup.procs").split())
         return found
 
     def kill_all(self) -> int:
         """SIGKILL every process in the groups (a whole tree, wherever it moved itself)."""
         n = 0
-        for d in self.dirs:
-            kill_file = d / "cgroup.kill"
-            if self.version == 2 and kill_file.exists():
-                with contextlib.suppress(OSError):
-                    kill_file.write_text("1")
+        if self.version == 2:
+            for d in self.dirs:
+                with contextlib.suppress(OSError):  # no cgroup.kill before Linux 5.14
+                    _write(f"{d}/cgroup.kill", 1)
         # Repeat: a process may fork while we kill its siblings.
         for _ in range(10):
             pids = self.pids()
@@ -190,23 +224,29 @@ class ResourceGroup:
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of this group for exceeding its memory."""
-        for d in self.dirs:
-            try:
-                if self.version == 2:
-                    text = (d / "memory.events").read_text()
-                elif (d / "memory.oom_control").exists():
-                    text = (d / "memory.oom_control").read_text()
-                else:
-                    continue
-            except OSError:
-                continue
-            for line in text.splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and value.strip() not in ("", "0"):
-                    return True
+        if self.memory is None:
+            return False
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = _read(f"{self.memory}/{name}")
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() not in ("", "0"):
+                return True
         return False
 
-    def remove(self) -> None:
+    def remove(self, *, patience: float = 0.0) -> None:
+        """Delete the groups. A group whose killed processes are still exiting cannot be
+        removed yet: retry for up to ``patience`` seconds (only off the event loop)."""
+        deadline = time.monotonic() + patience
         for d in self.dirs:
-            with contextlib.suppress(OSError):
-                d.rmdir()
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.005)
