@@ -1,19 +1,226 @@
-"""The ``jobgate`` command."""
+"""The ``jobgate`` command: the server (``serve``) and a client for its native jobs API.
+
+Client commands talk to the server at ``--url`` (or ``JOBGATE_URL``, or ``url`` in
+``~/.config/jobgate/config.toml``, or http://127.0.0.1:8000). Exit codes: 0 success; 1 a
+request or a job failed; 2 bad usage; 124 ``wait`` timed out; ``run`` exits with its job's
+exit code.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import shlex
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TextIO, TypeVar, cast
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from jobgate import __version__
+from jobgate.cli_support import (
+    err,
+    events_table,
+    jobs_table,
+    out,
+    parse_pairs,
+    parse_params,
+    print_bulk,
+    print_error,
+    print_json,
+    read_document,
+    split_list,
+    state_text,
+    status_table,
+    summary_table,
+)
+from jobgate.client import ApiError, Client, Job, JobgateClientError, State, WaitTimeout
+from jobgate.client.calls import FilterInput, Stream
+from jobgate.domain.native import DEFAULT_IMAGE
 
-app = typer.Typer(help="jobgate: one front door to many compute systems.", no_args_is_help=True)
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 124  # like coreutils' timeout(1)
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    help="jobgate: one front door to many compute systems.\n\n"
+    "Start a server with `jobgate serve`, then submit and follow jobs from another shell: "
+    "`jobgate run -- echo hello`, `jobgate submit job.yaml`, `jobgate ls`.",
+    epilog="Exit codes: 0 success; 1 a request or a job failed; 2 bad usage; "
+    "124 `wait` timed out; `run` exits with its job's exit code.",
+    no_args_is_help=True,
+)
+
+SERVER, JOBS, CONTROL = "Server", "Jobs", "Control"
 
 
-@app.command()
+@dataclass(slots=True)
+class Globals:
+    url: str | None = None
+    token: str | None = None
+    json: bool = False
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBGATE_URL",
+            help="Server to talk to (default: `url` in ~/.config/jobgate/config.toml, "
+            "else http://127.0.0.1:8000).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBGATE_TOKEN",
+            show_envvar=True,
+            help="Bearer token (default: `token` in the config file).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")
+    ] = False,
+) -> None:
+    """jobgate: one front door to many compute systems."""
+    ctx.obj = Globals(url, token, json_out)
+
+
+# -- plumbing ----------------------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of tables (same as the global flag).")
+]
+Ids = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids.", show_default=False)]
+Timeout = Annotated[
+    float | None, typer.Option(help="Give up after this many seconds.", show_default=False)
+]
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    return ctx.find_object(Globals) or Globals()
+
+
+def _as_json(ctx: typer.Context) -> bool:
+    """The global ``--json`` or the command's own."""
+    return _globals(ctx).json or bool(ctx.params.get("json_out"))
+
+
+def _client(ctx: typer.Context) -> Client:
+    g = _globals(ctx)
+    return Client(g.url, g.token)
+
+
+def api_command(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn client errors into a message on stderr and an exit code (no traceback).
+
+    The command must take ``ctx: typer.Context`` (typer passes it by keyword).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # typer passes its own (vendored click) Context: typed here, not isinstance-checked.
+        ctx = cast(typer.Context, kwargs["ctx"])
+        try:
+            return fn(*args, **kwargs)
+        except WaitTimeout as exc:
+            print_error(exc, _as_json(ctx))
+            raise typer.Exit(EXIT_TIMEOUT) from None
+        except JobgateClientError as exc:
+            print_error(exc, _as_json(ctx))
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper
+
+
+def _wait(jg: Client, ids: Sequence[str], timeout: float | None) -> list[Job]:
+    """``jg.wait`` with a progress bar on stderr (hidden when stderr is not a terminal)."""
+    console = err()
+    failed = 0
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        bar = progress.add_task("waiting", total=len(set(ids)))
+
+        def on_final(job: Job) -> None:
+            nonlocal failed
+            failed += job.state != State.COMPLETE
+            note = f" ([red]{failed} failed[/])" if failed else ""
+            progress.update(bar, advance=1, description=f"waiting{note}")
+
+        return jg.wait(ids, timeout, interval=1.0, on_final=on_final)
+
+
+def _show_jobs(ctx: typer.Context, jobs: list[Job]) -> None:
+    if _as_json(ctx):
+        print_json(jobs)
+    else:
+        out().print(status_table(jobs))
+
+
+def _filters(
+    states: Sequence[str], name: str | None, labels: Sequence[str], group: str | None
+) -> list[FilterInput]:
+    filters: list[FilterInput] = []
+    wanted = [s.upper() for s in split_list(states)]
+    unknown = [s for s in wanted if s not in State.__members__]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown state {', '.join(unknown)}; one of {', '.join(State.__members__)}",
+            param_hint="--state",
+        )
+    if wanted:
+        filters.append(("state", "in", wanted))
+    if name:
+        filters.append(("name", "like" if any(c in name for c in "*?") else "eq", name))
+    for key, value in parse_pairs(labels, "--label").items():
+        filters.append((f"labels.{key}", "eq", value))
+    if group:
+        filters.append(("group", "eq", group))
+    return filters
+
+
+StateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--state",
+        "-s",
+        help="Only jobs in these states (repeat or comma-separate).",
+        metavar="STATE",
+    ),
+]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="Only jobs with this label (repeatable).", metavar="K=V"),
+]
+GroupOpt = Annotated[str | None, typer.Option(help="Only jobs of this group (a parametric sweep).")]
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel=SERVER)
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -49,10 +256,365 @@ def serve(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=SERVER)
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+# -- submitting --------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def submit(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="YAML or JSON: one job, a list of jobs, or {job: ..., parameters: ...}. "
+            "- reads stdin.",
+            show_default=False,
+        ),
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="NAME=VALUES",
+            help="Submit one job per value: i=0..9 (inclusive range; 0..9..2 steps by 2) "
+            "or s=a,b,c. Repeat for every combination. Use {{ NAME }} in the job.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Wait until the jobs end; fail if any fails.")
+    ] = False,
+    timeout: Timeout = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Resubmitting with the same key returns the first jobs."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Submit jobs from a file; prints their ids.
+
+    A job is a mapping such as:
+
+        name: hello
+        script: echo hello from $HOSTNAME
+        labels: {project: demo}
+
+    (or TES `executors`, `inputs`, `outputs`, `resources`, plus `priority` and `hold`).
+    """
+    doc = read_document(file)
+    params: dict[str, Any] = parse_params(param or [])
+    if isinstance(doc, dict) and "job" in doc and "parameters" in doc:
+        params = {**doc["parameters"], **params}
+        doc = doc["job"]
+    if params and not isinstance(doc, dict):
+        raise typer.BadParameter("--param needs a file with one job (a mapping)")
+    with _client(ctx) as jg:
+        if params:
+            result = jg.submit_parametric(doc, params, idempotency_key=idempotency_key)
+        elif isinstance(doc, list) or (isinstance(doc, dict) and "jobs" in doc):
+            jobs = doc["jobs"] if isinstance(doc, dict) else doc
+            if not isinstance(jobs, list):
+                raise typer.BadParameter("`jobs` must be a list of jobs")
+            result = jg.submit_bulk(jobs, idempotency_key=idempotency_key)
+        elif isinstance(doc, dict):
+            job = jg.submit(doc, idempotency_key=idempotency_key)
+            _after_submit(ctx, jg, [job.id], single=job, wait=wait, timeout=timeout)
+            return
+        else:
+            raise typer.BadParameter(f"{file} holds no job (expected a mapping or a list)")
+        if _as_json(ctx) and not wait:
+            print_json(result)
+        else:
+            print_bulk(result, only_failed=True)
+            note = f" in group {result.group}" if result.group else ""
+            err().print(f"submitted {len(result.ids)} of {len(result)} jobs{note}")
+        if result.ids:
+            _after_submit(ctx, jg, result.ids, single=None, wait=wait, timeout=timeout)
+        if result.failed:
+            raise typer.Exit(EXIT_FAILED)
+
+
+def _after_submit(
+    ctx: typer.Context,
+    jg: Client,
+    ids: list[str],
+    *,
+    single: Job | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    if wait:
+        jobs = _wait(jg, ids, timeout)
+        if single is not None and _as_json(ctx):
+            print_json(jobs[0])
+        else:
+            _show_jobs(ctx, jobs)
+        if not all(j.ok for j in jobs):
+            raise typer.Exit(EXIT_FAILED)
+    elif single is not None and _as_json(ctx):
+        print_json(single)
+    elif not _as_json(ctx):
+        for job_id in ids:
+            typer.echo(job_id)
+
+
+@app.command(
+    rich_help_panel=JOBS,
+    context_settings={"allow_interspersed_args": False},
+)
+@api_command
+def run(
+    ctx: typer.Context,
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CMD", help="The command and its arguments (after --).", show_default=False
+        ),
+    ],
+    name: Annotated[str | None, typer.Option(help="Job name (default: the command).")] = None,
+    image: Annotated[str | None, typer.Option(help="Container image, where supported.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Environment.")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", metavar="K=V", help="Label.")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores.")] = None,
+    ram_gb: Annotated[float | None, typer.Option(help="Memory limit in GB.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Cancel the job and exit 124 after this many seconds."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run one command as a job, print its output and exit with its exit code.
+
+    Example: jobgate run -- sh -c 'echo hello; uname -a'. Stdout is shown as it is
+    written (with --timeout or --json: at the end), stderr when the job ends. Ctrl-C
+    cancels the job.
+    """
+    job: dict[str, Any] = {
+        "name": name or shlex.join(command)[:200],
+        "executors": [{"image": image or DEFAULT_IMAGE, "command": command}],
+    }
+    if env:
+        job["executors"][0]["env"] = parse_pairs(env, "--env")
+    if label:
+        job["labels"] = parse_pairs(label, "--label")
+    resources = {k: v for k, v in {"cpu_cores": cpus, "ram_gb": ram_gb}.items() if v}
+    if resources:
+        job["resources"] = resources
+    live = timeout is None and not _as_json(ctx)
+    with _client(ctx) as jg:
+        job_id = jg.submit(job).id
+        try:
+            if live:
+                _copy(jg.logs(job_id, follow=True), sys.stdout)
+            done = jg.wait(job_id, timeout, interval=0.5)
+        except (KeyboardInterrupt, WaitTimeout) as exc:
+            jg.cancel(job_id)
+            if isinstance(exc, WaitTimeout):
+                raise
+            err().print(f"canceled job {job_id}")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if _as_json(ctx):
+            print_json(done)
+        else:
+            if not live:
+                _copy(jg.logs(job_id), sys.stdout)
+            _copy(jg.logs(job_id, stream="stderr"), sys.stderr)
+    if done.ok:
+        return
+    if done.exit_code:
+        raise typer.Exit(done.exit_code)
+    reason = "; ".join(filter(None, [done.detail, *done.system_logs]))
+    err().print(f"job {job_id} ended {state_text(done.state)}: {reason}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _copy(chunks: Iterable[str], stream: TextIO) -> None:
+    for chunk in chunks:
+        stream.write(chunk)
+        stream.flush()
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+@app.command("ls", rich_help_panel=JOBS)
+@api_command
+def list_jobs(
+    ctx: typer.Context,
+    state: StateOpt = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Name, or a pattern with * and ?.")
+    ] = None,
+    label: LabelOpt = None,
+    group: GroupOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only ids.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List jobs, newest first.
+
+    Example: jobgate ls --state EXECUTOR_ERROR,SYSTEM_ERROR -l project=demo
+    """
+    filters = _filters(state or [], name, label or [], group)
+    with _client(ctx) as jg:
+        rows = list(jg.iter_search(filters, page_size=min(limit, 500), max_items=limit))
+    if _as_json(ctx):
+        print_json(rows)
+    elif quiet:
+        for row in rows:
+            typer.echo(row["id"])
+    elif rows:
+        out().print(jobs_table(rows))
+    else:
+        err().print("no jobs match")
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def status(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
+    """Show jobs: state, exit code, last change. Exits 1 if an id is unknown."""
+    jobs, missing = [], False
+    with _client(ctx) as jg:
+        for job_id in ids:
+            try:
+                jobs.append(jg.get(job_id))
+            except ApiError as exc:  # this id; a connection failure ends the command
+                print_error(exc, _as_json(ctx))
+                missing = True
+    if jobs or not missing:
+        _show_jobs(ctx, jobs)
+    if missing:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="Job id.", show_default=False)],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr, not stdout.")] = False,
+    executor: Annotated[
+        int, typer.Option(min=0, help="Which executor's output (0 is the first).")
+    ] = 0,
+) -> None:
+    """Print a job's output (stdout, or stderr with --stderr)."""
+    stream: Stream = "stderr" if stderr else "stdout"
+    with _client(ctx) as jg:
+        try:
+            _copy(jg.logs(job_id, stream=stream, follow=follow, executor=executor), sys.stdout)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def wait(ctx: typer.Context, ids: Ids, timeout: Timeout = None, json_out: JsonFlag = False) -> None:
+    """Wait until jobs end; exits 0 if all COMPLETE, 1 if any failed, 124 on timeout."""
+    with _client(ctx) as jg:
+        jobs = _wait(jg, ids, timeout)
+    _show_jobs(ctx, jobs)
+    if not all(j.ok for j in jobs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def events(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="Job id.", show_default=False)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show a job's status history."""
+    with _client(ctx) as jg:
+        history = jg.events(job_id)
+    if _as_json(ctx):
+        print_json(history)
+    else:
+        out().print(events_table(history))
+
+
+@app.command(rich_help_panel=JOBS)
+@api_command
+def summary(
+    ctx: typer.Context,
+    by: Annotated[
+        str, typer.Option(help="Fields to count by, e.g. state,owner or labels.project.")
+    ] = "state",
+    state: StateOpt = None,
+    label: LabelOpt = None,
+    group: GroupOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Count jobs per state (or per any fields)."""
+    fields = split_list([by])
+    with _client(ctx) as jg:
+        groups = jg.summary(fields, _filters(state or [], None, label or [], group))
+    if _as_json(ctx):
+        print_json(groups)
+    else:
+        out().print(summary_table(groups, fields))
+
+
+# -- control -----------------------------------------------------------------------------
+
+
+def _bulk(ctx: typer.Context, action: str, ids: Sequence[str]) -> None:
+    with _client(ctx) as jg:
+        do = {
+            "cancel": jg.cancel_many,
+            "reschedule": jg.reschedule_many,
+            "start": jg.start_many,
+            "delete": jg.delete_many,
+        }[action]
+        result = do(list(ids))
+    if _as_json(ctx):
+        print_json(result)
+    else:
+        print_bulk(result, ids, done=f"{action}d")
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command(rich_help_panel=CONTROL)
+@api_command
+def cancel(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
+    """Cancel jobs (finished ones stay as they are)."""
+    _bulk(ctx, "cancel", ids)
+
+
+@app.command(rich_help_panel=CONTROL)
+@api_command
+def reschedule(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
+    """Run failed or canceled jobs again."""
+    _bulk(ctx, "reschedule", ids)
+
+
+@app.command(rich_help_panel=CONTROL)
+@api_command
+def start(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
+    """Queue jobs that were submitted with `hold: true`."""
+    _bulk(ctx, "start", ids)
+
+
+@app.command(rich_help_panel=CONTROL)
+@api_command
+def delete(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
+    """Delete finished (or held) jobs with their history and data."""
+    _bulk(ctx, "delete", ids)
 
 
 if __name__ == "__main__":

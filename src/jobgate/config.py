@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Runtime = Literal["auto", "bwrap", "process"]
@@ -56,6 +56,25 @@ class Settings(BaseSettings):
     keep_task_dirs: bool = False
     """Keep each task's working directory after it ends (for debugging)."""
     http_timeout: float = Field(default=60.0, gt=0)
+    sandbox_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    """Largest sandbox (uploaded or packed from a job's output_sandbox)."""
+    upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    """Largest file uploaded into a held job (``PUT /api/v1/jobs/{id}/files/...``)."""
+    sse_heartbeat: float = Field(default=15.0, gt=0)
+    """Seconds between keep-alive comments on an idle event stream."""
+
+    webhook_secret: SecretStr | None = None
+    """HMAC key for webhook signatures; unset: generated once, kept in ``data_dir``."""
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    """Deliveries of one webhook event before it is given up (connection errors, 5xx, 429)."""
+    webhook_backoff: float = Field(default=1.0, gt=0)
+    """Seconds before the first webhook retry; doubled for each further one."""
+    webhook_backoff_max: float = Field(default=300.0, gt=0)
+    """Longest wait between two webhook attempts (also caps a receiver's Retry-After)."""
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook request may take before it counts as failed."""
+    src_nodes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """SKA SRCNet node → backend (``CHSRC=local,UKSRC=local``); empty: all nodes run locally."""
 
     service_id: str = "org.jobgate.tes"
     service_name: str = "jobgate"
@@ -68,6 +87,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("src_nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in pairs if "=" not in p]
+        if bad:
+            raise ValueError(f"expected NODE=backend pairs, got {bad}")
+        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
 
     @field_validator("allowed_dirs")
     @classmethod
@@ -86,3 +116,18 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Executors' stdout/stderr kept after a job ends: ``logs/<job id>/<n>.stdout``."""
+        return self.data_dir / "logs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Files uploaded into held jobs: ``uploads/<job id>/<path>``."""
+        return self.data_dir / "uploads"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        """Content-addressed sandboxes: ``sandboxes/<sha256>``."""
+        return self.data_dir / "sandboxes"

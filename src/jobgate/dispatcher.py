@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tarfile
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,10 +19,13 @@ from jobgate.backends.base import Backend, BackendStatus, SubmitError
 from jobgate.config import Settings
 from jobgate.domain.models import WARNINGS_KEY, Job, JobRecord, TaskLog, now, rfc3339
 from jobgate.domain.states import ACTIVE, FINAL, State, sources_of
-from jobgate.errors import StagingError
+from jobgate.errors import JobgateError, StagingError
 from jobgate.runner.taskdir import TaskDir
-from jobgate.staging import PartialStagingError, Stager
+from jobgate.service.logs import keep_logs
+from jobgate.service.sandboxes import Sandboxes
+from jobgate.staging import PartialStagingError, Stager, make_output_dirs
 from jobgate.store.jobs import JobStore
+from jobgate.store.sandboxes import SandboxStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,12 +51,21 @@ class Dispatcher:
     """Runs in the service's event loop. ``start`` recovers, then loops until ``stop``."""
 
     def __init__(
-        self, store: JobStore, backends: dict[str, Backend], stager: Stager, settings: Settings
+        self,
+        store: JobStore,
+        backends: dict[str, Backend],
+        stager: Stager,
+        settings: Settings,
+        *,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
         self.store = store
         self.backends = backends
         self.stager = stager
         self.settings = settings
+        self.sandboxes = sandboxes or Sandboxes(
+            SandboxStore(store.db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
+        )
         self._wake = asyncio.Event()
         self._drivers: dict[str, _Driver] = {}
         self._used: dict[str, int] = dict.fromkeys(backends, 0)
@@ -236,6 +249,8 @@ class Dispatcher:
         try:
             if adopt is None:
                 await self._unless_canceled(d, asyncio.to_thread(taskdir.prepare, job))
+                if rec.spec.get("output_sandbox"):
+                    await asyncio.to_thread(make_output_dirs, taskdir, rec.spec["output_sandbox"])
                 if await self._unless_canceled(d, self.stager.stage_in(job, taskdir)):
                     await self.store.update(job.id, spec=_spec_json(job, rec.spec))
                 d.native_id = await backend.submit(job, taskdir)
@@ -288,6 +303,7 @@ class Dispatcher:
                 tlog.system_logs.append(exc.message)
                 if final == State.COMPLETE:
                     final = State.SYSTEM_ERROR
+        final = await self._keep(job, rec, taskdir, tlog, final)
         tlog.end_time = rfc3339(now())
         if not tlog.system_logs:
             tlog.system_logs = None
@@ -295,6 +311,33 @@ class Dispatcher:
         backend.forget(d.native_id or "")
         if not self.settings.keep_task_dirs:
             await asyncio.to_thread(taskdir.remove)
+
+    async def _keep(
+        self, job: Job, rec: JobRecord, taskdir: TaskDir, tlog: TaskLog, final: State
+    ) -> State:
+        """Keep the executors' logs and pack the output sandbox. Runs before the final
+        state is recorded: a client that sees the job final finds both in place."""
+        notes = tlog.system_logs if tlog.system_logs is not None else []
+        try:
+            await asyncio.to_thread(
+                keep_logs,
+                taskdir,
+                job.executors,
+                self.settings.logs_dir / job.id,
+                copy=self.settings.keep_task_dirs,
+            )
+        except OSError as exc:
+            notes.append(f"could not keep the executors' stdout/stderr: {exc}")
+        patterns = rec.spec.get("output_sandbox")
+        if patterns and final in (State.COMPLETE, State.EXECUTOR_ERROR):
+            try:
+                notes.extend((await self.sandboxes.pack(job.id, rec.owner, taskdir, patterns))[1])
+            except (JobgateError, OSError, tarfile.TarError) as exc:
+                notes.append(f"output_sandbox not kept: {getattr(exc, 'message', exc)}")
+                if final == State.COMPLETE:
+                    final = State.SYSTEM_ERROR
+        tlog.system_logs = notes
+        return final
 
     async def _unless_canceled(self, d: _Driver, work: Awaitable[T]) -> T:
         """Await ``work`` unless the job is canceled first (then raise :class:`_Canceled`)."""

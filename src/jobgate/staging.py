@@ -1,26 +1,38 @@
 """Moving a task's inputs in and its outputs out, with the path guards.
 
 Schemes today: inline ``content``, ``file://`` (or a bare absolute path) under the
-operator's allowed directories, and ``http(s)://`` for inputs. Anything else is accepted
-at create and fails here with a clear line, as TES clients expect.
+operator's allowed directories, ``http(s)://`` for inputs, and ``sandbox:<sha256>`` for
+inputs uploaded to ``/api/v1/sandboxes`` (a tarball is extracted into the input's path).
+Anything else is accepted at create and fails here with a clear line, as TES clients expect.
+Files uploaded into a held job are placed at their container paths before the inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
+import io
 import os
+import re
 import shutil
+import stat
+import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
-from jobgate.domain.models import FileType, Input, Job, Output, OutputFileLog
+from jobgate.domain.models import WILDCARDS, FileType, Input, Job, Output, OutputFileLog
 from jobgate.errors import StagingError
 from jobgate.runner.taskdir import PathEscape, TaskDir
 
-INPUT_SCHEMES = ("file", "http", "https")
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+INPUT_SCHEMES = ("file", "http", "https", "sandbox")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 OUTPUT_SCHEMES = ("file",)
 
 
@@ -48,15 +60,33 @@ def local_path(url: str, allowed: tuple[Path, ...], *, what: str) -> Path:
     return path
 
 
+def sandbox_ref(url: str) -> str | None:
+    """The sha256 named by ``sandbox:<sha256>`` or ``sandbox://<sha256>``; None if malformed."""
+    ref = url.split(":", 1)[1].removeprefix("//").strip("/").lower() if ":" in url else ""
+    return ref if SHA256.fullmatch(ref) else None
+
+
 class Stager:
-    """Stages one task at a time; shares an HTTP client across tasks."""
+    """Stages one task at a time; shares an HTTP client across tasks.
+
+    ``uploads_dir/<job id>`` holds files uploaded into held jobs and ``sandboxes_dir/<sha>``
+    the content-addressed sandboxes; without them those features are off.
+    """
 
     def __init__(
-        self, allowed_dirs: tuple[Path, ...], http: httpx.AsyncClient, max_content_bytes: int
+        self,
+        allowed_dirs: tuple[Path, ...],
+        http: httpx.AsyncClient,
+        max_content_bytes: int,
+        *,
+        uploads_dir: Path | None = None,
+        sandboxes_dir: Path | None = None,
     ) -> None:
         self.allowed_dirs = allowed_dirs
         self.http = http
         self.max_content_bytes = max_content_bytes
+        self.uploads_dir = uploads_dir
+        self.sandboxes_dir = sandboxes_dir
 
     # -- in ----------------------------------------------------------------------------
 
@@ -66,6 +96,11 @@ class Stager:
         Raises :class:`StagingError` naming the input and the cause.
         """
         filled = False
+        uploads = None if self.uploads_dir is None else self.uploads_dir / job.id
+        # One stat on the loop (local data dir): most jobs have no uploads and should not
+        # pay a thread hop to learn it.
+        if uploads is not None and os.path.isdir(uploads):  # noqa: ASYNC240
+            await asyncio.to_thread(_place_uploads, uploads, taskdir)
         for inp in job.inputs or []:
             try:
                 dest = taskdir.host(inp.path)
@@ -86,12 +121,34 @@ class Stager:
                     raise StagingError(f"input {inp.url}: directories cannot be fetched over HTTP")
                 await self._download(inp.url, dest)
                 filled |= _fill(inp, FileType.FILE)
+            elif scheme == "sandbox":
+                kind = await asyncio.to_thread(self._place_sandbox, inp, dest)
+                filled |= _fill(inp, kind)
             else:
                 raise StagingError(
                     f"input {inp.url}: unsupported URL scheme {scheme!r} "
                     f"(supported: {', '.join(INPUT_SCHEMES)})"
                 )
         return filled
+
+    def _place_sandbox(self, inp: Input, dest: Path) -> FileType:
+        """A tarball sandbox is extracted into ``dest`` (unless the input says FILE); any
+        other sandbox is copied to ``dest``."""
+        assert inp.url is not None
+        sha = sandbox_ref(inp.url)
+        if sha is None:
+            raise StagingError(f"input {inp.url}: expected sandbox:<sha256>")
+        src = None if self.sandboxes_dir is None else self.sandboxes_dir / sha
+        if src is None or not src.is_file():
+            raise StagingError(f"input {inp.url}: no such sandbox")
+        if inp.type != FileType.FILE and _is_tarball(src):
+            extract_tarball(src, dest, what=f"input {inp.url}")
+            return FileType.DIRECTORY
+        if inp.type == FileType.DIRECTORY:
+            raise StagingError(f"input {inp.url}: not a tarball but type is DIRECTORY")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return FileType.FILE
 
     async def _download(self, url: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +233,144 @@ def _copy_in(src: Path, dest: Path, inp: Input) -> FileType:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
     return FileType.FILE
+
+
+def _place_uploads(src_root: Path, taskdir: TaskDir) -> None:
+    """Copy a held job's uploads to their container paths (``/`` + path under ``src_root``).
+
+    Copies, not links: a rescheduled job must start again from the uploaded bytes.
+    """
+    if not src_root.is_dir():
+        return
+    for dirpath, _dirs, names in os.walk(src_root):  # never follows symlinked directories
+        for name in names:
+            src = Path(dirpath) / name
+            if not stat.S_ISREG(src.lstat().st_mode):
+                continue  # the upload API writes regular files only; ignore anything else
+            container = "/" + src.relative_to(src_root).as_posix()
+            try:
+                dest = taskdir.host(container)
+            except PathEscape as exc:
+                raise StagingError(f"uploaded file {container}: {exc}") from exc
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+
+
+def _is_tarball(path: Path) -> bool:
+    """True for a tar archive, plain or compressed (judged by content, never by name)."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, tarfile.TarError, EOFError):
+        return False
+
+
+def extract_tarball(src: Path, dest: Path, *, what: str) -> None:
+    """Extract ``src`` into the directory ``dest`` with tarfile's ``data`` filter.
+
+    The filter strips leading ``/`` and refuses members that would land outside ``dest``
+    (``..``), links pointing outside it, and device files; any refusal fails the staging.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(src) as tar:
+            tar.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise StagingError(f"{what}: unsafe tarball refused: {exc}") from exc
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise StagingError(f"{what}: cannot extract the tarball: {exc}") from exc
+
+
+def make_output_dirs(taskdir: TaskDir, patterns: list[str]) -> None:
+    """Create the directories ``output_sandbox`` patterns write into, as for outputs: a
+    sandbox shows only the task's directories, so files elsewhere would be lost."""
+    for pattern in patterns:
+        fixed = []
+        for part in pattern.split("/")[:-1]:
+            if any(c in WILDCARDS for c in part):
+                break
+            fixed.append(part)
+        with contextlib.suppress(PathEscape):
+            taskdir.host("/".join(fixed) or "/").mkdir(parents=True, exist_ok=True)
+
+
+class _Capped(io.BufferedWriter):
+    """A file that refuses to grow past ``limit`` bytes (checked as the bytes come)."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(io.FileIO(path, "wb"))
+        self.limit = limit
+        self.size = 0
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self.size += memoryview(data).nbytes
+        if self.size > self.limit:
+            raise StagingError(f"the archive exceeds the limit of {self.limit} bytes")
+        return super().write(data)
+
+
+def pack_outputs(
+    taskdir: TaskDir, patterns: list[str], dest: Path, *, limit: int
+) -> tuple[int, list[str]]:
+    """Write the task files matched by ``patterns`` (container paths or globs) to the
+    tar.gz ``dest``, named by container path without the leading ``/``.
+
+    Regular files and directories only: symlinks and special files are skipped, and so is
+    anything resolving outside the task. Returns (entries packed, patterns that matched
+    nothing); with no entry, ``dest`` is not left behind. Raises :class:`StagingError`
+    as soon as the archive would exceed ``limit`` bytes (``dest`` is then incomplete).
+    """
+    root = taskdir.root
+    seen: set[str] = set()
+    unmatched: list[str] = []
+
+    def reset(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        return ti.replace(uid=0, gid=0, uname="", gname="", deep=False)
+
+    with _Capped(dest, limit) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for pattern in patterns:
+            if any(c in WILDCARDS for c in pattern):
+                matches = sorted(glob.glob(glob.escape(str(root)) + pattern))
+            else:
+                matches = [str(root) + pattern] if os.path.lexists(root / pattern[1:]) else []
+            before = len(seen)
+            for match in matches:
+                rel = Path(match).relative_to(root).as_posix()
+                container = "/" if rel == "." else "/" + rel
+                for path, arcname in _tree(taskdir, container):
+                    if arcname not in seen:
+                        seen.add(arcname)
+                        tar.add(path, arcname=arcname, recursive=False, filter=reset)
+            if len(seen) == before:
+                unmatched.append(pattern)
+    if not seen:
+        dest.unlink()
+    return len(seen), unmatched
+
+
+def _tree(taskdir: TaskDir, container: str) -> list[tuple[Path, str]]:
+    """(host path, archive name) of a container path and, for a directory, all below it."""
+    if (taskdir.root / container.lstrip("/")).is_symlink():
+        return []
+    try:
+        host = taskdir.host(container)
+    except PathEscape:
+        return []
+    mode = host.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return [(host, container.lstrip("/"))]
+    if not stat.S_ISDIR(mode):
+        return []
+    base = container.strip("/")
+    out = [(host, base)] if base else []
+    for dirpath, dirs, names in os.walk(host):  # never follows symlinked directories
+        dirs.sort()
+        for name in [*dirs, *sorted(names)]:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+                rel = path.relative_to(host).as_posix()
+                out.append((path, f"{base}/{rel}" if base else rel))
+    return out
 
 
 def _copy_file(src: Path, target: Path) -> int:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from jobgate import __version__
-from jobgate.api import errors, health, tes
+from jobgate.api import errors, files, health, streams, tes, worksteps
 from jobgate.api import jobs as jobs_api
 from jobgate.api.deps import Services
 from jobgate.backends.base import Backend
@@ -24,12 +24,17 @@ from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
 from jobgate.runtimes.process import ProcessRuntime
 from jobgate.service.events import EventBus
 from jobgate.service.jobs import JobService
+from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
+from jobgate.service.sandboxes import Sandboxes
+from jobgate.service.uploads import JobUploads
+from jobgate.service.webhooks import Webhooks
 from jobgate.staging import Stager
 from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
 from jobgate.store.idempotency import IdempotencyStore
 from jobgate.store.jobs import JobStore
+from jobgate.store.sandboxes import SandboxStore
 
 log = logging.getLogger("jobgate")
 
@@ -40,7 +45,7 @@ def make_runtime(settings: Settings) -> Runtime:
     if choice == "auto":
         choice = "bwrap" if bwrap_available() else "process"
     if choice == "bwrap":
-        return BwrapRuntime()
+        return BwrapRuntime(etc_dir=settings.data_dir / "sandbox-etc")
     log.warning(
         "runtime 'process': executors run UNISOLATED as this service's user "
         "(install bubblewrap or set JOBGATE_RUNTIME=bwrap for a sandbox)"
@@ -67,8 +72,17 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             )
         }
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
-        stager = Stager(settings.allowed_dirs, http, settings.max_content_bytes)
-        dispatcher = Dispatcher(store, backends, stager, settings)
+        stager = Stager(
+            settings.allowed_dirs,
+            http,
+            settings.max_content_bytes,
+            uploads_dir=settings.uploads_dir,
+            sandboxes_dir=settings.sandboxes_dir,
+        )
+        sandboxes = Sandboxes(
+            SandboxStore(db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
+        )
+        dispatcher = Dispatcher(store, backends, stager, settings, sandboxes=sandboxes)
         jobs = JobService(
             store,
             backends=backends,
@@ -89,9 +103,15 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             native=native,
             idempotency=IdempotencyStore(store.db),
             events=bus,
+            sandboxes=sandboxes,
+            uploads=JobUploads(native, max_bytes=settings.upload_max_bytes),
+            logs=JobLogs(store, bus, jobs_dir=settings.jobs_dir, logs_dir=settings.logs_dir),
         )
         app.state.dispatcher = dispatcher
+        # Webhooks run where jobs run: one sender per database, resuming from its cursor.
+        webhooks = Webhooks.from_settings(store, bus, settings)
         if dispatch:
+            await webhooks.start()
             await dispatcher.start()
         log.info(
             "jobgate %s: database %s, runtime %s, %d slots",
@@ -108,6 +128,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             yield
         finally:
             await dispatcher.stop()
+            await webhooks.stop()
             await http.aclose()
             store.close()
             await engine.dispose()
@@ -121,6 +142,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     errors.install(app)
     app.include_router(health.make_router())
     app.include_router(jobs_api.make_router())
+    app.include_router(streams.make_router())
+    app.include_router(files.make_router())
+    app.include_router(worksteps.make_router())
     tes_router = tes.make_router()
     app.include_router(tes_router, prefix="/ga4gh/tes/v1")
 

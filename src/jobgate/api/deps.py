@@ -10,7 +10,10 @@ from jobgate.backends.base import Backend
 from jobgate.config import Settings
 from jobgate.service.events import EventBus
 from jobgate.service.jobs import JobService
+from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
+from jobgate.service.sandboxes import Sandboxes
+from jobgate.service.uploads import JobUploads
 from jobgate.store.idempotency import IdempotencyStore
 
 
@@ -22,6 +25,9 @@ class Services:
     native: NativeJobs
     idempotency: IdempotencyStore
     events: EventBus
+    sandboxes: Sandboxes
+    uploads: JobUploads
+    logs: JobLogs
 
 
 async def services(request: Request) -> Services:

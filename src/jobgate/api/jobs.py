@@ -15,11 +15,11 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from jobgate.api.deps import Services, services
 from jobgate.domain.models import JobEvent, JobRecord, rfc3339
-from jobgate.domain.native import JobRequest, ParametricRequest
+from jobgate.domain.native import MAX_PRIORITY, JobRequest, ParametricRequest
 from jobgate.domain.query import SearchRequest, SummaryRequest
 from jobgate.errors import Conflict, InvalidRequest, JobgateError
 from jobgate.service.native import ItemResult, NativeJobs, validation_errors
@@ -151,9 +151,16 @@ class IdList(BaseModel):
 
 
 class Patch(BaseModel):
-    priority: int | None = None
+    priority: int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     labels: dict[str, str | None] | None = None
     app_status: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if value is not None and "" in value:
+            raise ValueError("label keys must not be empty")
+        return value
 
 
 class BulkPatch(Patch):
@@ -232,10 +239,7 @@ def make_router() -> APIRouter:
 
     @router.post("/jobs/delete", summary="Delete many final jobs")
     async def delete_many(body: IdList, svc: Svc) -> Response:
-        async def delete(job_id: str) -> None:
-            await native(svc).delete(job_id)
-
-        return _json(_results(await native(svc).bulk(body.ids, delete)))
+        return _json(_results(await native(svc).delete_many(body.ids)))
 
     @router.post("/jobs/patch", summary="Change priority or labels of many jobs")
     async def patch_many(body: BulkPatch, svc: Svc) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
-from jobgate.domain.models import Executor, TaskSpec, _Model
+from jobgate.domain.models import Executor, TaskSpec, _check_container_path, _Model
 
 DEFAULT_IMAGE = "default"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -47,6 +47,8 @@ class JobRequest(TaskSpec):
     callback: HttpUrl | None = None
     hold: bool = False
     """Create the job held (PAUSED): upload its files, then start it."""
+    output_sandbox: list[str] | None = Field(default=None, max_length=1000)
+    """Container paths or globs packed into a tar.gz sandbox when the job ends."""
 
     @field_validator("labels")
     @classmethod
@@ -55,6 +57,11 @@ class JobRequest(TaskSpec):
             if not key:
                 raise ValueError("label keys must not be empty")
         return value
+
+    @field_validator("output_sandbox")
+    @classmethod
+    def _output_sandbox(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [_check_container_path(p) for p in value]
 
     @model_validator(mode="after")
     def _script_or_executors(self) -> JobRequest:
@@ -79,6 +86,8 @@ class JobRequest(TaskSpec):
             spec["script"] = self.script
         if self.callback is not None:
             spec["callback"] = str(self.callback)
+        if self.output_sandbox:
+            spec["output_sandbox"] = list(self.output_sandbox)
         return spec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +22,7 @@ from jobgate.domain.native import (
 )
 from jobgate.domain.query import DEFAULT_FIELDS, SearchRequest, SummaryRequest
 from jobgate.domain.states import FINAL, RESCHEDULABLE, State
-from jobgate.errors import Conflict, InvalidRequest, JobgateError
+from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
 from jobgate.service.jobs import JobService
 from jobgate.store import search as search_store
 from jobgate.store.jobs import NewJob
@@ -247,13 +248,38 @@ class NativeJobs:
 
     async def delete(self, job_id: str) -> None:
         """Delete a final (or held) job with its history and data."""
-        rec = await self.jobs.get(job_id)
-        if rec.state not in FINAL and rec.state != State.PAUSED:
-            raise Conflict(f"job {job_id} is {rec.state}; cancel it first (only final jobs)")
-        await self.store.delete(job_id)
-        for d in (self.jobs_dir / job_id, self.uploads_dir(job_id)):
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(d)
+        error = (await self.delete_many([job_id]))[0].error
+        if error is not None:
+            raise error
+
+    async def delete_many(self, ids: Sequence[str]) -> list[ItemResult]:
+        """Delete the final (or held) jobs of ``ids`` in one transaction; per-item results.
+
+        Compare-and-delete on the state: a job that starts meanwhile is not deleted.
+        """
+        deleted = await self.store.delete_in_states(list(dict.fromkeys(ids)), DELETABLE)
+        results = []
+        seen: set[str] = set()
+        for i, job_id in enumerate(ids):
+            if job_id in deleted and job_id not in seen:
+                seen.add(job_id)
+                results.append(ItemResult(i, id=job_id))
+                continue
+            rec = None if job_id in seen else await self.store.get(job_id)
+            if rec is None:
+                results.append(ItemResult(i, id=job_id, error=JobNotFound(job_id)))
+            else:
+                msg = f"job {job_id} is {rec.state}; cancel it first (only final jobs)"
+                results.append(ItemResult(i, id=job_id, error=Conflict(msg)))
+        if deleted:
+            await asyncio.to_thread(self._remove_data, deleted)
+        return results
+
+    def _remove_data(self, job_ids: set[str]) -> None:
+        for job_id in job_ids:
+            for d in (self.jobs_dir / job_id, self.uploads_dir(job_id), self.logs_dir(job_id)):
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(d)
 
     async def patch(
         self,
@@ -300,6 +326,13 @@ class NativeJobs:
 
     def uploads_dir(self, job_id: str) -> Path:
         return self.jobs_dir.parent / "uploads" / job_id
+
+    def logs_dir(self, job_id: str) -> Path:
+        """The executors' stdout/stderr kept after the job ended (see service/logs.py)."""
+        return self.jobs_dir.parent / "logs" / job_id
+
+
+DELETABLE = FINAL | {State.PAUSED}
 
 
 def _created(job: NewJob) -> str:

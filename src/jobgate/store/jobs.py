@@ -7,6 +7,7 @@ Each public method is one transaction run by :class:`~jobgate.store.access.Datab
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -155,13 +156,74 @@ def _create(
                 "owner": j.owner,
             }
         )
-    conn.execute(insert(jobs), job_rows)
-    if tag_rows:
-        conn.execute(insert(job_tags), tag_rows)
-    seqs = conn.execute(
-        insert(job_events).returning(job_events.c.seq, sort_by_parameter_order=True), event_rows
-    ).scalars()
+    if conn.dialect.name == "sqlite":
+        seqs: Iterable[int] = _insert_sqlite(conn, job_rows, tag_rows, event_rows)
+    else:
+        conn.execute(insert(jobs), job_rows)
+        if tag_rows:
+            conn.execute(insert(job_tags), tag_rows)
+        seqs = conn.execute(
+            insert(job_events).returning(job_events.c.seq, sort_by_parameter_order=True),
+            event_rows,
+        ).scalars()
     return [JobEvent(seq=seq, **row) for seq, row in zip(seqs, event_rows, strict=True)]
+
+
+_JOB_COLUMNS = (
+    *("id", "state", "name", "owner", "backend", "priority", "attempt"),
+    *("created_at", "updated_at", "spec", "logs", "group_id"),
+)
+_EVENT_COLUMNS = ("job_id", "at", "from_state", "to_state", "detail", "source", "owner")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""The engine's JSON serializer (:func:`jobgate.store.database.json_dumps`), built once."""
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A time as SQLAlchemy stores it in SQLite (UTC, no offset)."""
+    return (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))})'
+
+
+def _insert_sqlite(
+    conn: Connection,
+    job_rows: list[dict[str, Any]],
+    tag_rows: list[dict[str, Any]],
+    event_rows: list[dict[str, Any]],
+) -> list[int]:
+    """The rows of :func:`_create` stored exactly as SQLAlchemy would store them (JSON text,
+    UTC times), through the driver's ``executemany`` without SQLAlchemy's per-row parameter
+    processing, which was more than half of the cost of a bulk submission."""
+    encode = _JSON.encode
+    rows, times = [], []
+    for r in job_rows:
+        at = _sqlite_time(r["created_at"])
+        times.append(at)  # each job's creation event has the same time
+        values = {**r, "created_at": at, "updated_at": at, "spec": encode(r["spec"])}
+        values["logs"] = encode(r["logs"])
+        rows.append(tuple(values[c] for c in _JOB_COLUMNS))
+    conn.exec_driver_sql(_insert_sql("jobs", _JOB_COLUMNS), rows)
+    if tag_rows:
+        conn.exec_driver_sql(
+            _insert_sql("job_tags", ("job_id", "key", "value")),
+            [(t["job_id"], t["key"], t["value"]) for t in tag_rows],
+        )
+    # One writer, in one transaction: the new events are exactly those after the current
+    # last sequence number (SQLite gives a new row the largest rowid plus one).
+    before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM job_events").scalar_one()
+    conn.exec_driver_sql(
+        _insert_sql("job_events", _EVENT_COLUMNS),
+        [
+            (e["job_id"], at, e["from_state"], e["to_state"], e["detail"], e["source"], e["owner"])
+            for e, at in zip(event_rows, times, strict=True)
+        ],
+    )
+    new = conn.exec_driver_sql("SELECT job_id, seq FROM job_events WHERE seq > ?", (before,))
+    seq_of: dict[str, int] = {job_id: seq for job_id, seq in new}
+    return [seq_of[e["job_id"]] for e in event_rows]
 
 
 def _get(conn: Connection, job_id: str) -> JobRecord | None:
@@ -324,6 +386,18 @@ def _delete(conn: Connection, job_id: str) -> bool:
     return bool(conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount)
 
 
+def _delete_in_states(conn: Connection, job_ids: Sequence[str], states: list[str]) -> set[str]:
+    deleted: set[str] = set()
+    for i in range(0, len(job_ids), 500):  # bound the number of SQL parameters
+        stmt = (
+            delete(jobs)
+            .where(jobs.c.id.in_(job_ids[i : i + 500]), jobs.c.state.in_(states))
+            .returning(jobs.c.id)
+        )
+        deleted.update(conn.execute(stmt).scalars())
+    return deleted
+
+
 def _count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
 
@@ -453,6 +527,13 @@ class JobStore:
 
     async def delete(self, job_id: str) -> bool:
         return await self.db.write(_delete, job_id)
+
+    async def delete_in_states(self, job_ids: Sequence[str], states: Iterable[State]) -> set[str]:
+        """Delete those of ``job_ids`` that are in one of ``states`` (compare-and-delete, one
+        transaction; tags and events go with them). Returns the ids deleted."""
+        if not job_ids:
+            return set()
+        return await self.db.write(_delete_in_states, job_ids, [s.value for s in states])
 
     def close(self) -> None:
         self.db.close()

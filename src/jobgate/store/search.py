@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -51,35 +52,62 @@ class BadQuery(ValueError):
     """A filter value or cursor that does not fit its field (a 400 for the caller)."""
 
 
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
 def _coerce(field: str, value: Any) -> Any:
+    if value is None:
+        return None
     if field in TIME_FIELDS:
         try:
             parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as exc:
             raise BadQuery(f"{field}: {value!r} is not an RFC 3339 time") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # Stored times are UTC (SQLite keeps them without an offset): compare in UTC.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if field in INT_FIELDS:
-        try:
-            return int(value)
-        except (TypeError, ValueError) as exc:
-            raise BadQuery(f"{field}: {value!r} is not an integer") from exc
-    return None if value is None else str(value)
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = int(value)
+        if number is None or not INT_RANGE[0] <= number <= INT_RANGE[1]:
+            raise BadQuery(f"{field}: {value!r} is not a 64-bit integer")
+        return number
+    return str(value)
+
+
+def _in(col: ColumnElement[Any], values: list[Any], negate: bool) -> ColumnElement[bool]:
+    """``col IN values`` where a ``None`` among the values matches NULL (SQL's never does).
+
+    Negated, NULL counts as "not in" a list without ``None``, as it is "neq" any value.
+    """
+    cond: ColumnElement[bool] = col.in_([v for v in values if v is not None])
+    if None in values:
+        cond = or_(cond, col.is_(None))
+        return and_(not_(cond), col.is_not(None)) if negate else cond
+    return or_(not_(cond), col.is_(None)) if negate else cond
 
 
 def _compare(col: ColumnElement[Any], op: str, field: str, value: Any) -> ColumnElement[bool]:
     if op in ("in", "not_in"):
-        values = [_coerce(field, v) for v in value]
-        cond = col.in_(values)
-        return not_(cond) if op == "not_in" else cond
+        return _in(col, [_coerce(field, v) for v in value], op == "not_in")
     v = _coerce(field, value)
     if op == "eq":
         return col.is_(None) if v is None else col == v
     if op == "neq":
         return col.is_not(None) if v is None else or_(col != v, col.is_(None))
+    if v is None:
+        raise BadQuery(f"{field}: '{op}' needs a value, not null")
     if op == "gt":
         return col.__gt__(v)
     if op == "lt":
         return col.__lt__(v)
+    if field in TIME_FIELDS or field in INT_FIELDS:
+        raise BadQuery(f"{field}: 'like' applies to text fields and labels")
     # like: '*' and '?' wildcards (shell style) over the literal value, case-insensitive
     # (the same on SQLite and PostgreSQL).
     pattern = str(v).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -93,6 +121,17 @@ def condition(f: Filter) -> ColumnElement[bool]:
         return _compare(COLUMNS[f.field], f.op, f.field, f.value)
     key = m.group(1)
     tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
+    # A job without the label has it as null (summaries show it so): ``eq null`` finds it.
+    if f.op in ("eq", "neq") and f.value is None:
+        return not_(exists().where(tag)) if f.op == "eq" else exists().where(tag)
+    if f.op in ("in", "not_in") and None in f.value:
+        present = [v for v in f.value if v is not None]
+        lacks: ColumnElement[bool] = not_(exists().where(tag))
+        if present:
+            lacks = or_(
+                lacks, exists().where(tag, _compare(job_tags.c.value, "in", "label", present))
+            )
+        return not_(lacks) if f.op == "not_in" else lacks
     if f.op in ("neq", "not_in"):
         positive = "eq" if f.op == "neq" else "in"
         return not_(exists().where(tag, _compare(job_tags.c.value, positive, "label", f.value)))
@@ -126,22 +165,39 @@ def _sort_columns(sort: list[Sort]) -> list[tuple[Any, str, str]]:
     return out
 
 
-def _encode(values: list[Any]) -> str:
-    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values])
+def _encode(keys: list[tuple[Any, str, str]], values: list[Any]) -> str:
+    raw = json.dumps(
+        {
+            "k": [f"{f}:{d}" for _c, d, f in keys],
+            "v": [v.isoformat() if isinstance(v, datetime) else v for v in values],
+        }
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode(cursor: str, keys: list[tuple[Any, str, str]]) -> list[Any]:
     try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
         raise BadQuery("cursor: not a cursor returned by this server") from exc
-    if not isinstance(values, list) or len(values) != len(keys):
+    if not isinstance(data, dict) or not isinstance(data.get("v"), list):
+        raise BadQuery("cursor: not a cursor returned by this server")
+    if data.get("k") != [f"{f}:{d}" for _c, d, f in keys] or len(data["v"]) != len(keys):
         raise BadQuery("cursor: it belongs to a search with another sort order")
-    return [
-        _coerce(f, v) if f in TIME_FIELDS else v
-        for (_c, _d, f), v in zip(keys, values, strict=True)
-    ]
+    out = []
+    for (_c, _d, f), v in zip(keys, data["v"], strict=True):
+        # Every sort key is non-null (nullable text sorts as ""); check types, not just
+        # shapes: the values are bound into SQL.
+        if f in ("seq", *INT_FIELDS):
+            ok = (
+                isinstance(v, int) and not isinstance(v, bool) and INT_RANGE[0] <= v <= INT_RANGE[1]
+            )
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            raise BadQuery("cursor: not a cursor returned by this server")
+        out.append(_coerce(f, v) if f in TIME_FIELDS or f in INT_FIELDS else v)
+    return out
 
 
 def _after(keys: list[tuple[Any, str, str]], values: list[Any]) -> ColumnElement[bool]:
@@ -211,7 +267,7 @@ def _search(
     cursor = None
     if more and rows:
         last = rows[-1]._mapping
-        cursor = _encode([last[f"_k{i}"] for i in range(len(keys))])
+        cursor = _encode(keys, [last[f"_k{i}"] for i in range(len(keys))])
     return items, cursor
 
 
@@ -232,18 +288,24 @@ def _summary(conn: Connection, req: SummaryRequest, owner: str | None) -> list[d
             cols.append(
                 select(job_tags.c.value)
                 .where(job_tags.c.job_id == jobs.c.id, job_tags.c.key == m.group(1))
+                .correlate(jobs)
                 .scalar_subquery()
                 .label(f"_g{i}")
             )
     n = func.count().label("count")
     stmt = (
         select(*cols, n)
+        .select_from(jobs)  # also when only labels are grouped on (correlated subqueries)
         .where(where(req.filters, owner))
         .group_by(*(c.name for c in cols))
         .order_by(n.desc())
     )
     rows = conn.execute(stmt).all()
+
+    def value(v: Any) -> Any:
+        return rfc3339(v if v.tzinfo else v.replace(tzinfo=UTC)) if isinstance(v, datetime) else v
+
     return [
-        {**{f: r._mapping[f"_g{i}"] for i, f in enumerate(req.group_by)}, "count": r.count}
+        {**{f: value(r._mapping[f"_g{i}"]) for i, f in enumerate(req.group_by)}, "count": r.count}
         for r in rows
     ]

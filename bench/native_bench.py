@@ -1,0 +1,582 @@
+"""jobgate native API benchmark: bulk submission, search and summaries at a million jobs.
+
+    .venv/bin/python bench/native_bench.py            # full run (1,000,000 jobs seeded)
+    .venv/bin/python bench/native_bench.py --quick    # smoke run (under a minute)
+
+Phases (``--only`` picks some): ``submit`` (held jobs per second through
+``/api/v1/jobs/bulk`` in batches and ``/api/v1/jobs/parametric``), ``query`` (a database
+seeded with 1,000,000 jobs straight through ``JobStore.create``, then search and summary
+latencies over HTTP). Each phase starts its own ``jobgate serve`` on a temporary data dir;
+server and load generator share this machine, and the table says how busy it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tes_bench import Noise, Report, Server, mib, ms, pct, progress, running
+
+API = "/api/v1"
+JSON_HEADERS = {"content-type": "application/json"}
+ENV = {"JOBGATE_RUNTIME": "auto"}  # held jobs never run: any runtime will do
+
+
+@dataclass(frozen=True)
+class Sizes:
+    bulk_jobs: int
+    """Jobs submitted per (endpoint, batch size) configuration."""
+    seed_jobs: int
+    searches: int
+    """Requests per search shape (p99 is the 99th percentile of these)."""
+    deep_pages: int
+    summaries: int
+
+
+FULL_SIZES = Sizes(100_000, 1_000_000, 200, 300, 10)
+QUICK_SIZES = Sizes(10_000, 50_000, 30, 30, 3)
+
+
+def post_ok(r: httpx.Response) -> dict[str, Any]:
+    if r.status_code >= 400:
+        raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text[:500]}")
+    out: dict[str, Any] = r.json()
+    return out
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    jobs: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds if self.seconds else 0.0
+
+
+def bulk_bodies(total: int, batch: int, tag: str) -> list[bytes]:
+    bodies = []
+    for start in range(0, total, batch):
+        jobs = [
+            {
+                "name": f"{tag}-{i}",
+                "script": f"echo {i} > out.txt",
+                "hold": True,
+                "priority": i % 10,
+                "labels": {"bench": tag, "batch": str(start // batch)},
+            }
+            for i in range(start, min(total, start + batch))
+        ]
+        bodies.append(json.dumps({"jobs": jobs}).encode())
+    return bodies
+
+
+def parametric_bodies(total: int, batch: int, tag: str) -> list[bytes]:
+    bodies = []
+    for start in range(0, total, batch):
+        body = {
+            "job": {
+                "name": f"{tag}-{{{{ i }}}}-{{{{ s }}}}",
+                "script": "echo {{ i }} {{ s }} > out.txt",
+                "hold": True,
+                "labels": {"bench": tag},
+            },
+            "parameters": {
+                "i": {"start": start, "stop": start + batch // 2},
+                "s": ["a", "b"],
+            },
+        }
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+async def submit_all(srv: Server, path: str, bodies: list[bytes], clients: int) -> Submitted:
+    """POST every body (``clients`` at a time); count the jobs each answer reports."""
+    lat: list[float] = []
+    done = 0
+    queue = list(reversed(bodies))
+    async with httpx.AsyncClient(base_url=srv.url + API, timeout=300) as c:
+        await asyncio.gather(*(c.get("/jobs/warm-up") for _ in range(clients)))
+
+        async def worker() -> None:
+            nonlocal done
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                r = await c.post(path, content=body, headers=JSON_HEADERS)
+                lat.append(time.perf_counter() - t0)
+                answer = post_ok(r)
+                if answer["failed"]:
+                    raise RuntimeError(f"{answer['failed']} jobs refused: {answer['results'][:2]}")
+                done += answer["succeeded"]
+
+        cpu0, t0 = srv.own_cpu(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+        cpu1 = srv.own_cpu()
+    return Submitted(done, elapsed, lat, cpu1 - cpu0)
+
+
+def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> None:
+    sec = "1 submit"
+    configs: list[tuple[str, str, int, int, Callable[[int, int, str], list[bytes]]]] = [
+        ("bulk", "/jobs/bulk", 1000, 1, bulk_bodies),
+        ("bulk", "/jobs/bulk", 5000, 1, bulk_bodies),
+        ("bulk", "/jobs/bulk", 5000, 2, bulk_bodies),
+        ("parametric", "/jobs/parametric", 10_000, 1, parametric_bodies),
+    ]
+    for sync in ("NORMAL", "FULL"):
+        env = {**ENV, "JOBGATE_SQLITE_SYNCHRONOUS": sync}
+        progress(f"[submit] held jobs, sync={sync}")
+        with running(root / f"submit-{sync.lower()}", env) as srv:
+            rss.setdefault("submit server, idle", mib(srv.rss()))
+            for kind, path, batch, clients, make in configs:
+                if sync == "FULL" and (batch, clients) != (5000, 1):
+                    continue
+                tag = f"{kind}{batch}x{clients}"
+                bodies = make(sz.bulk_jobs, batch, tag)
+                progress(f"  {kind}: {len(bodies)} requests of {batch:,} jobs, {clients} client(s)")
+                res = asyncio.run(submit_all(srv, path, bodies, clients))
+                label = f"{kind}, {batch:,}/request, {clients} client{'s' * (clients > 1)}"
+                target = 10_000 if sync == "NORMAL" else None
+                rep.add(
+                    sec,
+                    f"{label}, sync={sync}: jobs/s",
+                    f"{res.rate:,.0f}/s ({res.jobs:,} in {res.seconds:.1f} s)",
+                    f">= {target:,}/s" if target else "",
+                    None if target is None else res.rate >= target,
+                )
+                rep.add(
+                    sec,
+                    f"{label}, sync={sync}: request p50 / p99",
+                    f"{ms(pct(res.latencies, 50))} / {ms(pct(res.latencies, 99))}",
+                )
+                rep.add(
+                    sec,
+                    f"{label}, sync={sync}: server CPU per 1,000 jobs",
+                    ms(res.server_cpu / max(res.jobs, 1) * 1000),
+                )
+            if sync == "NORMAL":
+                rss["submit server, after the submissions"] = mib(srv.rss())
+            counts = dict(db_rows(srv.db, "SELECT state, count(*) FROM jobs GROUP BY state"))
+            progress(f"  stored: {counts}")
+    rep.notes.append(
+        "submit: held jobs (hold: true, PAUSED) so nothing runs; each answer means the jobs, "
+        "their labels and creation events are committed (one transaction per request). "
+        "sync=NORMAL (default, WAL) survives a crash of the process; sync=FULL also a power "
+        "loss. Request bodies are encoded before the clock starts."
+    )
+
+
+def db_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+# -- seeding ---------------------------------------------------------------------------------
+
+PROJECTS = [
+    "rnaseq",
+    "variants",
+    "assembly",
+    "chipseq",
+    "proteomics",
+    "imaging",
+    "climate",
+    "cryoem",
+    "mdsim",
+    "qc",
+    "phylo",
+    "mltrain",
+]
+STAGES = ["align", "call", "merge", "qc", "report"]
+OWNERS = [f"user{n:03d}" for n in range(200)]
+SAMPLES = 20_000
+
+
+@dataclass
+class Seeded:
+    """What the query phase needs to know about the seeded data."""
+
+    jobs: int = 0
+    groups: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    first: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _zipf(rng: random.Random, items: list[str], s: float = 1.1) -> list[str]:
+    weights = [1 / (k + 1) ** s for k in range(len(items))]
+    return rng.choices(items, weights, k=4096)
+
+
+async def seed(data_dir: Path, n: int) -> Seeded:
+    """Insert ``n`` jobs as a month of real use would leave them, straight into the store.
+
+    Submissions of 1-50 single jobs and parametric sweeps of 100-5,000 (a group, param.i
+    labels); owners and projects Zipf-distributed; mostly final states, the newest jobs
+    queued (on backends this server does not run, so nothing starts) or held.
+    """
+    from jobgate.domain.models import new_job_id
+    from jobgate.domain.states import State
+    from jobgate.store.access import Database
+    from jobgate.store.database import make_engine, migrate
+    from jobgate.store.jobs import JobStore, NewJob
+
+    rng = random.Random(42)
+    owners, projects = _zipf(rng, OWNERS), _zipf(rng, PROJECTS, 0.8)
+    final = [State.COMPLETE] * 82 + [State.EXECUTOR_ERROR] * 10 + [State.SYSTEM_ERROR]
+    final += [State.CANCELED] * 5 + [State.PAUSED] * 2
+    engine = make_engine(f"sqlite+aiosqlite:///{data_dir / 'jobgate.db'}")
+    out = Seeded(jobs=n)
+    start = datetime.now(UTC) - timedelta(days=30)
+    step = timedelta(days=30) / n
+    out.first = start
+    try:
+        await migrate(engine)
+        store = JobStore(Database(engine, sqlite_synchronous="OFF"))
+        batch: list[NewJob] = []
+        k = 0
+        while k < n:
+            owner, project = rng.choice(owners), rng.choice(projects)
+            backend = rng.choices(["local", "slurm", "k8s"], [5, 4, 1])[0]
+            sweep = rng.random() < 0.3
+            size = min(n - k, rng.randint(100, 5000) if sweep else rng.randint(1, 50))
+            group = new_job_id() if sweep else None
+            if group is not None:
+                out.groups.append(group)
+            priority = rng.choices([0, rng.randint(1, 10), -rng.randint(1, 5)], [80, 15, 5])[0]
+            stage = rng.choice(STAGES)
+            for i in range(size):
+                # The newest tenth of the jobs is still waiting; the rest is mostly done.
+                if k > n * 0.9 and rng.random() < 0.6:
+                    state = State.QUEUED if backend != "local" else State.PAUSED
+                else:
+                    state = rng.choice(final)
+                sample = f"S{rng.randrange(SAMPLES):05d}"
+                labels = {"project": project, "stage": stage, "sample": sample}
+                if group is not None:
+                    labels["param.i"] = str(i)
+                name = f"{project}-{stage}-{sample}"
+                script = f"run-{stage} --sample {sample} --out results/{sample}"
+                spec = {
+                    "name": name,
+                    "executors": [{"image": "default", "command": ["/bin/sh", "-c", script]}],
+                    "tags": labels,
+                    "script": script,
+                }
+                batch.append(
+                    NewJob(
+                        id=new_job_id(),
+                        spec=spec,
+                        backend=backend,
+                        owner=owner,
+                        priority=priority,
+                        state=state,
+                        created_at=start + step * k,
+                        group_id=group,
+                    )
+                )
+                k += 1
+            if len(batch) >= 5000 or k >= n:
+                await store.create(batch, source="bench")
+                batch = []
+                if k % 100_000 < size:
+                    progress(f"  {k:,} jobs")
+        out.last = start + step * (n - 1)
+        store.close()
+    finally:
+        await engine.dispose()
+    out.samples = [f"S{i:05d}" for i in rng.sample(range(SAMPLES), 64)]
+    return out
+
+
+# -- query -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    latencies: list[float]
+    server_cpu: float
+    rows: int
+
+    def p(self, q: float) -> float:
+        return pct(self.latencies, q)
+
+
+def timed(
+    srv: Server, c: httpx.Client, path: str, bodies: Callable[[int], dict[str, Any]], n: int
+) -> Timed:
+    """``n`` sequential POSTs of ``bodies(i)`` (after a few warm-up requests)."""
+    for i in range(min(5, n)):
+        post_ok(c.post(path, json=bodies(-1 - i)))
+    lat: list[float] = []
+    rows = 0
+    cpu0 = srv.own_cpu()
+    for i in range(n):
+        body = json.dumps(bodies(i)).encode()
+        t0 = time.perf_counter()
+        r = c.post(path, content=body, headers=JSON_HEADERS)
+        lat.append(time.perf_counter() - t0)
+        answer = post_ok(r)
+        rows += len(answer.get("jobs", answer.get("groups", [])))
+    return Timed(lat, srv.own_cpu() - cpu0, rows)
+
+
+def deep_pages(srv: Server, c: httpx.Client, body: dict[str, Any], pages: int) -> Timed:
+    """Follow ``next_cursor`` for ``pages`` pages; the latency of each page."""
+    lat: list[float] = []
+    rows = 0
+    cursor = None
+    cpu0 = srv.own_cpu()
+    for _ in range(pages):
+        payload = json.dumps({**body, **({"cursor": cursor} if cursor else {})}).encode()
+        t0 = time.perf_counter()
+        r = c.post("/jobs/search", content=payload, headers=JSON_HEADERS)
+        lat.append(time.perf_counter() - t0)
+        answer = post_ok(r)
+        rows += len(answer["jobs"])
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    return Timed(lat, srv.own_cpu() - cpu0, rows)
+
+
+def _f(field: str, value: Any, op: str = "eq") -> dict[str, Any]:
+    return {"field": field, "op": op, "value": value}
+
+
+def search_shapes(s: Seeded) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    """Typical searches; each request varies its values so no single answer is cached."""
+    day = (s.last - timedelta(days=1)).isoformat()
+    week_ago = s.last - timedelta(days=7)
+
+    def pick(items: list[str], i: int) -> str:
+        return items[i % len(items)]
+
+    return [
+        (
+            "state=EXECUTOR_ERROR, newest first",
+            lambda i: {"filters": [_f("state", "EXECUTOR_ERROR")]},
+        ),
+        (
+            "state in [QUEUED, PAUSED]",
+            lambda i: {"filters": [_f("state", ["QUEUED", "PAUSED"], "in")]},
+        ),
+        (
+            "owner=X and state=COMPLETE",
+            lambda i: {"filters": [_f("owner", pick(OWNERS, i)), _f("state", "COMPLETE")]},
+        ),
+        ("labels.project=X", lambda i: {"filters": [_f("labels.project", pick(PROJECTS, i))]}),
+        (
+            "labels.sample=X (rare)",
+            lambda i: {"filters": [_f("labels.sample", pick(s.samples, i))]},
+        ),
+        (
+            "labels.project=X and state=EXECUTOR_ERROR",
+            lambda i: {
+                "filters": [_f("labels.project", pick(PROJECTS, i)), _f("state", "EXECUTOR_ERROR")]
+            },
+        ),
+        (
+            "name like 'project-stage-*'",
+            lambda i: {"filters": [_f("name", f"{pick(PROJECTS, i)}-{pick(STAGES, i)}-*", "like")]},
+        ),
+        (
+            "name like '*-S0123?' (substring)",
+            lambda i: {"filters": [_f("name", f"*-{pick(s.samples, i)[:5]}?", "like")]},
+        ),
+        ("group=X", lambda i: {"filters": [_f("group", pick(s.groups, i))]}),
+        (
+            "group=X and state=EXECUTOR_ERROR",
+            lambda i: {"filters": [_f("group", pick(s.groups, i)), _f("state", "EXECUTOR_ERROR")]},
+        ),
+        ("all, sorted by priority desc", lambda i: {"sort": [{"field": "priority"}]}),
+        (
+            "state=QUEUED, sorted by priority desc",
+            lambda i: {"filters": [_f("state", "QUEUED")], "sort": [{"field": "priority"}]},
+        ),
+        (
+            "owner=X, sorted by name asc",
+            lambda i: {
+                "filters": [_f("owner", pick(OWNERS, i))],
+                "sort": [{"field": "name", "direction": "asc"}],
+            },
+        ),
+        ("created_at > a day ago", lambda i: {"filters": [_f("created_at", day, "gt")]}),
+        (
+            "created_at in a one-hour window a week ago",
+            lambda i: {
+                "filters": [
+                    _f("created_at", (week_ago + timedelta(minutes=i % 60)).isoformat(), "gt"),
+                    _f("created_at", (week_ago + timedelta(minutes=60 + i % 60)).isoformat(), "lt"),
+                ]
+            },
+        ),
+    ]
+
+
+DEEP = [
+    ("newest first", {}),
+    ("sorted by priority desc", {"sort": [{"field": "priority"}]}),
+    ("labels.project=cryoem", {"filters": [_f("labels.project", "cryoem")]}),
+    (
+        "state=COMPLETE, sorted by owner asc",
+        {"filters": [_f("state", "COMPLETE")], "sort": [{"field": "owner", "direction": "asc"}]},
+    ),
+]
+
+SUMMARIES: list[tuple[str, dict[str, Any]]] = [
+    ("by state", {"group_by": ["state"]}),
+    ("by state + owner", {"group_by": ["state", "owner"]}),
+    ("by labels.project", {"group_by": ["labels.project"]}),
+    ("by backend + state", {"group_by": ["backend", "state"]}),
+    ("by state, one owner", {"group_by": ["state"], "filters": [_f("owner", "user003")]}),
+    ("by state, one group", {"group_by": ["state"], "filters": [_f("group", "<group>")]}),
+]
+
+
+def phase_query(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> None:
+    data = root / "query"
+    data.mkdir(parents=True)
+    progress(f"[query] seeding {sz.seed_jobs:,} jobs into a fresh database")
+    t0 = time.perf_counter()
+    seeded = asyncio.run(seed(data, sz.seed_jobs))
+    took = time.perf_counter() - t0
+    stored = f"{sz.seed_jobs / 1e6:g}M" if sz.seed_jobs >= 1e6 else f"{sz.seed_jobs // 1000}k"
+    size = (data / "jobgate.db").stat().st_size
+    rep.add(
+        "2 seed",
+        f"seeded {sz.seed_jobs:,} jobs (JobStore.create, 5,000/batch)",
+        f"{took:.0f} s ({sz.seed_jobs / took:,.0f} jobs/s), database {mib(size)}",
+    )
+    with running(data, ENV) as srv:
+        rss[f"query server, idle, {stored} jobs"] = mib(srv.rss())
+        with httpx.Client(base_url=srv.url + API, timeout=300) as c:
+            sec = "3 search"
+            progress(f"[search] {len(search_shapes(seeded))} shapes x {sz.searches} requests")
+            for label, make in search_shapes(seeded):
+                res = timed(srv, c, "/jobs/search", make, sz.searches)
+                p99 = res.p(99)
+                rep.add(
+                    sec,
+                    f"{label}: p50 / p99 ({stored} jobs, 100/page)",
+                    f"{ms(res.p(50))} / {ms(p99)}  ({res.rows / sz.searches:.0f} rows)",
+                    "p99 < 50 ms",
+                    p99 < 0.050,
+                )
+            for label, body in DEEP:
+                res = deep_pages(srv, c, {**body, "limit": 100}, sz.deep_pages)
+                p99 = res.p(99)
+                rep.add(
+                    sec,
+                    f"deep paging, {label}: {len(res.latencies)} pages, p50 / p99",
+                    f"{ms(res.p(50))} / {ms(p99)} (last {ms(res.latencies[-1])})",
+                    "p99 < 50 ms",
+                    p99 < 0.050,
+                )
+            sec = "4 summary"
+            progress(f"[summary] {len(SUMMARIES)} shapes x {sz.summaries} requests")
+            for label, body in SUMMARIES:
+                text = json.dumps(body).replace("<group>", seeded.groups[0])
+
+                def same(_i: int, text: str = text) -> dict[str, Any]:
+                    out: dict[str, Any] = json.loads(text)
+                    return out
+
+                res = timed(srv, c, "/jobs/summary", same, sz.summaries)
+                p99 = max(res.latencies)
+                rep.add(
+                    sec,
+                    f"{label}: p50 / max ({stored} jobs, {res.rows // sz.summaries} groups)",
+                    f"{ms(res.p(50))} / {ms(p99)}",
+                    "max < 1 s",
+                    p99 < 1.0,
+                )
+        rss[f"query server, after queries, {stored} jobs"] = mib(srv.rss())
+    rep.notes.append(
+        "search/summary: one client, sequential requests, keep-alive; latency is the "
+        "client's round trip (default fields, 100 jobs per page). The seeded jobs carry 3-4 "
+        "labels each (project, stage, sample[, param.i]), 200 owners, 12 projects, "
+        "20,000 samples; a third come from parametric sweeps (groups)."
+    )
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--only", default="submit,query", help="comma-separated: submit, query")
+    ap.add_argument("--seed-jobs", type=int, help="jobs to seed for the query phase")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data directories")
+    ap.add_argument("--src", type=Path, help="run the servers from this src/ dir")
+    args = ap.parse_args(argv)
+    if args.src is not None:
+        Server.src = args.src.resolve()
+        sys.path.insert(0, str(Server.src))
+    sz = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.seed_jobs:
+        sz = Sizes(sz.bulk_jobs, args.seed_jobs, sz.searches, sz.deep_pages, sz.summaries)
+    phases = {p.strip() for p in args.only.split(",") if p.strip()}
+    if phases - {"submit", "query"}:
+        ap.error(f"unknown phases: {sorted(phases - {'submit', 'query'})}")
+
+    root = Path(tempfile.mkdtemp(prefix="jobgate-native-bench-"))
+    rep = Report()
+    rss: dict[str, str] = {}
+    started = time.perf_counter()
+    progress(f"jobgate native bench ({'quick' if args.quick else 'full'}) in {root}")
+    todo: list[tuple[str, Callable[[], None]]] = [
+        ("submit", lambda: phase_submit(rep, root, sz, rss)),
+        ("query", lambda: phase_query(rep, root, sz, rss)),
+    ]
+    try:
+        for name, run in todo:
+            if name in phases:
+                noise = Noise()
+                run()
+                rep.add("0 machine", f"other processes' CPU during '{name}'", noise.others())
+        for what, value in rss.items():
+            rep.add("5 memory", f"server RSS, {what}", value)
+    finally:
+        if args.keep:
+            progress(f"data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"\njobgate native API benchmark ({'quick' if args.quick else 'full'}), "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite "
+        f"{sqlite3.sqlite_version}; took {time.perf_counter() - started:.0f} s"
+    )
+    rep.print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Live views under ``/api/v1``: job events as Server-Sent Events, executors' output.
+
+- ``GET /jobs/{id}/events/stream`` and ``GET /events/stream``: each state change as
+  ``id: <seq>`` / ``event: state`` / ``data: <json>`` (the items of ``/jobs/{id}/events``).
+  Resume with the ``Last-Event-ID`` header (what browsers send on reconnect) or
+  ``?after=<seq>``; the header wins. A job's stream starts from its creation unless
+  resumed and ends after its final state; the all-jobs stream starts live unless resumed.
+  A comment line is sent at once (the stream is live from then on) and every
+  ``JOBGATE_SSE_HEARTBEAT`` idle seconds.
+- ``GET /jobs/{id}/logs?stream=stdout|stderr&executor=N&follow=true``: the executor's
+  output; with ``follow`` the response goes on until the job is final.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from jobgate.api.deps import Services, services
+from jobgate.api.jobs import caller, event_view
+from jobgate.domain.models import JobEvent
+from jobgate.errors import InvalidRequest
+from jobgate.service.feed import follow_events
+from jobgate.service.logs import Stream
+
+Svc = Annotated[Services, Depends(services)]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]
+After = Annotated[int | None, Query(ge=0, description="resume after this event seq")]
+NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def resume_point(last_event_id: str | None, after: int | None) -> int | None:
+    """``Last-Event-ID`` if sent (a browser reconnecting), else ``after``."""
+    if last_event_id is None or not last_event_id.strip():
+        return after
+    try:
+        value = int(last_event_id)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidRequest(
+            "invalid Last-Event-ID",
+            errors=[{"where": "header.Last-Event-ID", "what": "an event seq from this stream"}],
+        )
+    return value
+
+
+def sse(event: JobEvent | None) -> bytes:
+    """One SSE message; ``None`` is a heartbeat comment."""
+    if event is None:
+        return b": keep-alive\n\n"
+    data = json.dumps(event_view(event), separators=(",", ":"), ensure_ascii=False, default=str)
+    return f"id: {event.seq}\nevent: state\ndata: {data}\n\n".encode()
+
+
+def _event_stream(feed: AsyncIterator[JobEvent | None]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for event in feed:
+            yield sse(event)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=NO_BUFFERING)
+
+
+def make_router() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["streams"])
+
+    @router.get(
+        "/jobs/{job_id}/events/stream",
+        summary="A job's state changes as Server-Sent Events, until its final state",
+        response_class=StreamingResponse,
+    )
+    async def job_events(
+        job_id: str, svc: Svc, last_event_id: LastEventId = None, after: After = None
+    ) -> StreamingResponse:
+        await svc.native.get(job_id)  # a 404 before the stream starts
+        start = resume_point(last_event_id, after)
+        feed = follow_events(
+            svc.jobs.store,
+            svc.events,
+            after=0 if start is None else start,
+            job_id=job_id,
+            heartbeat=svc.settings.sse_heartbeat,
+        )
+        return _event_stream(feed)
+
+    @router.get(
+        "/events/stream",
+        summary="State changes of all the caller's jobs as Server-Sent Events",
+        response_class=StreamingResponse,
+    )
+    async def all_events(
+        request: Request, svc: Svc, last_event_id: LastEventId = None, after: After = None
+    ) -> StreamingResponse:
+        feed = follow_events(
+            svc.jobs.store,
+            svc.events,
+            after=resume_point(last_event_id, after),
+            owner=caller(request),
+            heartbeat=svc.settings.sse_heartbeat,
+        )
+        return _event_stream(feed)
+
+    @router.get(
+        "/jobs/{job_id}/logs",
+        summary="An executor's stdout or stderr; follow=true streams it until the job ends",
+        response_class=StreamingResponse,
+    )
+    async def logs(
+        job_id: str,
+        svc: Svc,
+        stream: Stream = "stdout",
+        follow: bool = False,
+        executor: Annotated[int, Query(ge=0)] = 0,
+    ) -> StreamingResponse:
+        job = await svc.logs.check(job_id, executor)
+        return StreamingResponse(
+            svc.logs.read(job, executor, stream, follow=follow),
+            media_type="text/plain; charset=utf-8",
+            headers=NO_BUFFERING,
+        )
+
+    return router

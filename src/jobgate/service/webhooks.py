@@ -1,0 +1,484 @@
+"""Webhooks: every state change of a job with a ``callback`` URL is POSTed to that URL.
+
+What a receiver gets
+    A JSON body ``{"event_seq", "job_id", "state", "previous_state", "detail", "time",
+    "source", "app_status", "name", "labels"}`` (``previous_state`` is null for the creation
+    event; ``name``/``labels`` are the job's when the event was routed) with the headers
+
+    - ``X-Jobgate-Event-Id``: the event's sequence number (``event_seq``) — deliveries
+      are at least once, so receivers drop ids they have already seen;
+    - ``X-Jobgate-Signature-256: sha256=<hex>``: HMAC-SHA256 over the raw body, keyed with
+      the UTF-8 bytes of the webhook secret (``JOBGATE_WEBHOOK_SECRET``; when unset, a
+      random one generated at the first start and kept in ``<data dir>/webhook-secret``);
+    - ``X-Jobgate-Delivery-Attempt``: 1 for the first try of this event, 2 for the next, …
+
+Delivery
+    A 2xx answer delivers the event. Connection errors, timeouts, 408, 429 and 5xx answers
+    are retried after ``webhook_backoff · 2^(n-1)`` seconds (with jitter, capped at
+    ``webhook_backoff_max``; a ``Retry-After`` in seconds is honoured up to that cap), at
+    most ``webhook_max_attempts`` times in all. Any other answer (4xx, or 3xx: redirects are
+    not followed) gives the event up at once. A given-up event is logged and skipped; the
+    job's next event follows. One job's events go out one at a time, in order; jobs are
+    independent of each other, so a slow receiver only delays its own jobs. At most
+    :data:`MAX_IN_FLIGHT` requests are open at once.
+
+Never in the way of dispatch
+    The store publishes committed events to the in-process :class:`EventBus` without
+    waiting; one consumer task here routes them (one small store read per batch, for jobs
+    whose callback it does not know yet) to per-job delivery tasks.
+
+Restarts
+    ``<data dir>/webhooks.cursor`` holds a sequence number S such that every event up to S
+    was delivered or given up. It is written about once a second and at shutdown. At start,
+    the events after S are read back from the store and delivered before live ones, so a
+    restart or crash loses no event; events delivered after the last cursor write are sent
+    again (hence the dedup on ``X-Jobgate-Event-Id``). The very first start begins at the
+    newest event: history from before webhooks were enabled is not sent. One gap remains on
+    PostgreSQL, where concurrent transactions may commit out of sequence order: an event
+    that commits after a higher-numbered one was delivered and saved, and is not delivered
+    before a crash, is not read back.
+
+Callback hosts
+    Callback URLs are http(s) (checked at submission and again before sending). Every host
+    the gateway can reach is allowed for now — loopback and private addresses included —
+    so a client can make the gateway POST job events to internal services. Restrictions on
+    target hosts (SSRF rules) are a separate, later change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import random
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from jobgate import __version__
+from jobgate.config import Settings
+from jobgate.domain.models import JobEvent, rfc3339
+from jobgate.service.events import EventBus, Overflow, Subscription
+from jobgate.store.jobs import JobStore
+from jobgate.store.webhooks import Target, callback_targets, max_event_seq
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Jobgate-Signature-256"
+EVENT_ID_HEADER = "X-Jobgate-Event-Id"
+ATTEMPT_HEADER = "X-Jobgate-Delivery-Attempt"
+SECRET_FILE = "webhook-secret"
+CURSOR_FILE = "webhooks.cursor"
+MAX_IN_FLIGHT = 32
+CURSOR_INTERVAL = 1.0
+_BATCH = 1000
+_NO_CALLBACK_MEMORY = 50_000  # job ids known to have no callback (an LRU)
+_SEEN_MEMORY = 20_000  # (job id, seq) pairs routed: covers a replay overlapping the live feed
+
+
+# -- pure parts --------------------------------------------------------------------------
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The signature header value for ``body``: ``sha256=`` + hex HMAC-SHA256."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, header: str) -> bool:
+    """What a receiver does: compare in constant time against the header it got."""
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+def payload(event: JobEvent, target: Target) -> bytes:
+    """The request body for ``event``: compact JSON, signed as these exact bytes."""
+    body = {
+        "event_seq": event.seq,
+        "job_id": event.job_id,
+        "state": event.to_state,
+        "previous_state": event.from_state,
+        "detail": event.detail,
+        "time": rfc3339(event.at),
+        "source": event.source,
+        "app_status": event.app_status,
+        "name": target.name,
+        "labels": target.labels,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+    timeout: float = 10.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.backoff_max)
+        full = min(self.backoff * 2.0 ** (attempt - 1), self.backoff_max)
+        # Jitter: receivers that failed together don't all come back at the same instant.
+        return full * (0.5 + random.random() / 2)
+
+
+def retryable(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Only the delta-seconds form; an HTTP date falls back to our own backoff.
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
+# -- files under the data directory --------------------------------------------------------
+
+
+def load_secret(data_dir: Path, configured: SecretStr | None = None) -> bytes:
+    """The signing key: ``configured`` if set, else the one kept in ``data_dir``.
+
+    Generated (32 random bytes, hex) at the first start and never changed, so signatures
+    stay valid across restarts. Created atomically: two processes starting at once agree.
+    """
+    if configured is not None and configured.get_secret_value():
+        return configured.get_secret_value().encode()
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process won the race: use its secret
+            log.warning("generated a webhook signing secret in %s (give it to receivers)", path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty: delete it or set JOBGATE_WEBHOOK_SECRET")
+    return value.encode()
+
+
+class Cursor:
+    """A sequence number in a file, replaced atomically (write, fsync, rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> int | None:
+        """The saved number, or None when there is none (or it is unreadable)."""
+        try:
+            return int(self.path.read_text().strip())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.error("%s is corrupt; webhooks resume from the newest event", self.path)
+            return None
+
+    def save(self, seq: int) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w") as f:
+            f.write(f"{seq}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+# -- the sender ----------------------------------------------------------------------------
+
+
+class _Stopping(Exception):
+    """The sender is stopping: leave the event for the next start."""
+
+
+@dataclass(eq=False)
+class _JobQueue:
+    """One job's undelivered events, oldest first, and the task delivering them."""
+
+    items: deque[tuple[JobEvent, Target]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    sending: bool = False
+    """A request is open (not waiting between attempts): worth letting finish at stop."""
+
+
+class _LruSet:
+    """A set that forgets its oldest members beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[object, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def add(self, item: object) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class Webhooks:
+    """Delivers job events to callback URLs; see the module docstring for the contract.
+
+    ``start`` resumes from the cursor and returns at once; ``stop`` lets deliveries in
+    progress finish for up to ``grace`` seconds, then saves the cursor.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        bus: EventBus,
+        *,
+        secret: bytes,
+        cursor: Cursor,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.secret = secret
+        self.cursor = cursor
+        self.policy = policy or RetryPolicy()
+        # No redirects: a 3xx would turn the POST into a GET to a host nobody chose.
+        self.http = httpx.AsyncClient(
+            timeout=self.policy.timeout,
+            follow_redirects=False,
+            headers={"User-Agent": f"jobgate/{__version__}"},
+        )
+        self._jobs: dict[str, _JobQueue] = {}
+        self._outstanding: set[int] = set()
+        self._no_callback = _LruSet(_NO_CALLBACK_MEMORY)
+        self._seen = _LruSet(_SEEN_MEMORY)
+        self._routed = 0
+        self._saved: int | None = None
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @classmethod
+    def from_settings(cls, store: JobStore, bus: EventBus, settings: Settings) -> Webhooks:
+        return cls(
+            store,
+            bus,
+            secret=load_secret(settings.data_dir, settings.webhook_secret),
+            cursor=Cursor(settings.data_dir / CURSOR_FILE),
+            policy=RetryPolicy(
+                max_attempts=settings.webhook_max_attempts,
+                backoff=settings.webhook_backoff,
+                backoff_max=settings.webhook_backoff_max,
+                timeout=settings.webhook_timeout,
+            ),
+        )
+
+    async def start(self) -> None:
+        saved = await asyncio.to_thread(self.cursor.load)
+        newest = await max_event_seq(self.store.db)
+        if saved is not None and saved > newest:
+            # Not this database's cursor (a new or restored database under the same data
+            # dir): numbers below it would be skipped. Start at its newest event instead.
+            log.warning("webhook cursor %d is past the newest event %d; reset", saved, newest)
+            saved = None
+        if saved is None:
+            saved = newest
+            await asyncio.to_thread(self.cursor.save, saved)
+        self._routed = self._saved = saved
+        self._tasks = [
+            asyncio.create_task(self._route_forever(), name="webhooks-router"),
+            asyncio.create_task(self._save_forever(), name="webhooks-cursor"),
+        ]
+
+    async def stop(self, grace: float = 2.0) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Requests under way get ``grace`` seconds; waits between attempts end now. What is
+        # not delivered stays below the cursor and is sent again after the restart.
+        workers = [q.task for q in self._jobs.values() if q.task is not None]
+        for q in self._jobs.values():
+            if q.task is not None and not q.sending:
+                q.task.cancel()
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        await self._save()
+        await self.http.aclose()
+
+    @property
+    def pending(self) -> int:
+        """Events routed but not yet delivered or given up."""
+        return len(self._outstanding)
+
+    def watermark(self) -> int:
+        """Every event up to this sequence number is delivered or given up."""
+        return min(self._outstanding) - 1 if self._outstanding else self._routed
+
+    # -- routing -----------------------------------------------------------------------
+
+    async def _route_forever(self) -> None:
+        while True:
+            try:
+                async with self.bus.subscribe() as sub:
+                    # Subscribed first, then read back: nothing falls between the two;
+                    # what both deliver is dropped by ``_seen``.
+                    await self._catch_up(self._routed)
+                    await self._live(sub)
+            except Overflow:
+                log.warning("webhooks fell behind the event bus; reading back from the store")
+            except Exception:
+                log.exception("webhook routing failed; retrying from the store")
+                await asyncio.sleep(1.0)
+
+    async def _catch_up(self, after: int) -> None:
+        while events := await self.store.events_after(after, limit=_BATCH):
+            await self._route(events)
+            after = max(after, *(e.seq or 0 for e in events))
+
+    async def _live(self, sub: Subscription) -> None:
+        while True:
+            first = await self.bus.next(sub)
+            batch = [] if first is None else [first]
+            while len(batch) < _BATCH:
+                try:
+                    event = sub.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if event is not None:
+                    batch.append(event)
+            await self._route(batch)
+            if sub.overflowed:
+                raise Overflow
+
+    async def _route(self, events: Iterable[JobEvent]) -> None:
+        # Keyed with the job id too: SQLite hands out a deleted newest event's seq again.
+        fresh = [e for e in events if e.seq is not None and (e.job_id, e.seq) not in self._seen]
+        if not fresh:
+            return
+        unknown = list({e.job_id: None for e in fresh if e.job_id not in self._no_callback})
+        targets = await callback_targets(self.store.db, unknown)
+        for job_id in unknown:
+            if job_id not in targets:
+                # The callback is fixed at submission: a job without one never gains one.
+                self._no_callback.add(job_id)
+        for event in fresh:
+            assert event.seq is not None
+            self._seen.add((event.job_id, event.seq))
+            self._routed = max(self._routed, event.seq)
+            target = targets.get(event.job_id)
+            if target is None or not target.url.startswith(("http://", "https://")):
+                continue
+            self._outstanding.add(event.seq)
+            queue = self._jobs.get(event.job_id)
+            if queue is None:
+                queue = self._jobs[event.job_id] = _JobQueue()
+                queue.task = asyncio.create_task(
+                    self._drain(event.job_id, queue), name=f"webhooks-{event.job_id}"
+                )
+            queue.items.append((event, target))
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def _drain(self, job_id: str, queue: _JobQueue) -> None:
+        # The queue exists exactly as long as this task runs: the router appends to it or
+        # starts a new one, and no await separates "empty" from "removed".
+        while queue.items:
+            event, target = queue.items[0]
+            try:
+                await self._deliver(event, target, queue)
+            except _Stopping:
+                return  # the event stays undelivered (and below the cursor)
+            except Exception:
+                log.exception("webhook for event %s of job %s failed", event.seq, job_id)
+            queue.items.popleft()
+            self._outstanding.discard(event.seq or 0)
+        del self._jobs[job_id]
+
+    async def _deliver(self, event: JobEvent, target: Target, queue: _JobQueue) -> bool:
+        """POST ``event`` until it is accepted or the policy gives up; True if delivered."""
+        body = payload(event, target)
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: str(event.seq),
+            SIGNATURE_HEADER: sign(self.secret, body),
+        }
+        policy = self.policy
+        why = ""
+        for attempt in range(1, policy.max_attempts + 1):
+            retry_after = None
+            if self._stopping:
+                raise _Stopping
+            try:
+                queue.sending = True
+                async with (
+                    self._slots,
+                    asyncio.timeout(policy.timeout),
+                    self.http.stream(
+                        "POST",
+                        target.url,
+                        content=body,
+                        headers={**headers, ATTEMPT_HEADER: str(attempt)},
+                    ) as resp,
+                ):
+                    status = resp.status_code  # the body is not read: nobody needs it
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except (httpx.HTTPError, TimeoutError) as exc:
+                why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                if 200 <= status < 300:
+                    return True
+                why = f"HTTP {status}"
+                if not retryable(status):
+                    break
+            finally:
+                queue.sending = False
+            if attempt < policy.max_attempts:
+                if self._stopping:
+                    raise _Stopping
+                await asyncio.sleep(policy.delay(attempt, retry_after))
+        log.warning(
+            "gave up webhook event %s (job %s, %s) to %s: %s",
+            event.seq,
+            event.job_id,
+            event.to_state,
+            target.url,
+            why,
+        )
+        return False
+
+    # -- cursor ------------------------------------------------------------------------
+
+    async def _save_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CURSOR_INTERVAL)
+            try:
+                await self._save()
+            except OSError as exc:
+                log.error("cannot save the webhook cursor: %s", exc)
+
+    async def _save(self) -> None:
+        if self._saved is None:
+            return  # never started: the cursor on disk stays as it is
+        mark = self.watermark()
+        if mark != self._saved:
+            await asyncio.to_thread(self.cursor.save, mark)
+            self._saved = mark
