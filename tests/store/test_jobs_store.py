@@ -250,3 +250,14 @@ async def test_listeners_see_every_committed_event_with_its_sequence(store: JobS
     # The same events can be read back after any sequence number (stream resumption).
     after = await store.events_after(seqs[1] or 0, owner="alice")
     assert [e.to_state for e in after] == ["INITIALIZING", "RUNNING"]
+
+
+async def test_sequence_numbers_are_never_reused_after_a_delete(store: JobStore) -> None:
+    a = _job("a")
+    await store.create([a])
+    await store.transition(a.id, State.QUEUED, State.CANCELED)
+    last = max(e.seq or 0 for e in await store.events(a.id))
+    assert await store.delete(a.id)  # the newest job and events are gone
+    b = _job("b")
+    await store.create([b])
+    assert min(e.seq or 0 for e in await store.events(b.id)) > last

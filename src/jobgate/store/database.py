@@ -62,5 +62,13 @@ async def migrate(engine: AsyncEngine) -> None:
     def _upgrade(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), "head")
 
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
+        if is_sqlite(engine):
+            # Table rebuilds (batch migrations) drop the old table; with foreign keys on,
+            # that DROP would cascade-delete every event and tag. The pragma only takes
+            # effect outside a transaction, so it is set before the migration begins.
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
         await conn.run_sync(_upgrade)
+        await conn.commit()
+        if is_sqlite(engine):
+            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")

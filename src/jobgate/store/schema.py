@@ -51,6 +51,8 @@ jobs = Table(
     Column("reschedules", Integer, nullable=False, server_default="0"),
     Column("app_status", Text),
     Column("output_sandbox", String(64)),
+    # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
+    sqlite_autoincrement=True,
 )
 Index(None, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.group_id, jobs.c.seq)
@@ -79,6 +81,7 @@ job_events = Table(
     Column("source", String(32), nullable=False),
     Column("app_status", Text),
     Column("owner", String(255)),
+    sqlite_autoincrement=True,
 )
 Index(None, job_events.c.job_id, job_events.c.seq)
 Index(None, job_events.c.owner, job_events.c.seq)
