@@ -130,7 +130,9 @@ def test_workstep_runs_to_completion_as_a_job(srcnet: httpx.Client) -> None:
     # Polling may miss short states, never reorder them.
     assert [order.index(s) for s in states] == sorted(order.index(s) for s in states)
     assert states[-1] == "completed"
-    assert "running" in states
+    # Polling can miss a short RUNNING under load; the status history cannot.
+    history = srcnet.get(f"/api/v1/jobs/{ws_id}/events").json()["events"]
+    assert "RUNNING" in [e["state"] for e in history]
     assert seen[0]["started_at"] is None or seen[0]["state"] != "queued"
     assert seen[-1]["started_at"] is not None
     assert all(s["started_at"] for s in seen if s["state"] in ("running", "completed"))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from jobgate.domain.models import JobEvent, JobRecord, new_job_id
 from jobgate.domain.native import (
+    PLACEHOLDER,
     JobRequest,
     ParametricRequest,
     TooManyJobs,
@@ -164,12 +165,21 @@ class NativeJobs:
                 "too many jobs", errors=[{"where": "body.parameters", "what": str(exc)}]
             ) from exc
         group_id = new_job_id()
-        items = [substitute(req.job, values) for values in combos]
+        # substitute(req.job, values) per combination, walking only the entries that have
+        # placeholders: the others are shared (validation does not change its input).
+        plan = [(k, v, _has_placeholder(k) or _has_placeholder(v)) for k, v in req.job.items()]
+        items = [
+            {
+                (substitute(k, vs) if dyn else k): (substitute(v, vs) if dyn else v)
+                for k, v, dyn in plan
+            }
+            for vs in combos
+        ]
         for item, values in zip(items, combos, strict=True):
             # Each job records its parameter values as labels, so searches can find it.
-            labels = dict(item.get("labels") or {})
-            labels.update({f"param.{k}": str(v) for k, v in values.items()})
-            item["labels"] = labels
+            labels = item.get("labels") or {}
+            if isinstance(labels, dict):  # else validation says what is wrong with it
+                item["labels"] = {**labels, **{f"param.{k}": str(v) for k, v in values.items()}}
         results = await self.submit_many(items, owner=owner, group_id=group_id, where="body.job")
         return group_id, results
 
@@ -333,6 +343,16 @@ class NativeJobs:
 
 
 DELETABLE = FINAL | {State.PAUSED}
+
+
+def _has_placeholder(node: Any) -> bool:
+    if isinstance(node, str):
+        return PLACEHOLDER.search(node) is not None
+    if isinstance(node, list):
+        return any(_has_placeholder(v) for v in node)
+    if isinstance(node, dict):
+        return any(_has_placeholder(k) or _has_placeholder(v) for k, v in node.items())
+    return False
 
 
 def _created(job: NewJob) -> str:

@@ -159,9 +159,14 @@ def _create(
     if conn.dialect.name == "sqlite":
         seqs: Iterable[int] = _insert_sqlite(conn, job_rows, tag_rows, event_rows)
     else:
-        conn.execute(insert(jobs), job_rows)
+        job_seqs = conn.execute(
+            insert(jobs).returning(jobs.c.seq, sort_by_parameter_order=True), job_rows
+        ).scalars()
+        seq_of = dict(zip((r["id"] for r in job_rows), job_seqs, strict=True))
         if tag_rows:
-            conn.execute(insert(job_tags), tag_rows)
+            conn.execute(
+                insert(job_tags), [{**t, "job_seq": seq_of[t["job_id"]]} for t in tag_rows]
+            )
         seqs = conn.execute(
             insert(job_events).returning(job_events.c.seq, sort_by_parameter_order=True),
             event_rows,
@@ -205,14 +210,17 @@ def _insert_sqlite(
         values = {**r, "created_at": at, "updated_at": at, "spec": encode(r["spec"])}
         values["logs"] = encode(r["logs"])
         rows.append(tuple(values[c] for c in _JOB_COLUMNS))
+    # One writer, in one transaction: the new rows are exactly those after the current
+    # last sequence number (AUTOINCREMENT gives a new row a larger seq than any before).
+    before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM jobs").scalar_one()
     conn.exec_driver_sql(_insert_sql("jobs", _JOB_COLUMNS), rows)
+    new = conn.exec_driver_sql("SELECT id, seq FROM jobs WHERE seq > ?", (before,))
+    job_seq: dict[str, int] = {job_id: seq for job_id, seq in new}
     if tag_rows:
         conn.exec_driver_sql(
-            _insert_sql("job_tags", ("job_id", "key", "value")),
-            [(t["job_id"], t["key"], t["value"]) for t in tag_rows],
+            _insert_sql("job_tags", ("job_id", "key", "value", "job_seq")),
+            [(t["job_id"], t["key"], t["value"], job_seq[t["job_id"]]) for t in tag_rows],
         )
-    # One writer, in one transaction: the new events are exactly those after the current
-    # last sequence number (SQLite gives a new row the largest rowid plus one).
     before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM job_events").scalar_one()
     conn.exec_driver_sql(
         _insert_sql("job_events", _EVENT_COLUMNS),
@@ -376,8 +384,10 @@ def _update(conn: Connection, job_id: str, values: dict[str, Any]) -> None:
 def _set_tags(conn: Connection, job_id: str, tags: dict[str, str], spec: dict[str, Any]) -> None:
     conn.execute(delete(job_tags).where(job_tags.c.job_id == job_id))
     if tags:
+        seq = conn.execute(select(jobs.c.seq).where(jobs.c.id == job_id)).scalar_one()
         conn.execute(
-            insert(job_tags), [{"job_id": job_id, "key": k, "value": v} for k, v in tags.items()]
+            insert(job_tags),
+            [{"job_id": job_id, "key": k, "value": v, "job_seq": seq} for k, v in tags.items()],
         )
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(spec=spec, updated_at=now()))
 

@@ -59,6 +59,9 @@ Index(None, jobs.c.group_id, jobs.c.seq)
 Index(None, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
 Index(None, jobs.c.backend, jobs.c.state)
+# Migration 0004: owner + state filters and summaries; sorting by priority.
+Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
+Index(None, jobs.c.priority, jobs.c.seq)
 
 job_tags = Table(
     "job_tags",
@@ -66,8 +69,10 @@ job_tags = Table(
     Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("key", Text, primary_key=True),
     Column("value", Text, nullable=False),
+    # The job's seq (migration 0004): label searches walk (key, value, job_seq) newest first.
+    Column("job_seq", SeqType),
 )
-Index(None, job_tags.c.key, job_tags.c.value)
+Index(None, job_tags.c.key, job_tags.c.value, job_tags.c.job_seq)
 
 job_events = Table(
     "job_events",

@@ -20,6 +20,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    union_all,
 )
 
 from jobgate.domain.models import rfc3339
@@ -138,34 +139,49 @@ def condition(f: Filter) -> ColumnElement[bool]:
     return exists().where(tag, _compare(job_tags.c.value, f.op, "label", f.value))
 
 
-def where(filters: list[Filter], owner: str | None = None) -> ColumnElement[bool]:
+def _conditions(filters: list[Filter], owner: str | None) -> list[ColumnElement[bool]]:
     conds = [condition(f) for f in filters]
     if owner is not None:
         conds.append(jobs.c.owner == owner)
-    return and_(literal(True), *conds)
+    return conds
 
 
-def _sort_columns(sort: list[Sort]) -> list[tuple[Any, str, str]]:
+def where(filters: list[Filter], owner: str | None = None) -> ColumnElement[bool]:
+    return and_(literal(True), *_conditions(filters, owner))
+
+
+# Sort keys: (column, direction, field). Nullable text sorts with NULL as the smallest value
+# (NULLS FIRST ascending, NULLS LAST descending: SQLite's own order, so its indexes serve it,
+# and PostgreSQL is told the same explicitly).
+Key = tuple[Any, str, str]
+NULLABLE = ("name", "owner", "group")
+
+
+def _sort_columns(sort: list[Sort]) -> list[Key]:
     """(column, direction, field) with ``seq`` last as the tie-breaker.
 
     ``created_at`` sorts as ``seq``: both grow together, and ``seq`` is indexed with every
     filter column.
     """
-    out: list[tuple[Any, str, str]] = []
+    out: list[Key] = []
     for s in sort:
         if s.field in ("created_at",):
             out.append((jobs.c.seq, s.direction, "seq"))
             break  # seq is unique: nothing after it can matter
-        col = COLUMNS[s.field]
-        if s.field in ("name", "owner", "group"):
-            col = func.coalesce(col, "")
-        out.append((col, s.direction, s.field))
+        out.append((COLUMNS[s.field], s.direction, s.field))
     if not out or out[-1][2] != "seq":
         out.append((jobs.c.seq, out[-1][1] if out else "desc", "seq"))
     return out
 
 
-def _encode(keys: list[tuple[Any, str, str]], values: list[Any]) -> str:
+def _order(key: Key) -> Any:
+    col, direction, field = key
+    if direction == "asc":
+        return col.asc().nulls_first() if field in NULLABLE else col.asc()
+    return col.desc().nulls_last() if field in NULLABLE else col.desc()
+
+
+def _encode(keys: list[Key], values: list[Any]) -> str:
     raw = json.dumps(
         {
             "k": [f"{f}:{d}" for _c, d, f in keys],
@@ -175,7 +191,7 @@ def _encode(keys: list[tuple[Any, str, str]], values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str, keys: list[tuple[Any, str, str]]) -> list[Any]:
+def _decode(cursor: str, keys: list[Key]) -> list[Any]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error) as exc:
@@ -186,28 +202,56 @@ def _decode(cursor: str, keys: list[tuple[Any, str, str]]) -> list[Any]:
         raise BadQuery("cursor: it belongs to a search with another sort order")
     out = []
     for (_c, _d, f), v in zip(keys, data["v"], strict=True):
-        # Every sort key is non-null (nullable text sorts as ""); check types, not just
-        # shapes: the values are bound into SQL.
+        # Check types, not just shapes: the values are bound into SQL.
         if f in ("seq", *INT_FIELDS):
             ok = (
                 isinstance(v, int) and not isinstance(v, bool) and INT_RANGE[0] <= v <= INT_RANGE[1]
             )
         else:
-            ok = isinstance(v, str)
+            ok = isinstance(v, str) or (v is None and f in NULLABLE)
         if not ok:
             raise BadQuery("cursor: not a cursor returned by this server")
         out.append(_coerce(f, v) if f in TIME_FIELDS or f in INT_FIELDS else v)
     return out
 
 
-def _after(keys: list[tuple[Any, str, str]], values: list[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the sort order (mixed directions allowed)."""
-    ors = []
-    for i, (col, direction, _f) in enumerate(keys):
-        eqs = [keys[j][0] == values[j] for j in range(i)]
-        step = col > values[i] if direction == "asc" else col < values[i]
-        ors.append(and_(*eqs, step))
-    return or_(*ors)
+def _after(keys: list[Key], values: list[Any]) -> list[ColumnElement[bool]]:
+    """Rows strictly after ``values`` in the sort order, as disjoint conditions (OR them).
+
+    Each is equalities on a prefix of the keys and one range on the next: an index seek
+    each, where a single OR of them makes the database walk the index from its start.
+    """
+    parts = []
+    for i, (col, direction, field) in enumerate(keys):
+        eqs = [
+            keys[j][0].is_(None) if values[j] is None else keys[j][0] == values[j] for j in range(i)
+        ]
+        v = values[i]
+        if direction == "asc":  # NULL first
+            parts.append(and_(*eqs, col.is_not(None) if v is None else col > v))
+        elif v is not None:  # descending: NULL last, so nothing comes after a NULL
+            parts.append(and_(*eqs, col < v))
+            if field in NULLABLE:
+                parts.append(and_(*eqs, col.is_(None)))
+    return parts
+
+
+# A label equality matching at most this many jobs is looked up through its index first
+# when the page is not in creation order (else the jobs are walked in the sort order).
+LABEL_PROBE = 20_000
+
+
+def _label_eq(filters: list[Filter]) -> Filter | None:
+    for f in filters:
+        if f.op == "eq" and f.value is not None and LABEL.match(f.field):
+            return f
+    return None
+
+
+def _tag_is(tags: Any, f: Filter) -> list[ColumnElement[bool]]:
+    m = LABEL.match(f.field)
+    assert m is not None
+    return [tags.c.key == m.group(1), _compare(tags.c.value, "eq", "label", f.value)]
 
 
 def _render(
@@ -221,6 +265,11 @@ def _render(
         elif f in TIME_FIELDS:
             value = m[f]
             out[f] = rfc3339(value if value.tzinfo else value.replace(tzinfo=UTC))
+        elif f == "logs":
+            out["logs"] = m["logs"] or []  # the same as GET /api/v1/jobs/{id}
+        elif f == "spec":
+            # Keys with a leading underscore are the server's own notes, not the job's.
+            out["spec"] = {k: v for k, v in m["spec"].items() if not k.startswith("_")}
         else:
             out[f] = m["group_id" if f == "group" else f]
     return out
@@ -244,13 +293,50 @@ def _search(
 ) -> tuple[list[dict[str, Any]], str | None]:
     keys = _sort_columns(req.sort)
     wanted = [COLUMNS[f].label("group_id" if f == "group" else f) for f in fields if f in COLUMNS]
+    source: Any = jobs
+    filters = list(req.filters)
+    conds: list[ColumnElement[bool]] = []
+    label = _label_eq(filters)
+    if label is not None and len(keys) == 1:
+        # Newest (or oldest) first with a label: walk that label's (key, value, job_seq)
+        # index in order and stop after one page, instead of testing job after job.
+        filters.remove(label)
+        tags = job_tags.alias("by_label")
+        source = tags.join(jobs, jobs.c.seq == tags.c.job_seq)
+        conds += _tag_is(tags, label)
+        keys = [(tags.c.job_seq, keys[0][1], "seq")]
+    elif label is not None:
+        # Another order: a rare label is best found through its index, a common one by
+        # walking the jobs in the sort order; count (up to a bound) which it is.
+        tag = _tag_is(job_tags, label)
+        probe = select(literal(1)).select_from(job_tags).where(*tag).limit(LABEL_PROBE + 1)
+        if conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one() <= (
+            LABEL_PROBE
+        ):
+            filters.remove(label)
+            conds.append(jobs.c.seq.in_(select(job_tags.c.job_seq).where(*tag)))
+    conds += _conditions(filters, owner)
     sort_cols = [k[0].label(f"_k{i}") for i, k in enumerate(keys)]
-    stmt = select(jobs.c.id.label("_id"), *wanted, *sort_cols).where(where(req.filters, owner))
-    if req.cursor:
-        stmt = stmt.where(_after(keys, _decode(req.cursor, keys)))
-    stmt = stmt.order_by(*(k[0].asc() if k[1] == "asc" else k[0].desc() for k in keys)).limit(
-        req.limit + 1
-    )
+    base = select(jobs.c.id.label("_id"), *wanted, *sort_cols).select_from(source).where(*conds)
+    order = [_order(k) for k in keys]
+    parts = _after(keys, _decode(req.cursor, keys)) if req.cursor else [literal(True)]
+    if len(parts) == 1:
+        stmt = base.where(parts[0]).order_by(*order).limit(req.limit + 1)
+    else:
+        # One ordered, limited query per disjoint range, merged: every one is an index
+        # seek, so a page deep into a multi-key order costs what the first one does.
+        pages = [
+            select(*p.c)
+            for p in (
+                base.where(cond).order_by(*order).limit(req.limit + 1).subquery() for cond in parts
+            )
+        ]
+        merged = union_all(*pages).subquery()
+        stmt = (
+            select(*merged.c)
+            .order_by(*(_order((merged.c[f"_k{i}"], k[1], k[2])) for i, k in enumerate(keys)))
+            .limit(req.limit + 1)
+        )
     rows = conn.execute(stmt).all()
     more = len(rows) > req.limit
     rows = rows[: req.limit]
@@ -279,23 +365,36 @@ async def summary(
 
 
 def _summary(conn: Connection, req: SummaryRequest, owner: str | None) -> list[dict[str, Any]]:
+    n = func.count().label("count")
+    labels = [LABEL.match(f) for f in req.group_by]
+    first = labels[0]
+    if len(labels) == 1 and first is not None and not req.filters and owner is None:
+        # One label over every job: its (key, value, job_seq) index alone, and the jobs
+        # without it by difference (one read transaction: the counts agree).
+        by_value = conn.execute(
+            select(job_tags.c.value, func.count())
+            .where(job_tags.c.key == first.group(1))
+            .group_by(job_tags.c.value)
+        ).all()
+        counts: list[tuple[str | None, int]] = [(v, c) for v, c in by_value]
+        total = conn.execute(select(func.count()).select_from(jobs)).scalar_one()
+        if total > sum(c for _v, c in counts):
+            counts.append((None, total - sum(c for _v, c in counts)))
+        counts.sort(key=lambda vc: -vc[1])
+        return [{req.group_by[0]: v, "count": c} for v, c in counts]
+    source: Any = jobs
     cols = []
-    for i, f in enumerate(req.group_by):
-        m = LABEL.match(f)
+    for i, (f, m) in enumerate(zip(req.group_by, labels, strict=True)):
         if m is None:
             cols.append(COLUMNS[f].label(f"_g{i}"))
-        else:
-            cols.append(
-                select(job_tags.c.value)
-                .where(job_tags.c.job_id == jobs.c.id, job_tags.c.key == m.group(1))
-                .correlate(jobs)
-                .scalar_subquery()
-                .label(f"_g{i}")
-            )
-    n = func.count().label("count")
+        else:  # a job without the label is in its null group
+            tags = job_tags.alias(f"group_{i}")
+            on = and_(tags.c.job_id == jobs.c.id, tags.c.key == m.group(1))
+            source = source.outerjoin(tags, on)
+            cols.append(tags.c.value.label(f"_g{i}"))
     stmt = (
         select(*cols, n)
-        .select_from(jobs)  # also when only labels are grouped on (correlated subqueries)
+        .select_from(source)
         .where(where(req.filters, owner))
         .group_by(*(c.name for c in cols))
         .order_by(n.desc())
