@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate.domain.models import new_job_id
 from jobgate.domain.states import IllegalTransition, State
-from jobgate.store.database import make_engine, migrate
+from jobgate.store.database import migrate
 from jobgate.store.jobs import JobStore, ListQuery, NewJob
 from jobgate.store.schema import metadata
-from tests.conftest import PG_URL, postgres_reachable
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
-        await migrate(eng)
-        yield eng
-        await eng.dispose()
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f"CREATE SCHEMA {schema}"))
-    eng = create_async_engine(PG_URL, connect_args={"server_settings": {"search_path": schema}})
-    await migrate(eng)
-    yield eng
-    await eng.dispose()
-    async with admin.begin() as conn:
-        await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    await admin.dispose()
 
 
 @pytest.fixture()
