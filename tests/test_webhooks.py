@@ -33,7 +33,7 @@ from jobgate.store.database import make_engine, migrate
 from jobgate.store.jobs import JobStore, NewJob
 from jobgate.store.webhooks import Target, callback_targets, max_event_seq
 from tests.conftest import Server
-from tests.store.test_jobs_store import engine  # noqa: F401 - the SQLite/PostgreSQL fixture
+from tests.store.conftest import engine  # noqa: F401 - the SQLite/PostgreSQL fixture
 
 SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: the key is the secret's UTF-8 bytes
 LIFECYCLE = ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"]

@@ -55,13 +55,14 @@ jobs = Table(
     sqlite_autoincrement=True,
 )
 Index(None, jobs.c.state, jobs.c.seq)
-Index(None, jobs.c.group_id, jobs.c.seq)
 Index(None, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
 Index(None, jobs.c.backend, jobs.c.state)
-# Migration 0004: owner + state filters and summaries; sorting by priority.
+# Migration 0004: owner or group with state (filters, summaries); sorting by priority.
 Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
+Index(None, jobs.c.group_id, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.priority, jobs.c.seq)
+Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
 
 job_tags = Table(
     "job_tags",
