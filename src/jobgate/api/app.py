@@ -15,13 +15,9 @@ from jobgate import __version__
 from jobgate.api import errors, files, health, streams, tes, worksteps
 from jobgate.api import jobs as jobs_api
 from jobgate.api.deps import Services
-from jobgate.backends.base import Backend
-from jobgate.backends.local import LocalBackend
+from jobgate.backends.choice import DEFAULT_BACKEND, make_backends
 from jobgate.config import Settings
 from jobgate.dispatcher import Dispatcher
-from jobgate.runtimes.base import Runtime
-from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
-from jobgate.runtimes.process import ProcessRuntime
 from jobgate.service.events import EventBus
 from jobgate.service.jobs import JobService
 from jobgate.service.logs import JobLogs
@@ -39,20 +35,6 @@ from jobgate.store.sandboxes import SandboxStore
 log = logging.getLogger("jobgate")
 
 
-def make_runtime(settings: Settings) -> Runtime:
-    """The configured runtime; ``auto`` picks bubblewrap where installed."""
-    choice = settings.runtime
-    if choice == "auto":
-        choice = "bwrap" if bwrap_available() else "process"
-    if choice == "bwrap":
-        return BwrapRuntime(etc_dir=settings.data_dir / "sandbox-etc")
-    log.warning(
-        "runtime 'process': executors run UNISOLATED as this service's user "
-        "(install bubblewrap or set JOBGATE_RUNTIME=bwrap for a sandbox)"
-    )
-    return ProcessRuntime()
-
-
 def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
     """A ready ASGI app. ``dispatch=False`` serves the API without running jobs."""
     settings = settings or Settings()
@@ -66,11 +48,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         store = JobStore(db)
         bus = EventBus()
         store.listeners.append(bus.publish)
-        backends: dict[str, Backend] = {
-            "local": LocalBackend(
-                make_runtime(settings), slots=settings.slots, log_tail_bytes=settings.log_tail_bytes
-            )
-        }
+        backends = make_backends(settings)
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         stager = Stager(
             settings.allowed_dirs,
@@ -86,7 +64,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         jobs = JobService(
             store,
             backends=backends,
-            default_backend="local",
+            default_backend=DEFAULT_BACKEND,
             max_content_bytes=settings.max_content_bytes,
             notifier=dispatcher if dispatch else None,
         )
