@@ -45,6 +45,8 @@ class Server:
             **os.environ,
             "JOBGATE_POLL_INTERVAL": "0.5",
             "JOBGATE_SLOTS": "4",
+            # Tests of other features run without authentication; tests/auth set their own.
+            "JOBGATE_AUTH": "none",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -247,8 +247,13 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        asgi = create_app(settings)
+    except ValueError as exc:
+        err().print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(settings),
+        asgi,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
