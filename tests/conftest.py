@@ -37,8 +37,11 @@ def free_port() -> int:
 class Server:
     """``jobgate serve`` in a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, log_level: str = "warning"
+    ) -> None:
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -66,7 +69,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             env=self.env,
             stdout=log,
