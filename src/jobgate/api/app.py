@@ -19,11 +19,13 @@ from jobgate.api.deps import Services
 from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
 from jobgate.auth.basic import BasicUsers
+from jobgate.auth.credentials import JobCredentials
 from jobgate.auth.oidc import OidcVerifier
 from jobgate.auth.policy import Policy
 from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
+from jobgate.backends.base import Backend
 from jobgate.backends.choice import DEFAULT_BACKEND, make_backends
 from jobgate.config import Settings
 from jobgate.dispatcher import Dispatcher
@@ -138,6 +140,11 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             parametric_cap=settings.parametric_cap,
             max_reschedules=settings.max_reschedules,
         )
+        secrets = SecretBox.from_settings(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        carry_credentials(settings, backends, JobCredentials(store, secrets))
         tokens = ServiceTokens(TokenStore(db))
         policy = Policy(
             submit_groups=settings.submit_groups,
@@ -157,10 +164,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             auth=make_authenticator(settings, tokens, http),
             policy=policy,
             tokens=tokens,
-            secrets=SecretBox.from_settings(
-                settings.secret_key.get_secret_value() if settings.secret_key else None,
-                settings.data_dir,
-            ),
+            secrets=secrets,
         )
         await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher
@@ -215,6 +219,17 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
 
     app.include_router(tes_router, prefix="/v1", include_in_schema=False)
     return app
+
+
+def carry_credentials(
+    settings: Settings, backends: dict[str, Backend], credentials: JobCredentials
+) -> None:
+    """Give the backends of ``JOBGATE_CREDENTIAL_BACKENDS`` their jobs' tokens."""
+    for name in settings.credential_backends:
+        if name in backends:
+            backends[name].credentials = credentials.reveal
+        else:
+            log.warning("JOBGATE_CREDENTIAL_BACKENDS names %r, which is not configured", name)
 
 
 async def announce_auth(settings: Settings, tokens: ServiceTokens) -> None:

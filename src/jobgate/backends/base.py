@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -45,6 +45,10 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     slots: int | None = None
     """Capacity in CPU slots, or None when the backend queues work itself (Slurm …)."""
+    credentials: Callable[[str], Awaitable[str | None]] | None = None
+    """Set by the app on backends in ``JOBGATE_CREDENTIAL_BACKENDS``: job id → the bearer
+    token its submitter authenticated with (decrypted), for a backend that calls another
+    service (a remote TES, Pulsar) on the submitter's behalf. Never log what it returns."""
 
     def __init__(self) -> None:
         self.changed = asyncio.Event()
