@@ -252,14 +252,14 @@ def serve(
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v
     }
-    settings = Settings(**overrides)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        settings = Settings(**overrides)
         asgi = create_app(settings)
-    except ValueError as exc:
-        err().print(f"[red]error:[/] {exc}")
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        err().print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     uvicorn.run(
         asgi,

@@ -215,5 +215,5 @@ def test_oidc_without_audience_does_not_start(tmp_path: Path) -> None:
     result = serve(
         "127.0.0.1", {"JOBGATE_AUTH": "oidc", "JOBGATE_OIDC_ISSUERS": "https://x.example"}, tmp_path
     )
-    assert result.returncode != 0
-    assert "JOBGATE_OIDC_AUDIENCE" in result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "JOBGATE_OIDC_AUDIENCE" in result.stderr and "Traceback" not in result.stderr
