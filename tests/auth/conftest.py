@@ -26,6 +26,14 @@ def issuer() -> Iterator[Issuer]:
     iss.close()
 
 
+@pytest.fixture(scope="session")
+def second_issuer() -> Iterator[Issuer]:
+    """Another trusted issuer (EGI Check-in beside a local Keycloak, say)."""
+    iss = Issuer()
+    yield iss
+    iss.close()
+
+
 def add_basic_user(path: Path, name: str, password: str, *groups: str) -> None:
     """``jobgate user set`` as an operator runs it."""
     args = [sys.executable, "-m", "jobgate", "user", "set", str(path), name, "--password-stdin"]
@@ -60,14 +68,15 @@ def auth_env(issuer: Issuer, users_file: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def auth_server(
-    tmp_path_factory: pytest.TempPathFactory, issuer: Issuer, users_file: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    issuer: Issuer,
+    second_issuer: Issuer,
+    users_file: Path,
 ) -> Iterator[Server]:
     """A server with OIDC, service tokens and basic users on, as production runs it."""
-    srv = Server(
-        tmp_path_factory.mktemp("authsrv") / "data",
-        auth_env(issuer, users_file, JOBGATE_CREDENTIAL_BACKENDS="local"),
-        log_level="debug",
-    ).start()
+    env = auth_env(issuer, users_file, JOBGATE_CREDENTIAL_BACKENDS="local")
+    env["JOBGATE_OIDC_ISSUERS"] = f"{issuer.url},{second_issuer.url}/"
+    srv = Server(tmp_path_factory.mktemp("authsrv") / "data", env, log_level="debug").start()
     yield srv
     srv.stop()
 

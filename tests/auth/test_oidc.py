@@ -66,6 +66,16 @@ def test_a_valid_token_identifies_the_user_and_groups(auth_server: Server, issue
     assert job.json()["owner"] == "alice"
 
 
+def test_every_trusted_issuer_is_accepted(
+    auth_server: Server, issuer: Issuer, second_issuer: Issuer
+) -> None:
+    assert me(auth_server, second_issuer.token("zoe")).json()["name"] == "zoe"
+    assert me(auth_server, issuer.token("zoe")).json()["name"] == "zoe"
+    # Each issuer's tokens are checked with that issuer's keys only.
+    forged = issuer.token("zoe", iss=second_issuer.url)
+    assert_401(me(auth_server, forged), "key")
+
+
 def test_an_expired_token_is_refused(auth_server: Server, issuer: Issuer) -> None:
     # Beyond the 30 s of allowed clock skew.
     assert_401(me(auth_server, issuer.token(lifetime=-120)), "expired")

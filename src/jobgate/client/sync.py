@@ -42,7 +42,8 @@ def _headers(cfg: ClientConfig) -> dict[str, str]:
 class Client:
     """A client for one jobgate server (native API and GA4GH TES).
 
-    ``url`` and ``token`` default to ``JOBGATE_URL``/``JOBGATE_TOKEN``, then the config
+    ``url`` and ``token`` (or ``user``/``password`` for HTTP basic) default to
+    ``JOBGATE_URL``/``JOBGATE_TOKEN``/``JOBGATE_USER``/``JOBGATE_PASSWORD``, then the config
     file (see :mod:`jobgate.client.config`). Every method raises a
     :class:`~jobgate.client.errors.JobgateClientError` subclass on failure: ``NotFound``,
     ``InvalidRequest`` (with ``.errors``), ``Conflict``, ``ConnectionFailed``, …
