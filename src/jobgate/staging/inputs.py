@@ -105,7 +105,7 @@ async def _plan(
     kind = await mover.attempt("input", store, "", store.kind)
     if inp.type is not None and inp.type != kind:
         actual = "a directory" if kind == FileType.DIRECTORY else "a file"
-        raise StagingError(f"input {store.shown}: is {actual} but type is {inp.type.value}")
+        raise StagingError(f"input {store.shown}: is {actual} but type is {inp.type}")
     if kind == FileType.FILE:
         return kind, [Fetch(store, "", dest)]
     entries = await mover.attempt("input", store, "", store.listing)
