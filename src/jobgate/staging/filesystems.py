@@ -19,6 +19,7 @@ from fsspec.implementations.ftp import FTPFileSystem
 from jobgate.domain.models import FileType
 from jobgate.staging.base import Entry, Store
 from jobgate.staging.transfer import (
+    STREAM_CHUNK,
     Budget,
     Meter,
     MeteredReader,
@@ -135,7 +136,6 @@ class FtpStore(Store):
         path: str,
         *,
         timeout: float,
-        chunk: int,
     ) -> None:
         super().__init__(url)
         self.address = address
@@ -144,7 +144,6 @@ class FtpStore(Store):
         self.password = password
         self.path = path.rstrip("/") or "/"
         self.timeout = timeout
-        self.chunk = chunk
 
     def _with_ftp(self, op: Callable[[FTPFileSystem], T]) -> T:
         # One connection per operation: an ftplib connection serves one transfer at a
@@ -155,7 +154,7 @@ class FtpStore(Store):
             username=self.username,
             password=self.password,
             timeout=self.timeout,
-            block_size=1 << 20,
+            block_size=STREAM_CHUNK,
             skip_instance_cache=True,
         )
         try:
@@ -201,7 +200,7 @@ class FtpStore(Store):
             if parent:
                 fs.makedirs(parent, exist_ok=True)
             reader = cast(BinaryIO, MeteredReader(fin, meter))
-            cast(ftplib.FTP, fs.ftp).storbinary(f"STOR {key}", reader, blocksize=self.chunk)
+            cast(ftplib.FTP, fs.ftp).storbinary(f"STOR {key}", reader, blocksize=STREAM_CHUNK)
 
         def copy(abort: threading.Event) -> int:
             meter = Meter(budget, abort)

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from jobgate.domain.models import FileType
 from jobgate.errors import StagingError
 from jobgate.staging.base import Entry, Store
-from jobgate.staging.transfer import Budget, Meter, copy_stream, in_thread
+from jobgate.staging.transfer import STREAM_CHUNK, Budget, Meter, copy_stream, in_thread
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -45,11 +45,10 @@ def _under(path: Path, allowed: tuple[Path, ...]) -> bool:
 
 
 class LocalStore(Store):
-    def __init__(self, url: str, path: Path, allowed: tuple[Path, ...], chunk: int) -> None:
+    def __init__(self, url: str, path: Path, allowed: tuple[Path, ...]) -> None:
         super().__init__(url)
         self.path = path
         self.allowed = allowed
-        self.chunk = chunk
 
     def _checked(self, rel: str) -> Path:
         path = Path(os.path.realpath(self.path / rel)) if rel else self.path
@@ -82,7 +81,7 @@ class LocalStore(Store):
             meter = Meter(budget, abort)
             try:
                 with src.open("rb") as fin, dest.open("wb") as fout:
-                    return copy_stream(fin, fout, meter, self.chunk)
+                    return copy_stream(fin, fout, meter, STREAM_CHUNK)
             except BaseException:
                 meter.undo()
                 raise
@@ -101,7 +100,7 @@ class LocalStore(Store):
             try:
                 fd = os.open(target, _WRITE_FLAGS, 0o644)
                 with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
-                    return copy_stream(fin, fout, meter, self.chunk)
+                    return copy_stream(fin, fout, meter, STREAM_CHUNK)
             except BaseException:
                 meter.undo()
                 raise

@@ -84,10 +84,10 @@ class Stores:
         try:
             if scheme == "file":
                 path = local_path(url, cfg.allowed_dirs, what=what)
-                return LocalStore(url, path, cfg.allowed_dirs, cfg.chunk)
+                return LocalStore(url, path, cfg.allowed_dirs)
             if scheme in ("http", "https"):
                 put = any(url.startswith(p) for p in cfg.http_put_prefixes)
-                return HttpStore(url, self.http, cfg.chunk, put=put)
+                return HttpStore(url, self.http, put=put)
             if scheme == "s3":
                 return await self._open_s3(url)
             if scheme == "ftp":
@@ -133,5 +133,4 @@ class Stores:
             password,
             unquote(parts.path) or "/",
             timeout=self.config.timeout,
-            chunk=self.config.chunk,
         )

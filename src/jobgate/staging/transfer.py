@@ -1,8 +1,9 @@
 """What every transfer shares: chunked copies with a byte budget, retries with backoff,
 and worker threads that stop when the task is canceled.
 
-Copies move one chunk at a time (``chunk`` bytes, 8 MiB by default), so memory per
-transfer stays near one chunk whatever the file size.
+Copies move one chunk at a time, so memory per transfer stays near one chunk whatever the
+file size: :data:`STREAM_CHUNK` for streams (local files, HTTP, FTP), the configured chunk
+(8 MiB by default) where a store works in parts (S3 ranged reads, multipart parts).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from jobgate.staging.guard import Refused
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+STREAM_CHUNK = 1024 * 1024
 
 
 class Transient(Exception):

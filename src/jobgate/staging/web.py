@@ -17,17 +17,16 @@ from jobgate.domain.models import FileType
 from jobgate.errors import StagingError
 from jobgate.staging.base import Entry, Store
 from jobgate.staging.guard import Refused
-from jobgate.staging.transfer import Budget, Meter, Transient
+from jobgate.staging.transfer import STREAM_CHUNK, Budget, Meter, Transient
 from jobgate.staging.urls import join, redact
 
 MAX_REDIRECTS = 10
 
 
 class HttpStore(Store):
-    def __init__(self, url: str, client: httpx.AsyncClient, chunk: int, *, put: bool) -> None:
+    def __init__(self, url: str, client: httpx.AsyncClient, *, put: bool) -> None:
         super().__init__(url)
         self.client = client
-        self.chunk = chunk
         self.put = put
 
     async def kind(self) -> FileType:
@@ -44,7 +43,7 @@ class HttpStore(Store):
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with dest.open("wb") as f:
-                    async for data in response.aiter_raw(self.chunk):
+                    async for data in response.aiter_raw():  # as the network delivers
                         meter.add(len(data))
                         f.write(data)
             finally:
@@ -90,7 +89,7 @@ class HttpStore(Store):
 
         async def body() -> AsyncIterator[bytes]:
             with src.open("rb") as f:
-                while data := f.read(self.chunk):
+                while data := f.read(STREAM_CHUNK):
                     meter.add(len(data))
                     yield data
 
