@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import tes
 
 from tests.conftest import Server, free_port, wait_final
@@ -180,3 +183,48 @@ def test_s3_types_are_inferred_when_the_client_omits_them(stage_server: Server, 
     assert [i["type"] for i in task["inputs"]] == ["DIRECTORY", "FILE"]
     assert task["outputs"][0]["type"] == "DIRECTORY"
     assert s3.keys(f"{base}/o") == [f"{base}/o/f.txt"]
+
+
+def test_s3_transfers_stream_in_bounded_memory(
+    client: tes.HTTPClient, stage_server: Server, s3: S3
+) -> None:
+    """128 MiB in from S3 and back out: the gateway's memory grows by well under the file
+    size (chunks of 8 MiB, not the whole file). bench/staging_bench.py measures 1 GiB."""
+    assert stage_server.proc is not None
+    gateway = psutil.Process(stage_server.proc.pid)
+    s3.put("warm-up", b"w")  # the first S3 use loads botocore & co. once: not measured
+    warm = run(
+        client,
+        tes.Task(inputs=[tes.Input(url=s3.url("warm-up"), path="/w")], executors=[sh("true")]),
+    )
+    assert warm.state == "COMPLETE", system_logs(warm)
+
+    size = 128 * 1024 * 1024
+    key = f"{uid()}/stream.bin"
+    s3.put(key, hashlib.sha256(b"stream").digest() * (size // 32))
+    peak = before = gateway.memory_info().rss
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, gateway.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        task = run(
+            client,
+            tes.Task(
+                inputs=[tes.Input(url=s3.url(key), path="/data/s.bin")],
+                outputs=[tes.Output(url=s3.url(key + ".out"), path="/data/s.bin")],
+                executors=[sh("true")],
+            ),
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    assert task.state == "COMPLETE", system_logs(task)
+    assert outputs_log(task)[0][2] == str(size)
+    assert peak - before < size // 2, f"RSS grew by {(peak - before) >> 20} MiB"

@@ -1,8 +1,8 @@
 """``s3://`` and ``ftp://`` over fsspec (s3fs and fsspec's FTP filesystem).
 
-The fsspec calls are blocking and run in worker threads. Reads and writes go one chunk at
-a time: S3 objects are read by ranged GETs and written by multipart upload (one part per
-chunk), FTP files by one RETR/STOR data connection each.
+The fsspec calls are blocking and run in worker threads. Reads and writes go one piece at
+a time: S3 objects are read by one streamed GET and written by multipart upload (one part
+per chunk), FTP files by one RETR/STOR data connection each.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
+from fsspec.callbacks import Callback
 from fsspec.implementations.ftp import FTPFileSystem
 
 from jobgate.domain.models import FileType
@@ -62,6 +63,17 @@ def _kind(info: dict[str, Any]) -> FileType:
     return FileType.DIRECTORY if info.get("type") == "directory" else FileType.FILE
 
 
+class _Metered(Callback):  # type: ignore[misc]
+    """An fsspec progress callback that meters (and so can stop) a download."""
+
+    def __init__(self, meter: Meter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def relative_update(self, inc: int = 1) -> None:
+        self.meter.add(inc)
+
+
 class S3Store(Store):
     """``s3://bucket/key``: the key is taken literally (S3 URLs are not percent-encoded)."""
 
@@ -89,17 +101,16 @@ class S3Store(Store):
             meter = Meter(budget, abort)
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                # No read-ahead cache: each read is one ranged GET of one chunk.
-                with (
-                    self.fs.open(
-                        self._key(rel), "rb", block_size=self.chunk, cache_type="none"
-                    ) as fin,
-                    dest.open("wb") as fout,
-                ):
-                    return copy_stream(fin, fout, meter, self.chunk)
+                # One streamed GET, read in small pieces; concurrent ranged GETs would
+                # hold several chunks at once (and some servers read the whole object for
+                # every range).
+                self.fs.get_file(
+                    self._key(rel), str(dest), callback=_Metered(meter), max_concurrency=1
+                )
             except BaseException:
                 meter.undo()
                 raise
+            return meter.count
 
         return await in_thread(copy)
 
