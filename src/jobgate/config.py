@@ -219,3 +219,34 @@ class Settings(BaseSettings):
         if "basic" in self.auth and self.basic_users_file is None:
             raise ValueError("JOBGATE_AUTH=basic needs JOBGATE_BASIC_USERS_FILE")
         return self
+
+    # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
+    staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
+    refuses URLs resolving to loopback, private, link-local or metadata addresses."""
+    s3_endpoint_url: str = ""
+    """S3 endpoint (MinIO, Ceph, moto); empty: AWS, or ``AWS_ENDPOINT_URL[_S3]``.
+    Credentials and region come from the standard ``AWS_*`` variables."""
+    ftp_username: str = ""
+    """FTP user when the URL names none; empty: anonymous."""
+    ftp_password: SecretStr | None = None
+    staging_http_put_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
+    """URL prefixes (comma-separated) to which http(s) outputs are PUT; others are refused."""
+    staging_parallel: int = Field(default=4, ge=1)
+    """Files transferred at once, across all tasks."""
+    staging_attempts: int = Field(default=3, ge=1)
+    """Tries per transfer when it fails transiently (connection errors, HTTP 5xx/429)."""
+    staging_backoff: float = Field(default=0.5, gt=0)
+    """Seconds before the first retry; doubled for each further one."""
+    staging_backoff_max: float = Field(default=10.0, gt=0)
+    staging_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    """Bytes per read/write (and per S3 multipart part): memory per transfer stays near it."""
+    staging_max_task_bytes: int = Field(default=0, ge=0)
+    """Most bytes one task may stage in, and out (each); 0: no limit."""
+
+    @field_validator("staging_allowed_hosts", "staging_http_put_prefixes", mode="before")
+    @classmethod
+    def _split_staging_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value

@@ -1,4 +1,4 @@
-"""Migration 0005 (service tokens, job credentials, share groups) goes down and up again."""
+"""Migration 0006 (service tokens, job credentials, share groups) goes down and up again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from alembic import command
 from jobgate.store.database import _alembic_config, make_engine, migrate
 
 
-async def test_0005_downgrades_and_upgrades(tmp_path: Path) -> None:
+async def test_0006_downgrades_and_upgrades(tmp_path: Path) -> None:
     db = tmp_path / "auth.db"
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
     await migrate(engine)
@@ -25,7 +25,7 @@ async def test_0005_downgrades_and_upgrades(tmp_path: Path) -> None:
 
     assert {"service_tokens", "job_credentials"} <= tables() and "share_group" in columns()
     async with engine.begin() as conn:
-        await conn.run_sync(lambda c: command.downgrade(_alembic_config(c), "0004"))
+        await conn.run_sync(lambda c: command.downgrade(_alembic_config(c), "0005"))
     assert not {"service_tokens", "job_credentials"} & tables()
     assert "share_group" not in columns()
     await migrate(engine)

@@ -114,14 +114,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         bus = EventBus()
         store.listeners.append(bus.publish)
         backends = make_backends(settings)
-        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
-        stager = Stager(
-            settings.allowed_dirs,
-            http,
-            settings.max_content_bytes,
-            uploads_dir=settings.uploads_dir,
-            sandboxes_dir=settings.sandboxes_dir,
-        )
+        stager = Stager.from_settings(settings)
         sandboxes = Sandboxes(
             SandboxStore(db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
         )
@@ -146,6 +139,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         )
         carry_credentials(settings, backends, JobCredentials(store, secrets))
         tokens = ServiceTokens(TokenStore(db))
+        # OIDC discovery and JWKS fetches (issuers are configured, not user-supplied URLs).
+        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         policy = Policy(
             submit_groups=settings.submit_groups,
             share_groups=settings.share_groups,
@@ -189,6 +184,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         finally:
             await dispatcher.stop()
             await webhooks.stop()
+            await stager.aclose()
             await http.aclose()
             store.close()
             await engine.dispose()

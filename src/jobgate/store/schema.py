@@ -51,7 +51,7 @@ jobs = Table(
     Column("reschedules", Integer, nullable=False, server_default="0"),
     Column("app_status", Text),
     Column("output_sandbox", String(64)),
-    # Authorization (migration 0005): the group whose members also see this job.
+    # Authorization (migration 0006): the group whose members also see this job.
     Column("share_group", String(255)),
     # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
     sqlite_autoincrement=True,
@@ -65,6 +65,11 @@ Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.group_id, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.priority, jobs.c.seq)
 Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
+# Migration 0005: creation-time windows; one owner's jobs sorted by priority or name.
+Index(None, jobs.c.created_at)
+Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
+Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
+# Migration 0006: the jobs shared with a group (authorization).
 Index(None, jobs.c.share_group, jobs.c.seq)
 
 job_tags = Table(
@@ -118,7 +123,7 @@ sandboxes = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# Migration 0005: service tokens (only their SHA-256 is kept) and credentials jobs carry.
+# Migration 0006: service tokens (only their SHA-256 is kept) and credentials jobs carry.
 service_tokens = Table(
     "service_tokens",
     metadata,
