@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     """Signature algorithms accepted; ``none`` and shared-secret (HS*) ones never are."""
     oidc_jwks_min_refresh: float = Field(default=30.0, ge=0)
     """Fewest seconds between two JWKS fetches of one issuer (an unknown ``kid`` refetches)."""
+    oidc_jwks_max_age: float = Field(default=3600.0, gt=0)
+    """Seconds an issuer's keys are used before they are fetched again."""
     oidc_leeway: float = Field(default=30.0, ge=0)
     """Clock skew allowed on ``exp``/``nbf``/``iat``, in seconds."""
     submit_groups: Annotated[tuple[str, ...], NoDecode] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from jobgate.auth.oidc import OidcError, OidcVerifier
 from tests.auth.conftest import ADMIN_GROUP, SUBMIT_GROUP, bearer
 from tests.auth.issuer import Issuer
 from tests.conftest import Server
@@ -193,3 +195,19 @@ def test_malformed_authorization_is_401(auth_server: Server, header: str) -> Non
     r = httpx.get(auth_server.url + "/api/v1/me", headers={"Authorization": header})
     assert r.status_code == 401, r.text
     assert set(r.json()) >= {"code", "status", "message"}
+
+
+async def test_cached_keys_expire_so_a_withdrawn_key_stops_working(issuer: Issuer) -> None:
+    # The verifier in process, against the same real issuer over HTTP.
+    async with httpx.AsyncClient() as http:
+        verifier = OidcVerifier(
+            http, issuers=[issuer.url], audience="jobgate", min_refresh=60, max_age=0.3
+        )
+        kid = issuer.new_key(publish=True)
+        token = issuer.token("uma", kid=kid)
+        assert (await verifier.authenticate(token)).name == "uma"
+        issuer.published.remove(kid)  # the issuer withdraws the key
+        assert (await verifier.authenticate(token)).name == "uma"  # still cached
+        await asyncio.sleep(0.35)
+        with pytest.raises(OidcError, match="does not publish"):
+            await verifier.authenticate(token)

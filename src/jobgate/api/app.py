@@ -83,6 +83,7 @@ def make_authenticator(
             algorithms=settings.oidc_algorithms,
             admin_groups=admin_groups,
             min_refresh=settings.oidc_jwks_min_refresh,
+            max_age=settings.oidc_jwks_max_age,
             leeway=settings.oidc_leeway,
         )
     basic = None

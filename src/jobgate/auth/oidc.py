@@ -5,7 +5,8 @@ Checked: the issuer is one of ``JOBGATE_OIDC_ISSUERS``; the algorithm is in the 
 ``exp``/``nbf`` (with leeway); ``aud`` contains ``JOBGATE_OIDC_AUDIENCE``. Keys are cached;
 a ``kid`` not in the cache refetches the JWKS (an issuer rotating its keys), at most once
 per ``JOBGATE_OIDC_JWKS_MIN_REFRESH`` seconds per issuer so bad tokens cannot make the
-service hammer the issuer.
+service hammer the issuer; keys older than ``JOBGATE_OIDC_JWKS_MAX_AGE`` are refetched
+before use, so a key the issuer withdrew stops working.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class OidcVerifier:
         algorithms: Sequence[str] = ("RS256",),
         admin_groups: frozenset[str] = frozenset(),
         min_refresh: float = 30.0,
+        max_age: float = 3600.0,
         leeway: float = 30.0,
     ) -> None:
         self.http = http
@@ -86,6 +88,7 @@ class OidcVerifier:
         self.algorithms = frozenset(algorithms)
         self.admin_groups = admin_groups
         self.min_refresh = min_refresh
+        self.max_age = max_age
         self.leeway = leeway
 
     async def authenticate(self, token: str) -> Caller:
@@ -131,12 +134,13 @@ class OidcVerifier:
         return Caller(user, "oidc", expand(scopes), groups, credential=token)
 
     async def _key(self, issuer: _Issuer, kid: str | None) -> Any:
-        found = self._pick(issuer, kid)
+        found = self._pick(issuer, kid) if not self._stale(issuer) else None
         if found is not None:
             return found
         async with issuer.lock:
-            found = self._pick(issuer, kid)  # refreshed while we waited
-            if found is None and self._may_refresh(issuer):
+            stale = self._stale(issuer)
+            found = None if stale else self._pick(issuer, kid)  # refreshed while we waited
+            if found is None and (stale or self._may_refresh(issuer)):
                 await self._refresh(issuer)
                 found = self._pick(issuer, kid)
         if found is None:
@@ -149,6 +153,12 @@ class OidcVerifier:
             return issuer.keys.get(kid)
         # No kid: acceptable only when the issuer publishes exactly one key.
         return next(iter(issuer.keys.values())) if len(issuer.keys) == 1 else None
+
+    def _stale(self, issuer: _Issuer) -> bool:
+        """Keys older than ``max_age``: refetched, so a key the issuer withdrew stops working."""
+        return issuer.fetched_at is not None and (
+            time.monotonic() - issuer.fetched_at >= self.max_age
+        )
 
     def _may_refresh(self, issuer: _Issuer) -> bool:
         return issuer.fetched_at is None or (
