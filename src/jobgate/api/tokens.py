@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
@@ -64,9 +64,15 @@ def make_router() -> APIRouter:
         return JSONResponse(out, status_code=201)
 
     @router.get("/tokens", summary="Service tokens (admins); never their secrets")
-    async def list_tokens(acc: Acc, svc: Svc, all: bool = False) -> JSONResponse:
+    async def list_tokens(
+        acc: Acc,
+        svc: Svc,
+        include_inactive: Annotated[
+            bool, Query(alias="all", description="include expired and revoked tokens")
+        ] = False,
+    ) -> JSONResponse:
         acc.require(Scope.ADMIN)
-        rows = await svc.tokens.store.list(include_inactive=all)
+        rows = await svc.tokens.store.list(include_inactive=include_inactive)
         return JSONResponse({"tokens": [r.to_json() for r in rows]})
 
     @router.delete("/tokens/{token_id}", summary="Revoke a service token (admins)")

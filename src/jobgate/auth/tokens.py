@@ -8,7 +8,6 @@ costs one indexed read per request. The ``jgt_`` prefix tells it apart from an O
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ PREFIX = "jgt_"
 ADMIN_TOKEN_FILE = "admin-token"
 BOOTSTRAP_OWNER = "admin"
 
-log = logging.getLogger(__name__)
+_SCOPE_NAMES = frozenset(s.value for s in Scope)
 
 
 def looks_like_service_token(token: str) -> bool:
@@ -68,7 +67,7 @@ class ServiceTokens:
         row = await self.store.by_hash(token_hash(token))
         if row is None or not row.active(now()):
             return None
-        scopes = expand({Scope(s) for s in row.scopes if s in Scope.__members__.values()})
+        scopes = expand({Scope(s) for s in row.scopes if s in _SCOPE_NAMES})
         return Caller(row.owner, "token", scopes, frozenset(row.groups), credential=token)
 
     async def ensure_admin_token(self, data_dir: Path) -> Path | None:
