@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Runtime = Literal["auto", "bwrap", "process"]
+from jobgate.runtimes.images import parse_image_map
+
+Runtime = Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"]
+
+
+def default_podman_runtime() -> str:
+    """runc where installed: podman's default crun fails on hosts whose rlimits and
+    cgroups it cannot manage (hybrid cgroups, confined rlimits), where runc works."""
+    return "/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else ""
 
 
 def _default_data_dir() -> Path:
@@ -37,7 +45,8 @@ class Settings(BaseSettings):
     allowed_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
     """Directories that ``file://`` inputs and outputs may use (comma-separated)."""
     runtime: Runtime = "auto"
-    """How executors are isolated: bwrap (default where installed) or plain processes."""
+    """How executors run: bwrap (default where installed), plain processes, or containers
+    (podman, docker, apptainer/singularity; see the container settings below)."""
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """CPU slots of the local backend; a task takes ``cpu_cores`` of them."""
 
@@ -76,6 +85,26 @@ class Settings(BaseSettings):
     src_nodes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """SKA SRCNet node → backend (``CHSRC=local,UKSRC=local``); empty: all nodes run locally."""
 
+    # -- container runtimes (issue 6) -------------------------------------------------
+    image_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """TES image name → local image (``alpine=localhost/busybox:latest``) or unpacked root
+    directory (``alpine=dir:/srv/roots/alpine``; also used by bwrap), comma-separated."""
+    image_dir: Path | None = None
+    """Image archives for air-gapped sites (``<image with / : @ as _>.tar`` for podman and
+    docker, ``.sif`` for apptainer), loaded the first time an image is missing."""
+    pull_timeout: float = Field(default=600.0, gt=0)
+    """Seconds an image pull may take before the task is a SYSTEM_ERROR."""
+    executor_network: bool = False
+    """Give executors the network (containers and bwrap); off by default."""
+    container_user: str = "65534:65534"
+    """``UID:GID`` executors run as in containers (task files are handed to it); empty keeps
+    the image's user. Rootless podman maps container root to the service's user instead."""
+    podman_runtime: str = Field(default_factory=lambda: default_podman_runtime())
+    """podman's OCI runtime (``--runtime``); default runc where installed, empty: podman's."""
+    container_ulimits: Annotated[tuple[str, ...], NoDecode] = ()
+    """``--ulimit`` values for podman/docker (``nofile=1024:1024,nproc=512:512``); empty:
+    this service's own nofile and nproc limits, which the engine may always set."""
+
     service_id: str = "org.jobgate.tes"
     service_name: str = "jobgate"
     organization_name: str = "jobgate"
@@ -98,6 +127,18 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"expected NODE=backend pairs, got {bad}")
         return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+    @field_validator("image_map", mode="before")
+    @classmethod
+    def _split_image_map(cls, value: object) -> object:
+        return parse_image_map(value) if isinstance(value, str) else value
+
+    @field_validator("container_ulimits", mode="before")
+    @classmethod
+    def _split_ulimits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("allowed_dirs")
     @classmethod

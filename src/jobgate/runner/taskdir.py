@@ -108,3 +108,14 @@ def _named_dirs(job: Job) -> set[str]:
             if p:
                 dirs.add(p.rsplit("/", 1)[0] or "/")
     return dirs
+
+
+def container_paths(job: Job) -> tuple[str, ...]:
+    """The paths a container binds from the task root: every path the task names (inputs
+    themselves, output and stdio directories, volumes, workdirs), none inside another."""
+    named = _named_dirs(job) | {inp.path for inp in job.inputs or []}
+    kept: list[str] = []
+    for path in sorted(p.rstrip("/") or "/" for p in named):
+        if not any(path == k or path.startswith(k + "/") or k == "/" for k in kept):
+            kept.append(path)
+    return tuple(kept)
