@@ -399,3 +399,15 @@ def test_unpacked_root_directory_is_the_containers_root(
     assert task["state"] == "EXECUTOR_ERROR", task  # the root is read-only
     assert stdouts(task) == ["from the directory\nin"]
     assert not (podman_site.rootfs / "x").exists()
+
+
+def test_an_input_inside_an_image_directory_leaves_the_rest_of_it(ptes: httpx.Client) -> None:
+    task = run(
+        ptes,
+        {
+            "inputs": [{"path": "/etc/app.conf", "content": "setting=1\n"}],
+            "executors": [sh("cat /etc/app.conf; head -c 4 /etc/passwd")],
+        },
+    )
+    assert task["state"] == "COMPLETE", system_logs(task)
+    assert stdouts(task) == ["setting=1\nroot"]  # the image's /etc/passwd is still there

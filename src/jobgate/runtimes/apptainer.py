@@ -41,7 +41,9 @@ class ApptainerRuntime(Runtime):
         # Apptainer installs a ``singularity`` alias; either name finds either program.
         names = [executable] if executable else []
         names += ["apptainer", "singularity"]
-        found = next((f for f in map(shutil.which, names) if f), None)
+        if executable and os.sep in executable:
+            names = []  # a path is taken as given
+        found = executable if not names else next((f for f in map(shutil.which, names) if f), None)
         if not found:
             raise FileNotFoundError(f"{names[0]} is not installed")
         self.executable = found
