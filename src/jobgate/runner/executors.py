@@ -253,7 +253,7 @@ class TaskRun:
                 os.close(fd)
             group.remove()
             self._group = None
-            self.runtime.finish(spec)
+            self.runtime.finish(spec, None)
             raise
         if stdin_path is not None:
             os.close(fds[-1])
@@ -272,7 +272,7 @@ class TaskRun:
             returncode = spawned.proc.wait()
             # The runtime's leftovers (a container) go first: the group's kill below
             # may take the engine's client, never what it started elsewhere.
-            finished: Finished = self.runtime.finish(spawned.spec)
+            finished: Finished = self.runtime.finish(spawned.spec, returncode)
             group = spawned.group
             oom = group.oom_killed() or finished.oom
             if group.kill_all():  # daemons the executor left behind die with it

@@ -91,9 +91,10 @@ class Runtime(abc.ABC):
         """Blocking set-up before :meth:`command` (fetch the image…). Raises
         :class:`RuntimeFailure` or :class:`UnsupportedTask`."""
 
-    def finish(self, spec: ExecSpec) -> Finished:
-        """Blocking clean-up after the host command exited or was killed: collect what the
-        runtime knows (OOM) and remove whatever it made for ``spec`` (the container)."""
+    def finish(self, spec: ExecSpec, returncode: int | None) -> Finished:
+        """Blocking clean-up after the host command exited with ``returncode`` (None: it
+        never started): collect what the runtime knows (OOM) and remove whatever it made
+        for ``spec`` (the container)."""
         return Finished()
 
     def sweep(self) -> int:

@@ -55,6 +55,7 @@ CLIENT_ENV = (
 # Container paths the engine owns: a task path there would hide what the image needs.
 ENGINE_PATHS = ("/proc", "/dev", "/sys")
 ENGINE_TIMEOUT = 120.0
+OOM_EXIT = 128 + 9  # engines report a SIGKILLed container as 137
 
 
 # Processes per executor: a uid-wide count (every executor runs as the same uid), and
@@ -264,9 +265,14 @@ class OciRuntime(Runtime):
                 f"failed: {_msg(pulled)}"
             )
 
-    def finish(self, spec: ExecSpec) -> Finished:
-        inspected = self._run("container", "inspect", "--format", "{{.State.OOMKilled}}", spec.name)
-        oom = inspected.returncode == 0 and inspected.stdout.strip() == "true"
+    def finish(self, spec: ExecSpec, returncode: int | None) -> Finished:
+        oom = False
+        if returncode is not None and exit_status(returncode) == OOM_EXIT:
+            # Only a SIGKILLed container can have been OOM-killed: ask only then.
+            inspected = self._run(
+                "container", "inspect", "--format", "{{.State.OOMKilled}}", spec.name
+            )
+            oom = inspected.returncode == 0 and inspected.stdout.strip() == "true"
         self.remove(spec.name)
         return Finished(oom=oom)
 
@@ -347,6 +353,10 @@ class DockerRuntime(OciRuntime):
 
     def run_args(self, spec: ExecSpec, source: ImageSource) -> list[str]:
         return ["--runtime", self.oci_runtime] if self.oci_runtime else []
+
+
+def exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _loaded_names(output: str) -> list[str]:
