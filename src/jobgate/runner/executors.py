@@ -82,6 +82,10 @@ class _Spawned:
                     os.close(fd)
 
 
+class _CanceledBeforeStart(Exception):
+    """The task was canceled while its executor was being prepared."""
+
+
 @dataclass
 class _Outcome:
     returncode: int
@@ -140,7 +144,11 @@ class TaskRun:
             if self._canceled:
                 self.result.state = State.CANCELED
                 return
-            exlog = await self._run_one(index)
+            try:
+                exlog = await self._run_one(index)
+            except _CanceledBeforeStart:
+                self.result.state = State.CANCELED
+                return
             self.result.executor_logs.append(exlog)
             self.on_change()
             if self._canceled:
@@ -211,6 +219,8 @@ class TaskRun:
             paths=self._paths,
         )
         self.runtime.prepare(spec)
+        if self._canceled:  # during a long image pull, say: start nothing
+            raise _CanceledBeforeStart
         cmd = self.runtime.command(spec)
         stdout_path = td.host(ex.stdout) if ex.stdout else td.log_file(index, "stdout")
         stderr_path = td.host(ex.stderr) if ex.stderr else td.log_file(index, "stderr")

@@ -45,7 +45,7 @@ class ApptainerRuntime(Runtime):
             names = []  # a path is taken as given
         found = executable if not names else next((f for f in map(shutil.which, names) if f), None)
         if not found:
-            raise FileNotFoundError(f"{names[0]} is not installed")
+            raise FileNotFoundError(f"{names[0]} is not installed (JOBGATE_RUNTIME={names[0]})")
         self.executable = found
         self.catalog = catalog or ImageCatalog()
         self.cache_dir = cache_dir

@@ -127,7 +127,9 @@ class OciRuntime(Runtime):
     ) -> None:
         found = executable or shutil.which(self.executable_name)
         if not found:
-            raise FileNotFoundError(f"{self.executable_name} is not installed")
+            raise FileNotFoundError(
+                f"{self.executable_name} is not installed (JOBGATE_RUNTIME={self.name})"
+            )
         self.executable = found
         self.catalog = catalog or ImageCatalog()
         self.instance = instance
