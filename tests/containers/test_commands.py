@@ -79,6 +79,7 @@ def test_docker_command_line(tmp_path: Path) -> None:
     assert json.loads(_pairs(argv, "--entrypoint")[0]) == ["sh", "-c", "echo $X > out"]
     assert argv[-1] == "registry.local/alpine:3.19"
     assert "--replace" not in argv  # docker has no such flag
+    assert "--rm" not in argv  # docker's daemon would remove it after the client exits
 
 
 def test_podman_command_line(tmp_path: Path) -> None:
@@ -88,6 +89,9 @@ def test_podman_command_line(tmp_path: Path) -> None:
     argv = rt.command(_spec(tmp_path / "root", workdir=None, ram_bytes=None)).argv
     assert argv[:4] == ["/usr/bin/podman", "--runtime", "/usr/sbin/runc", "run"]
     assert "--replace" in argv  # a retried task reuses its container name
+    assert "--rm" in argv  # no memory limit: no OOM state to read after the exit
+    limited = rt.command(_spec(tmp_path / "root", ram_bytes=10**8)).argv
+    assert "--rm" not in limited  # the container outlives its exit until it is inspected
     assert "--network" not in argv and "--user" not in argv
     assert "--memory" not in argv and "--workdir" not in argv
     assert argv[-1] == "docker.io/library/alpine"  # podman needs qualified names

@@ -318,7 +318,7 @@ def test_leftover_containers_are_removed_when_the_service_starts(
         assert containers_named(other) == [other]
         assert "removed 1 containers left over" in srv.log()
     finally:
-        podman("rm", "--force", name, other, check=False)
+        podman("rm", "--force", "--ignore", name, other, check=False)
 
 
 # -- resources -----------------------------------------------------------------------------

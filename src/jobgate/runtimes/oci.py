@@ -112,6 +112,9 @@ class OciRuntime(Runtime):
     """Run by a non-root service, the engine maps container root to that service's user
     (rootless podman): no other user is needed, nor possible on the task's files."""
     remove_args: ClassVar[tuple[str, ...]] = ()
+    client_removes: ClassVar[bool] = False
+    """``run --rm`` removes the container before the client exits (podman; docker's
+    daemon removes it asynchronously, so docker's are removed by :meth:`finish`)."""
 
     def __init__(
         self,
@@ -182,6 +185,8 @@ class OciRuntime(Runtime):
         )
         argv += ["--interactive", "--pull", "never", "--security-opt", "no-new-privileges"]
         argv += self.run_args(spec, source)
+        if self._auto_removed(spec):
+            argv.append("--rm")
         if not self.network:
             argv += ["--network", "none"]
         if self.user:
@@ -267,15 +272,23 @@ class OciRuntime(Runtime):
                 f"failed: {_msg(pulled)}"
             )
 
+    def _auto_removed(self, spec: ExecSpec) -> bool:
+        # Under a memory limit the container must outlive its exit: its OOM state is read.
+        return self.client_removes and not spec.ram_bytes
+
     def finish(self, spec: ExecSpec, returncode: int | None) -> Finished:
+        status = None if returncode is None else exit_status(returncode)
         oom = False
-        if returncode is not None and exit_status(returncode) == OOM_EXIT:
+        if status == OOM_EXIT and not self._auto_removed(spec):
             # Only a SIGKILLed container can have been OOM-killed: ask only then.
             inspected = self._run(
                 "container", "inspect", "--format", "{{.State.OOMKilled}}", spec.name
             )
             oom = inspected.returncode == 0 and inspected.stdout.strip() == "true"
-        self.remove(spec.name)
+        # A client that exited by itself below the engine's own error codes (125-127) has
+        # removed its container already; a killed one (cancel) or a failed start may not.
+        if not (self._auto_removed(spec) and returncode is not None and 0 <= returncode < 125):
+            self.remove(spec.name)
         return Finished(oom=oom)
 
     def remove(self, *names: str) -> None:
@@ -328,6 +341,7 @@ class PodmanRuntime(OciRuntime):
     executable_name: ClassVar[str] = "podman"
     rootless_maps_user: ClassVar[bool] = True
     remove_args: ClassVar[tuple[str, ...]] = ("--time", "0")
+    client_removes: ClassVar[bool] = True
 
     def global_args(self) -> list[str]:
         return ["--runtime", self.oci_runtime] if self.oci_runtime else []
