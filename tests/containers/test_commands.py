@@ -97,10 +97,10 @@ def test_podman_command_line(tmp_path: Path) -> None:
     assert argv[-1] == "docker.io/library/alpine"  # podman needs qualified names
 
 
-def test_podman_runs_an_unpacked_root_read_only(tmp_path: Path) -> None:
+def test_podman_runs_an_unpacked_root_under_an_overlay(tmp_path: Path) -> None:
     rt = PodmanRuntime("/usr/bin/podman", catalog=ImageCatalog({"alpine": f"dir:{tmp_path}"}))
     argv = rt.command(_spec(tmp_path / "root")).argv
-    assert argv[-3:] == ["--read-only", "--rootfs", str(tmp_path)]
+    assert argv[-2:] == ["--rootfs", f"{tmp_path}:O"]
 
 
 def test_docker_refuses_an_unpacked_root(tmp_path: Path) -> None:

@@ -352,8 +352,9 @@ class PodmanRuntime(OciRuntime):
 
     def image_argument(self, source: ImageSource) -> list[str]:
         if source.rootfs is not None:
-            # The directory is the root itself: read-only, so tasks cannot change it.
-            return ["--read-only", "--rootfs", str(source.rootfs)]
+            # ``:O``: an overlay on the directory, so neither the executor nor the mount
+            # points the engine creates (/proc, /dev, the task's paths) change it.
+            return ["--rootfs", f"{source.rootfs}:O"]
         return [self.engine_ref(source.ref)]
 
     def engine_ref(self, ref: str) -> str:
