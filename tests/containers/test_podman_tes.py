@@ -347,6 +347,20 @@ def test_ram_gb_leaves_room_for_tasks_within_it(ptes: httpx.Client) -> None:
     assert stdouts(task) == ["ok\n"]
 
 
+def test_cpu_cores_and_ram_gb_are_the_containers_cgroup_limits(ptes: httpx.Client) -> None:
+    # cgroup v1 (these machines) or v2, as the container sees its own group.
+    cg = "/sys/fs/cgroup"
+    script = (
+        f"cat {cg}/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 {cg}/cpu.max;"
+        f"cat {cg}/memory/memory.limit_in_bytes 2>/dev/null || cat {cg}/memory.max"
+    )
+    task = run(ptes, {"resources": {"cpu_cores": 2, "ram_gb": 0.1}, "executors": [sh(script)]})
+    assert task["state"] == "COMPLETE", task
+    quota, memory = stdouts(task)[0].split()
+    assert int(quota) == 2 * 100_000  # two cores' worth of each 100 ms period
+    assert abs(int(memory) - int(0.1 * 1024**3)) < 4096  # rounded down to whole pages
+
+
 # -- images --------------------------------------------------------------------------------
 
 
