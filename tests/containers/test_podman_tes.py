@@ -417,3 +417,20 @@ def test_unpacked_root_directory_is_the_containers_root(
     # Writes go to the overlay: the directory is left as it was, with no /x and no
     # mount points (/inputs, /scratch, /proc, ...).
     assert sorted(p.name for p in podman_site.rootfs.iterdir()) == before
+
+
+def test_an_image_removed_behind_the_services_back_is_fetched_again(
+    ptes: httpx.Client, podman_site: PodmanSite
+) -> None:
+    task = {"executors": [{"image": "archived", "command": ["echo", "ok"]}]}
+    assert run(ptes, task)["state"] == "COMPLETE"
+    podman("rmi", "--force", podman_site.archived_ref)
+    # The service believed it present: this task meets the engine's error …
+    failed = run(ptes, task)
+    assert failed["state"] == "EXECUTOR_ERROR"
+    assert exit_codes(failed) == [125]
+    assert "image" in stderrs(failed)[0].lower()
+    # … and the next one loads it from the image directory again.
+    again = run(ptes, task)
+    assert again["state"] == "COMPLETE", system_logs(again)
+    assert stdouts(again) == ["ok\n"]

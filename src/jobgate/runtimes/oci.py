@@ -56,6 +56,7 @@ CLIENT_ENV = (
 ENGINE_PATHS = ("/proc", "/dev", "/sys")
 ENGINE_TIMEOUT = 120.0
 OOM_EXIT = 128 + 9  # engines report a SIGKILLed container as 137
+ENGINE_ERROR_EXIT = 125  # the engine itself failed (docker and podman agree)
 
 
 # Processes per executor: a uid-wide count (every executor runs as the same uid), and
@@ -278,6 +279,9 @@ class OciRuntime(Runtime):
 
     def finish(self, spec: ExecSpec, returncode: int | None) -> Finished:
         status = None if returncode is None else exit_status(returncode)
+        if status == ENGINE_ERROR_EXIT:
+            # Maybe the image went away since it was checked: check again next time.
+            self._present.discard(self.engine_ref(self.catalog.resolve(spec.image).ref))
         oom = False
         if status == OOM_EXIT and not self._auto_removed(spec):
             # Only a SIGKILLed container can have been OOM-killed: ask only then.
