@@ -263,7 +263,8 @@ class TaskRun:
                 os.close(fd)
             group.remove()
             self._group = None
-            self.runtime.finish(spec, None)
+            with contextlib.suppress(RuntimeFailure):  # the spawn's error is the news
+                self.runtime.finish(spec, None)
             raise
         if stdin_path is not None:
             os.close(fds[-1])
@@ -282,7 +283,11 @@ class TaskRun:
             returncode = spawned.proc.wait()
             # The runtime's leftovers (a container) go first: the group's kill below
             # may take the engine's client, never what it started elsewhere.
-            finished: Finished = self.runtime.finish(spawned.spec, returncode)
+            try:
+                finished = self.runtime.finish(spawned.spec, returncode)
+            except RuntimeFailure as exc:  # the engine is gone: its sweep at start cleans up
+                log.error("executor %s: %s", spawned.spec.name, exc)
+                finished = Finished()
             group = spawned.group
             oom = group.oom_killed() or finished.oom
             if group.kill_all():  # daemons the executor left behind die with it
