@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -49,14 +48,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         bus = EventBus()
         store.listeners.append(bus.publish)
         backends = make_backends(settings)
-        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
-        stager = Stager(
-            settings.allowed_dirs,
-            http,
-            settings.max_content_bytes,
-            uploads_dir=settings.uploads_dir,
-            sandboxes_dir=settings.sandboxes_dir,
-        )
+        stager = Stager.from_settings(settings)
         sandboxes = Sandboxes(
             SandboxStore(db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
         )
@@ -107,7 +99,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         finally:
             await dispatcher.stop()
             await webhooks.stop()
-            await http.aclose()
+            await stager.aclose()
             store.close()
             await engine.dispose()
 

@@ -18,7 +18,7 @@ from jobgate import __version__
 from jobgate.api.deps import Services, services
 from jobgate.domain.models import JobRecord, TaskLog, TaskSpec, rfc3339
 from jobgate.domain.states import State
-from jobgate.staging import INPUT_SCHEMES, OUTPUT_SCHEMES
+from jobgate.staging import OUTPUT_SCHEMES, storage
 
 # Fields of tesTask a stored spec may hold (the native API stores more; TES shows these).
 TES_SPEC_FIELDS = (
@@ -98,8 +98,6 @@ def _strip_for_basic(task: dict[str, Any]) -> None:
 
 def service_info(svc: Services) -> dict[str, Any]:
     s = svc.settings
-    storage = [d.as_uri() for d in s.allowed_dirs]
-    storage += [f"{scheme}://" for scheme in INPUT_SCHEMES if scheme != "file"]
     backend = svc.backends[svc.jobs.default_backend].describe()
     return {
         "id": s.service_id,
@@ -109,7 +107,7 @@ def service_info(svc: Services) -> dict[str, Any]:
         f"(runtime: {backend.get('runtime', 'n/a')}; outputs: {', '.join(OUTPUT_SCHEMES)})",
         "organization": {"name": s.organization_name, "url": s.organization_url},
         "version": __version__,
-        "storage": storage,
+        "storage": storage(s),
         "tesResources_backend_parameters": sorted(svc.jobs.backend_parameter_keys),
     }
 

@@ -63,6 +63,10 @@ Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.group_id, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.priority, jobs.c.seq)
 Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
+# Migration 0005: creation-time windows; one owner's jobs sorted by priority or name.
+Index(None, jobs.c.created_at)
+Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
+Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
 
 job_tags = Table(
     "job_tags",
