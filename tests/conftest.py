@@ -37,9 +37,15 @@ def free_port() -> int:
 class Server:
     """``jobgate serve`` in a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str | None] | None = None,
+        log_level: str = "warning",
+    ) -> None:
         """``env`` adds to (a value of None: removes from) the test defaults below."""
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         merged: dict[str, str | None] = {
@@ -50,6 +56,8 @@ class Server:
             # refuses by default; tests of the guard itself pass None to drop this.
             "JOBGATE_STAGING_ALLOWED_HOSTS": "127.0.0.1",
             "JOBGATE_STAGING_BACKOFF": "0.1",
+            # Tests of other features run without authentication; tests/auth set their own.
+            "JOBGATE_AUTH": "none",
             **(env or {}),
         }
         self.env = {k: v for k, v in merged.items() if v is not None}
@@ -70,7 +78,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             env=self.env,
             stdout=log,

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Runtime = Literal["auto", "bwrap", "process"]
+AuthMode = Literal["oidc", "token", "basic", "none"]
 
 
 def _default_data_dir() -> Path:
@@ -162,3 +163,90 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
+
+    # -- authentication and authorization (issue 5) --------------------------------------
+    auth: Annotated[tuple[AuthMode, ...], NoDecode] = ("token",)
+    """Accepted credentials (comma-separated): oidc, token, basic, none."""
+    auth_none_any_host: bool = False
+    """With ``none`` on, serve on a non-loopback address anyway (anyone reaching it is admin)."""
+    oidc_issuers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Trusted OIDC issuer URLs (comma-separated); keys come from their discovery documents."""
+    oidc_audience: str = ""
+    """The ``aud`` every OIDC token must carry (required when ``oidc`` is on)."""
+    oidc_user_claim: str = "sub"
+    oidc_groups_claim: str = "groups"
+    """Claim listing the user's groups (``groups``, ``wlcg.groups``, a dotted path…)."""
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = (
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "EdDSA",
+    )
+    """Signature algorithms accepted; ``none`` and shared-secret (HS*) ones never are."""
+    oidc_jwks_min_refresh: float = Field(default=30.0, ge=0)
+    """Fewest seconds between two JWKS fetches of one issuer (an unknown ``kid`` refetches)."""
+    oidc_leeway: float = Field(default=30.0, ge=0)
+    """Clock skew allowed on ``exp``/``nbf``/``iat``, in seconds."""
+    submit_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """Submitting needs membership of one of these groups (empty: any authenticated caller)."""
+    admin_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """Members of these groups see and control every job."""
+    share_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """A job is visible to the members of the first of these groups its submitter is in."""
+    basic_users_file: Path | None = None
+    """``user:bcrypt-hash[:group,group]`` lines (``jobgate user set`` writes them)."""
+    secret_key: SecretStr | None = None
+    """Fernet key for credentials kept at rest; unset: generated once in ``data_dir``."""
+    credential_backends: Annotated[tuple[str, ...], NoDecode] = ()
+    """Backends a job carries its submitter's bearer token to (stored encrypted)."""
+    submit_rate: float = Field(default=0.0, ge=0)
+    """Submissions per minute allowed to one caller (0: unlimited); over it answers 429."""
+    submit_burst: int = Field(default=20, ge=1)
+    """Submissions one caller may make at once before ``submit_rate`` applies."""
+
+    @field_validator(
+        "auth",
+        "oidc_issuers",
+        "oidc_algorithms",
+        "submit_groups",
+        "admin_groups",
+        "share_groups",
+        "credential_backends",
+        mode="before",
+    )
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("submit_groups", "admin_groups", "share_groups")
+    @classmethod
+    def _plain_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # IAM sends "/src/production" in wlcg.groups and "src/production" elsewhere.
+        return tuple(g.strip("/") for g in value)
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a.lower() == "none" or a.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"algorithms {bad} are not allowed for OIDC tokens")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Settings:
+        if not self.auth:
+            raise ValueError("JOBGATE_AUTH names no mode; use oidc, token, basic or none")
+        if "oidc" in self.auth and not (self.oidc_issuers and self.oidc_audience):
+            raise ValueError(
+                "JOBGATE_AUTH=oidc needs JOBGATE_OIDC_ISSUERS and JOBGATE_OIDC_AUDIENCE"
+            )
+        if "basic" in self.auth and self.basic_users_file is None:
+            raise ValueError("JOBGATE_AUTH=basic needs JOBGATE_BASIC_USERS_FILE")
+        return self
