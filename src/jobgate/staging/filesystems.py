@@ -100,6 +100,8 @@ class S3Store(Store):
         def copy(abort: threading.Event) -> int:
             meter = Meter(budget, abort)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir():  # s3fs would skip the file without a word
+                raise IsADirectoryError(f"{dest.name} is a directory in the task")
             try:
                 # One streamed GET, read in small pieces; concurrent ranged GETs would
                 # hold several chunks at once (and some servers read the whole object for
