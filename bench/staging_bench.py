@@ -179,7 +179,7 @@ def main() -> None:
                 "JOBGATE_STAGING_ALLOWED_HOSTS": "127.0.0.1",
                 "JOBGATE_STAGING_PARALLEL": str(args.parallel),
                 "JOBGATE_POLL_INTERVAL": "0.2",
-                "JOBGATE_AUTH": "none",  # measures staging, not authentication
+                "JOBGATE_AUTH": "none",  # loopback only: the bench measures staging
             }
             jg_pid = stack.enter_context(process(jg_cmd, root / "jobgate.log", env=env))
             for port in (s3_port, ftp_port, http_port, jg_port):

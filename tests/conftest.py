@@ -52,12 +52,12 @@ class Server:
             **os.environ,
             "JOBGATE_POLL_INTERVAL": "0.5",
             "JOBGATE_SLOTS": "4",
-            # Tests of other features run without authentication; tests/auth set their own.
-            "JOBGATE_AUTH": "none",
             # The tests' own HTTP/FTP/S3 servers listen on 127.0.0.1, which the SSRF guard
             # refuses by default; tests of the guard itself pass None to drop this.
             "JOBGATE_STAGING_ALLOWED_HOSTS": "127.0.0.1",
             "JOBGATE_STAGING_BACKOFF": "0.1",
+            # Tests of other features run without authentication; tests/auth set their own.
+            "JOBGATE_AUTH": "none",
             **(env or {}),
         }
         self.env = {k: v for k, v in merged.items() if v is not None}

@@ -13,8 +13,16 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Runtime = Literal["auto", "bwrap", "process"]
+from jobgate.runtimes.images import parse_image_map
+
+Runtime = Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"]
 AuthMode = Literal["oidc", "token", "basic", "none"]
+
+
+def default_podman_runtime() -> str:
+    """runc where installed: podman's default crun fails on hosts whose rlimits and
+    cgroups it cannot manage (hybrid cgroups, confined rlimits), where runc works."""
+    return "/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else ""
 
 
 def _default_data_dir() -> Path:
@@ -38,7 +46,8 @@ class Settings(BaseSettings):
     allowed_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
     """Directories that ``file://`` inputs and outputs may use (comma-separated)."""
     runtime: Runtime = "auto"
-    """How executors are isolated: bwrap (default where installed) or plain processes."""
+    """How executors run: bwrap (default where installed), plain processes, or containers
+    (podman, docker, apptainer/singularity; see the container settings below)."""
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """CPU slots of the local backend; a task takes ``cpu_cores`` of them."""
 
@@ -133,6 +142,37 @@ class Settings(BaseSettings):
         """Content-addressed sandboxes: ``sandboxes/<sha256>``."""
         return self.data_dir / "sandboxes"
 
+    # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
+    staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
+    refuses URLs resolving to loopback, private, link-local or metadata addresses."""
+    s3_endpoint_url: str = ""
+    """S3 endpoint (MinIO, Ceph, moto); empty: AWS, or ``AWS_ENDPOINT_URL[_S3]``.
+    Credentials and region come from the standard ``AWS_*`` variables."""
+    ftp_username: str = ""
+    """FTP user when the URL names none; empty: anonymous."""
+    ftp_password: SecretStr | None = None
+    staging_http_put_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
+    """URL prefixes (comma-separated) to which http(s) outputs are PUT; others are refused."""
+    staging_parallel: int = Field(default=4, ge=1)
+    """Files transferred at once, across all tasks."""
+    staging_attempts: int = Field(default=3, ge=1)
+    """Tries per transfer when it fails transiently (connection errors, HTTP 5xx/429)."""
+    staging_backoff: float = Field(default=0.5, gt=0)
+    """Seconds before the first retry; doubled for each further one."""
+    staging_backoff_max: float = Field(default=10.0, gt=0)
+    staging_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    """Bytes per read/write (and per S3 multipart part): memory per transfer stays near it."""
+    staging_max_task_bytes: int = Field(default=0, ge=0)
+    """Most bytes one task may stage in, and out (each); 0: no limit."""
+
+    @field_validator("staging_allowed_hosts", "staging_http_put_prefixes", mode="before")
+    @classmethod
+    def _split_staging_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
     # -- authentication and authorization (issue 5) --------------------------------------
     auth: Annotated[tuple[AuthMode, ...], NoDecode] = ("token",)
     """Accepted credentials (comma-separated): oidc, token, basic, none."""
@@ -222,33 +262,34 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_AUTH=basic needs JOBGATE_BASIC_USERS_FILE")
         return self
 
-    # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
-    staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
-    """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
-    refuses URLs resolving to loopback, private, link-local or metadata addresses."""
-    s3_endpoint_url: str = ""
-    """S3 endpoint (MinIO, Ceph, moto); empty: AWS, or ``AWS_ENDPOINT_URL[_S3]``.
-    Credentials and region come from the standard ``AWS_*`` variables."""
-    ftp_username: str = ""
-    """FTP user when the URL names none; empty: anonymous."""
-    ftp_password: SecretStr | None = None
-    staging_http_put_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
-    """URL prefixes (comma-separated) to which http(s) outputs are PUT; others are refused."""
-    staging_parallel: int = Field(default=4, ge=1)
-    """Files transferred at once, across all tasks."""
-    staging_attempts: int = Field(default=3, ge=1)
-    """Tries per transfer when it fails transiently (connection errors, HTTP 5xx/429)."""
-    staging_backoff: float = Field(default=0.5, gt=0)
-    """Seconds before the first retry; doubled for each further one."""
-    staging_backoff_max: float = Field(default=10.0, gt=0)
-    staging_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
-    """Bytes per read/write (and per S3 multipart part): memory per transfer stays near it."""
-    staging_max_task_bytes: int = Field(default=0, ge=0)
-    """Most bytes one task may stage in, and out (each); 0: no limit."""
+    # -- container runtimes (issue 6) -------------------------------------------------
+    image_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """TES image name → local image (``alpine=localhost/busybox:latest``) or unpacked root
+    directory (``alpine=dir:/srv/roots/alpine``; also used by bwrap), comma-separated."""
+    image_dir: Path | None = None
+    """Image archives for air-gapped sites (``<image with / : @ as _>.tar`` for podman and
+    docker, ``.sif`` for apptainer), loaded the first time an image is missing."""
+    pull_timeout: float = Field(default=600.0, gt=0)
+    """Seconds an image pull may take before the task is a SYSTEM_ERROR."""
+    executor_network: bool = False
+    """Give executors the network (containers and bwrap); off by default."""
+    container_user: str = "65534:65534"
+    """``UID:GID`` executors run as in containers (task files are handed to it); empty keeps
+    the image's user. Rootless podman maps container root to the service's user instead."""
+    podman_runtime: str = Field(default_factory=lambda: default_podman_runtime())
+    """podman's OCI runtime (``--runtime``); default runc where installed, empty: podman's."""
+    container_ulimits: Annotated[tuple[str, ...], NoDecode] = ()
+    """``--ulimit`` values for podman/docker (``nofile=1024:1024,nproc=512:512``); empty:
+    this service's own nofile and nproc limits, which the engine may always set."""
 
-    @field_validator("staging_allowed_hosts", "staging_http_put_prefixes", mode="before")
+    @field_validator("image_map", mode="before")
     @classmethod
-    def _split_staging_lists(cls, value: object) -> object:
+    def _split_image_map(cls, value: object) -> object:
+        return parse_image_map(value) if isinstance(value, str) else value
+
+    @field_validator("container_ulimits", mode="before")
+    @classmethod
+    def _split_ulimits(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value

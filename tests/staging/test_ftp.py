@@ -122,3 +122,24 @@ def test_missing_ftp_input_and_wrong_password(client: tes.HTTPClient, ftp: Ftp) 
         line = next((ln for ln in system_logs(task).splitlines() if shown in ln), "")
         assert cause in line, (url, system_logs(task))
         assert "wrong" not in system_logs(task)
+
+
+def test_ftp_directory_output_with_many_files_in_parallel(client: tes.HTTPClient, ftp: Ftp) -> None:
+    """Parallel uploads create the same remote directories at once; none may fail."""
+    base = uid()
+    script = "for d in a a/b a/b/c x x/y; do mkdir -p data/t/$d; " + (
+        "for i in 1 2 3 4; do echo $d$i > data/t/$d/f$i; done; done"
+    )
+    task = run(
+        client,
+        tes.Task(
+            outputs=[tes.Output(url=ftp.url(f"{base}/t"), path="/data/t", type="DIRECTORY")],
+            executors=[sh(script)],
+        ),
+    )
+    assert task.state == "COMPLETE", system_logs(task)
+    uploaded = sorted(
+        p.relative_to(ftp.root / base / "t").as_posix() for p in (ftp.root / base / "t").rglob("f*")
+    )
+    assert len(uploaded) == 20 and len(outputs_log(task)) == 20
+    assert (ftp.root / base / "t" / "a" / "b" / "c" / "f3").read_text() == "a/b/c3\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,13 @@ class Flaky(http.server.BaseHTTPRequestHandler):
     hits: dict[str, int] = {}  # noqa: RUF012 - shared by the handler instances on purpose
     received: dict[str, bytes] = {}  # noqa: RUF012
     lock = threading.Lock()
+    in_flight = 0
+    most_in_flight = 0
 
     def do_GET(self) -> None:
+        if self.path.startswith("/slow/"):
+            self._slow()
+            return
         if self.path.startswith("/redirect/"):
             self.send_response(302)
             self.send_header("Location", "/" + self.path.removeprefix("/redirect/"))
@@ -44,6 +50,20 @@ class Flaky(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _slow(self) -> None:
+        """Holds each request 0.4 s, counting how many are in flight at once."""
+        cls = type(self)
+        with self.lock:
+            cls.in_flight += 1
+            cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
+        time.sleep(0.4)
+        with self.lock:
+            cls.in_flight -= 1
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"s\n")
 
     def do_PUT(self) -> None:
         length = int(self.headers["Content-Length"])
@@ -69,7 +89,12 @@ def put_server(
 ) -> Iterator[Server]:
     srv = Server(
         tmp_path_factory.mktemp("http") / "data",
-        storage_env(s3, stage_dir, JOBGATE_STAGING_HTTP_PUT_PREFIXES=f"{flaky}/put/"),
+        storage_env(
+            s3,
+            stage_dir,
+            JOBGATE_STAGING_HTTP_PUT_PREFIXES=f"{flaky}/put/",
+            JOBGATE_STAGING_PARALLEL="2",
+        ),
     ).start()
     yield srv
     srv.stop()
@@ -141,3 +166,23 @@ def test_http_put_elsewhere_is_refused(put_server: Server, flaky: str) -> None:
     line = next(ln for ln in system_logs(task).splitlines() if url in ln)
     assert "JOBGATE_STAGING_HTTP_PUT_PREFIXES" in line
     assert f"/not-put/{url.rsplit('/', 1)[-1]}" not in Flaky.received
+
+
+def _many_slow_inputs(client: tes.HTTPClient, flaky: str) -> int:
+    """Run a task with six slow HTTP inputs; how many were fetched at once at most."""
+    Flaky.most_in_flight = 0
+    base = uid()
+    inputs = [tes.Input(url=f"{flaky}/slow/{base}-{i}", path=f"/data/{i}") for i in range(6)]
+    task = run(client, tes.Task(inputs=inputs, executors=[sh("cat data/*")]))
+    assert task.state == "COMPLETE", system_logs(task)
+    assert stdout(task) == "s\n" * 6
+    return Flaky.most_in_flight
+
+
+def test_inputs_are_fetched_in_parallel(client: tes.HTTPClient, flaky: str) -> None:
+    assert 2 <= _many_slow_inputs(client, flaky) <= 4  # JOBGATE_STAGING_PARALLEL=4 (default)
+
+
+def test_parallel_transfers_respect_the_configured_limit(put_server: Server, flaky: str) -> None:
+    client = tes.HTTPClient(put_server.url, timeout=30)
+    assert _many_slow_inputs(client, flaky) == 2  # JOBGATE_STAGING_PARALLEL=2

@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         )
         carry_credentials(settings, backends, JobCredentials(store, secrets))
         tokens = ServiceTokens(TokenStore(db))
-        # OIDC discovery and JWKS fetches (issuers are configured, not user-supplied URLs).
+        # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         policy = Policy(
             submit_groups=settings.submit_groups,

@@ -100,6 +100,8 @@ class S3Store(Store):
         def copy(abort: threading.Event) -> int:
             meter = Meter(budget, abort)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir():  # s3fs would skip the file without a word
+                raise IsADirectoryError(f"{dest.name} is a directory in the task")
             try:
                 # One streamed GET, read in small pieces; concurrent ranged GETs would
                 # hold several chunks at once (and some servers read the whole object for
@@ -131,6 +133,20 @@ class S3Store(Store):
             return meter.count
 
         return await in_thread(copy)
+
+
+def _makedirs(fs: FTPFileSystem, path: str) -> None:
+    """``mkdir -p`` that tolerates a parallel upload creating the same directories: a
+    "550 exists" answer is checked against a fresh listing, a level at a time."""
+    tries = path.count("/") + 2  # each lost race still creates at least one level
+    for attempt in range(1, tries + 1):
+        try:
+            fs.makedirs(path, exist_ok=True)
+            return
+        except ftplib.error_perm:
+            fs.invalidate_cache()
+            if attempt == tries:
+                raise
 
 
 class FtpStore(Store):
@@ -209,7 +225,7 @@ class FtpStore(Store):
 
         def store(fs: FTPFileSystem, fin: BinaryIO, meter: Meter) -> None:
             if parent:
-                fs.makedirs(parent, exist_ok=True)
+                _makedirs(fs, parent)
             reader = cast(BinaryIO, MeteredReader(fin, meter))
             cast(ftplib.FTP, fs.ftp).storbinary(f"STOR {key}", reader, blocksize=STREAM_CHUNK)
 
