@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=60.0, gt=0)
     sandbox_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest sandbox (uploaded or packed from a job's output_sandbox)."""
+    sandbox_extract_max_bytes: int = Field(default=10 * 1024**3, ge=1)
+    """Most bytes a tarball sandbox may unpack to (a small archive can expand enormously)."""
+    sandbox_extract_max_files: int = Field(default=100_000, ge=1)
+    """Most entries a tarball sandbox may unpack."""
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest file uploaded into a held job (``PUT /api/v1/jobs/{id}/files/...``)."""
     sse_heartbeat: float = Field(default=15.0, gt=0)

@@ -16,7 +16,7 @@ from jobgate.errors import StagingError
 from jobgate.runner.taskdir import PathEscape, TaskDir
 from jobgate.staging.base import Store
 from jobgate.staging.mover import Mover
-from jobgate.staging.sandbox import place_sandbox, place_uploads, write_text
+from jobgate.staging.sandbox import ExtractLimits, place_sandbox, place_uploads, write_text
 from jobgate.staging.stores import Stores
 from jobgate.staging.transfer import Budget
 from jobgate.staging.urls import safe_relative, scheme_of
@@ -54,12 +54,14 @@ async def stage_in(
     budget: Budget,
     uploads: Path | None,
     sandboxes_dir: Path | None,
+    extract_limits: ExtractLimits | None = None,
 ) -> bool:
     """Place every input; returns True if an input's ``type`` was filled in.
 
     Raises :class:`StagingError` naming the input and the cause.
     """
     filled = False
+    limits = extract_limits or ExtractLimits()
     # One stat on the loop (local data dir): most jobs have no uploads and should not
     # pay a thread hop to learn it.
     if uploads is not None and os.path.isdir(uploads):  # noqa: ASYNC240
@@ -76,7 +78,9 @@ async def stage_in(
             continue
         assert inp.url is not None  # the model requires url or content
         if scheme_of(inp.url) == "sandbox":
-            filled |= fill(inp, await asyncio.to_thread(place_sandbox, sandboxes_dir, inp, dest))
+            filled |= fill(
+                inp, await asyncio.to_thread(place_sandbox, sandboxes_dir, inp, dest, limits)
+            )
             continue
         store = await stores.open(inp.url, what="input")
         kind, found = await _plan(inp, store, dest, taskdir, mover)

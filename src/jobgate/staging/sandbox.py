@@ -8,6 +8,7 @@ import re
 import shutil
 import stat
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobgate.domain.models import FileType, Input
@@ -17,13 +18,23 @@ from jobgate.runner.taskdir import PathEscape, TaskDir
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+@dataclass(frozen=True, slots=True)
+class ExtractLimits:
+    """Bounds on what one tarball may unpack to: a few KiB of gzip can expand to terabytes."""
+
+    max_bytes: int = 10 * 1024**3
+    max_files: int = 100_000
+
+
 def sandbox_ref(url: str) -> str | None:
     """The sha256 named by ``sandbox:<sha256>`` or ``sandbox://<sha256>``; None if malformed."""
     ref = url.split(":", 1)[1].removeprefix("//").strip("/").lower() if ":" in url else ""
     return ref if SHA256.fullmatch(ref) else None
 
 
-def place_sandbox(sandboxes_dir: Path | None, inp: Input, dest: Path) -> FileType:
+def place_sandbox(
+    sandboxes_dir: Path | None, inp: Input, dest: Path, limits: ExtractLimits
+) -> FileType:
     """A tarball sandbox is extracted into ``dest`` (unless the input says FILE); any
     other sandbox is copied to ``dest``."""
     assert inp.url is not None
@@ -34,7 +45,7 @@ def place_sandbox(sandboxes_dir: Path | None, inp: Input, dest: Path) -> FileTyp
     if src is None or not src.is_file():
         raise StagingError(f"input {inp.url}: no such sandbox")
     if inp.type != FileType.FILE and _is_tarball(src):
-        extract_tarball(src, dest, what=f"input {inp.url}")
+        extract_tarball(src, dest, what=f"input {inp.url}", limits=limits)
         return FileType.DIRECTORY
     if inp.type == FileType.DIRECTORY:
         raise StagingError(f"input {inp.url}: not a tarball but type is DIRECTORY")
@@ -77,16 +88,32 @@ def _is_tarball(path: Path) -> bool:
         return False
 
 
-def extract_tarball(src: Path, dest: Path, *, what: str) -> None:
+def extract_tarball(
+    src: Path, dest: Path, *, what: str, limits: ExtractLimits | None = None
+) -> None:
     """Extract ``src`` into the directory ``dest`` with tarfile's ``data`` filter.
 
     The filter strips leading ``/`` and refuses members that would land outside ``dest``
-    (``..``), links pointing outside it, and device files; any refusal fails the staging.
+    (``..``), links pointing outside it, and device files; any refusal fails the staging,
+    as does unpacking more than ``limits`` allow (checked from the headers, before writing).
     """
+    limits = limits or ExtractLimits()
+    total = files = 0
+
+    def bounded(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        nonlocal total, files
+        files += 1
+        total += member.size if member.isreg() else 0
+        if files > limits.max_files:
+            raise StagingError(f"{what}: the tarball holds more than {limits.max_files} entries")
+        if total > limits.max_bytes:
+            raise StagingError(f"{what}: the tarball unpacks to more than {limits.max_bytes} bytes")
+        return tarfile.data_filter(member, path)
+
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(src) as tar:
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter=bounded)
     except tarfile.FilterError as exc:
         raise StagingError(f"{what}: unsafe tarball refused: {exc}") from exc
     except (tarfile.TarError, EOFError, OSError) as exc:

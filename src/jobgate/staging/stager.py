@@ -9,6 +9,7 @@ from jobgate.domain.models import Job, OutputFileLog
 from jobgate.runner.taskdir import TaskDir
 from jobgate.staging import inputs, outputs
 from jobgate.staging.mover import Mover
+from jobgate.staging.sandbox import ExtractLimits
 from jobgate.staging.stores import StoreConfig, Stores, storage_prefixes
 from jobgate.staging.transfer import Budget, RetryPolicy
 
@@ -35,12 +36,14 @@ class Stager:
         max_task_bytes: int = 0,
         uploads_dir: Path | None = None,
         sandboxes_dir: Path | None = None,
+        extract_limits: ExtractLimits | None = None,
     ) -> None:
         self.stores = stores
         self.mover = Mover(parallel, retry or RetryPolicy())
         self.max_task_bytes = max_task_bytes
         self.uploads_dir = uploads_dir
         self.sandboxes_dir = sandboxes_dir
+        self.extract_limits = extract_limits or ExtractLimits()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Stager:
@@ -65,6 +68,9 @@ class Stager:
             max_task_bytes=settings.staging_max_task_bytes,
             uploads_dir=settings.uploads_dir,
             sandboxes_dir=settings.sandboxes_dir,
+            extract_limits=ExtractLimits(
+                settings.sandbox_extract_max_bytes, settings.sandbox_extract_max_files
+            ),
         )
 
     async def aclose(self) -> None:
@@ -87,6 +93,7 @@ class Stager:
             budget=Budget(self.max_task_bytes),
             uploads=None if self.uploads_dir is None else self.uploads_dir / job.id,
             sandboxes_dir=self.sandboxes_dir,
+            extract_limits=self.extract_limits,
         )
 
     async def stage_out(self, job: Job, taskdir: TaskDir) -> tuple[list[OutputFileLog], bool]:
