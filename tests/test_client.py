@@ -237,6 +237,24 @@ def test_bulk_control_reports_each_item(jg: Client) -> None:
     jg.cancel(running.id)
 
 
+def test_bulk_control_splits_long_id_lists(jg: Client) -> None:
+    # The server takes 10,000 ids per request; the client splits and keeps input order.
+    held = jg.submit({"script": "true", "hold": True})
+    missing = [f"missing-{i}" for i in range(10_000)]
+    result = jg.cancel_many([*missing, held.id])
+    assert len(result) == 10_001
+    assert [i.id for i in result] == [*missing, held.id]
+    assert not any(i.ok for i in result[:10_000])
+    assert result[10_000].ok and result[10_000].state == State.CANCELED
+    assert jg.get(held.id).state == State.CANCELED
+
+
+async def test_async_bulk_control_splits_long_id_lists(ajg: AsyncClient) -> None:
+    held = await ajg.submit({"script": "true", "hold": True})
+    result = await ajg.delete_many([*(f"missing-{i}" for i in range(10_000)), held.id])
+    assert len(result) == 10_001 and [i.ok for i in result[-2:]] == [False, True]
+
+
 def test_wait_timeout_and_unknown_ids(jg: Client) -> None:
     slow = jg.submit({"script": "sleep 30"})
     quick = jg.submit({"script": "true"})

@@ -89,6 +89,14 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
+    async def _bulk(self, parts: list[Call[BulkResult]]) -> BulkResult:
+        """Run split bulk calls in order; their per-item results concatenate."""
+        out = BulkResult()
+        for part in parts:
+            result: BulkResult = await self._run(part)
+            out.extend(result)
+        return out
+
     async def _run(self, call: Call[T]) -> T:
         attempt = 0
         while True:
@@ -225,16 +233,16 @@ class AsyncClient:
         return await self._run(calls.patch(job_id, priority, labels, app_status))
 
     async def cancel_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("cancel", ids))
+        return await self._bulk(calls.bulk("cancel", ids))
 
     async def reschedule_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("reschedule", ids))
+        return await self._bulk(calls.bulk("reschedule", ids))
 
     async def start_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("start", ids))
+        return await self._bulk(calls.bulk("start", ids))
 
     async def delete_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("delete", ids))
+        return await self._bulk(calls.bulk("delete", ids))
 
     async def patch_many(
         self,
@@ -245,7 +253,7 @@ class AsyncClient:
         app_status: str | None = None,
     ) -> BulkResult:
         changes = calls.patch_body(priority, labels, app_status)
-        return await self._run(calls.bulk("patch", ids, changes))
+        return await self._bulk(calls.bulk("patch", ids, changes))
 
     # -- waiting and logs --------------------------------------------------------------
 

@@ -317,12 +317,19 @@ def patch(
 BulkAction = Literal["cancel", "reschedule", "start", "delete", "patch"]
 
 
+BULK_MAX = 10_000
+"""Most ids the server takes in one bulk request; the clients split longer lists."""
+
+
 def bulk(
     action: BulkAction, ids: Sequence[str], changes: Mapping[str, Any] | None = None
-) -> Call[BulkResult]:
-    """One bulk control call; ``changes`` are the patch fields (for ``patch`` only)."""
-    body = {"ids": list(ids), **(changes or {})}
-    return _json_call("POST", f"{NATIVE}/jobs/{action}", body, _bulk)
+) -> list[Call[BulkResult]]:
+    """Bulk control calls, one per :data:`BULK_MAX` ids, whose results concatenate in
+    input order; ``changes`` are the patch fields (for ``patch`` only)."""
+    return [
+        _json_call("POST", f"{NATIVE}/jobs/{action}", {"ids": list(part), **(changes or {})}, _bulk)
+        for part in (ids[i : i + BULK_MAX] for i in range(0, len(ids), BULK_MAX))
+    ]
 
 
 def logs(job_id: str, stream: Stream, follow: bool, executor: int) -> Call[None]:

@@ -86,6 +86,14 @@ class Client:
     ) -> None:
         self.close()
 
+    def _bulk(self, parts: list[Call[BulkResult]]) -> BulkResult:
+        """Run split bulk calls in order; their per-item results concatenate."""
+        out = BulkResult()
+        for part in parts:
+            result: BulkResult = self._run(part)
+            out.extend(result)
+        return out
+
     def _run(self, call: Call[T]) -> T:
         attempt = 0
         while True:
@@ -222,16 +230,16 @@ class Client:
         return self._run(calls.patch(job_id, priority, labels, app_status))
 
     def cancel_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("cancel", ids))
+        return self._bulk(calls.bulk("cancel", ids))
 
     def reschedule_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("reschedule", ids))
+        return self._bulk(calls.bulk("reschedule", ids))
 
     def start_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("start", ids))
+        return self._bulk(calls.bulk("start", ids))
 
     def delete_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("delete", ids))
+        return self._bulk(calls.bulk("delete", ids))
 
     def patch_many(
         self,
@@ -242,7 +250,7 @@ class Client:
         app_status: str | None = None,
     ) -> BulkResult:
         changes = calls.patch_body(priority, labels, app_status)
-        return self._run(calls.bulk("patch", ids, changes))
+        return self._bulk(calls.bulk("patch", ids, changes))
 
     # -- waiting and logs --------------------------------------------------------------
 
