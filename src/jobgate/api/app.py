@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from jobgate import __version__
-from jobgate.api import errors, files, health, streams, tes, tokens, worksteps
+from jobgate.api import errors, files, health, openapi, streams, tes, tokens, worksteps
 from jobgate.api import jobs as jobs_api
 from jobgate.api.deps import Services
 from jobgate.api.security import authenticate, public
@@ -215,6 +215,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         return JSONResponse(tes.service_info(app.state.services))
 
     app.include_router(tes_router, prefix="/v1", include_in_schema=False)
+    openapi.install(app, settings)
     return app
 
 
