@@ -115,12 +115,33 @@ class Dispatcher:
     # -- recovery ----------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Settle every job a previous run left active: adopt, re-queue or fail it."""
-        for rec in await self.store.in_states(ACTIVE):
-            backend = self.backends.get(rec.backend)
-            known = set(await backend.known_ids()) if backend is not None else set()
-            if backend is not None and rec.native_id in known and rec.state != State.INITIALIZING:
-                self._start_driver(rec, backend, adopt=rec.native_id)
+        """Settle every job a previous run left active: adopt, re-queue or fail it.
+
+        Each backend says (in one call) which of its jobs it still holds; those are adopted
+        by their native id, never submitted again. A job caught while being submitted
+        (INITIALIZING) is adopted too when the backend finds it.
+        """
+        records = await self.store.in_states(ACTIVE)
+        adopted: dict[str, str] = {}
+        for name, backend in self.backends.items():
+            mine = [r for r in records if r.backend == name and r.state != State.QUEUED]
+            if not mine:
+                continue
+            try:
+                adopted.update(await backend.reattach(mine))
+            except Exception:
+                log.exception("backend %s could not reattach; adopting recorded ids only", name)
+                adopted.update({r.id: r.native_id for r in mine if r.native_id})
+        for rec in records:
+            owner = self.backends.get(rec.backend)
+            native_id = adopted.get(rec.id)
+            if owner is not None and native_id is not None:
+                if rec.state == State.INITIALIZING:
+                    rec = await self._adopt_submitted(rec, owner, native_id)
+                if rec.state in (State.RUNNING, State.CANCELING):
+                    self._start_driver(rec, owner, adopt=native_id)
+                    continue
+            if rec.state == State.QUEUED:
                 continue
             logs = _with_system_log(rec.logs, "interrupted: the gateway stopped while this ran")
             if rec.state == State.CANCELING:
@@ -151,6 +172,27 @@ class Dispatcher:
                     logs=logs,
                     detail=f"interrupted by gateway restarts {rec.attempt} times; giving up",
                 )
+
+    async def _adopt_submitted(self, rec: JobRecord, backend: Backend, native_id: str) -> JobRecord:
+        """A job the backend accepted just before the gateway stopped: record it RUNNING."""
+        tlog = TaskLog(
+            start_time=rfc3339(now()),
+            metadata={**backend.describe(), "attempt": str(rec.attempt)},
+            system_logs=[f"found at {backend.name} as {native_id} after a gateway restart"],
+        )
+        logs = [*(rec.logs or []), tlog.model_dump(mode="json", exclude_none=True)]
+        moved = await self.store.transition(
+            rec.id,
+            State.INITIALIZING,
+            State.RUNNING,
+            detail="running (re-adopted after a gateway restart)",
+            source="recovery",
+            native_id=native_id,
+            logs=logs,
+        )
+        if moved is not None:
+            rec.state, rec.native_id, rec.logs = State.RUNNING, native_id, logs
+        return rec
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -232,7 +274,7 @@ class Dispatcher:
 
     async def _drive(self, d: _Driver, rec: JobRecord, job: Job, adopt: str | None) -> None:
         backend = d.backend
-        taskdir = TaskDir(self.settings.jobs_dir / job.id)
+        taskdir = TaskDir((backend.jobs_dir or self.settings.jobs_dir) / job.id)
         prior = list(rec.logs or [])
         if adopt:
             tlog = TaskLog.model_validate(prior.pop()) if prior else TaskLog()
