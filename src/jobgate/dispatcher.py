@@ -177,7 +177,11 @@ class Dispatcher:
         """A job the backend accepted just before the gateway stopped: record it RUNNING."""
         tlog = TaskLog(
             start_time=rfc3339(now()),
-            metadata={**backend.describe(), "attempt": str(rec.attempt)},
+            metadata={
+                **backend.describe(),
+                "attempt": str(rec.attempt),
+                **backend.native_metadata(native_id),
+            },
             system_logs=[f"found at {backend.name} as {native_id} after a gateway restart"],
         )
         logs = [*(rec.logs or []), tlog.model_dump(mode="json", exclude_none=True)]
@@ -296,6 +300,7 @@ class Dispatcher:
                 if await self._unless_canceled(d, self.stager.stage_in(job, taskdir)):
                     await self.store.update(job.id, spec=_spec_json(job, rec.spec))
                 d.native_id = await backend.submit(job, taskdir)
+                tlog.metadata = {**(tlog.metadata or {}), **backend.native_metadata(d.native_id)}
                 moved = await self.store.transition(
                     job.id,
                     State.INITIALIZING,

@@ -96,6 +96,10 @@ class Backend(abc.ABC):
     def forget(self, native_id: str) -> None:  # noqa: B027 - optional hook
         """The dispatcher has recorded the final status; state may be dropped."""
 
+    def native_metadata(self, native_id: str) -> dict[str, str]:
+        """Task log metadata naming the backend's id for a job (shown while it runs)."""
+        return {}
+
     def describe(self) -> dict[str, str]:
         """Facts for service-info and each task's log metadata."""
         return {"backend": self.name}

@@ -178,6 +178,9 @@ class SlurmBackend(Backend):
     def forget(self, native_id: str) -> None:
         self._jobs.pop(native_id, None)
 
+    def native_metadata(self, native_id: str) -> dict[str, str]:
+        return {"slurm_job_id": native_id}
+
     def describe(self) -> dict[str, str]:
         facts = {"backend": self.name, "type": "slurm", "runtime": self.config.runtime}
         if self.commands.slurm_conf:
@@ -344,8 +347,7 @@ class SlurmBackend(Backend):
         result: dict[str, Any] | None,
         queue: dict[str, parse.QueueEntry] | None,
     ) -> BackendStatus | None:
-        meta = self.describe()
-        meta["slurm_job_id"] = nid
+        meta = {**self.describe(), **self.native_metadata(nid)}
         if result is not None and _decisive(result):
             return _from_result(result, meta)
         if queue is None:  # controller unreachable: keep waiting

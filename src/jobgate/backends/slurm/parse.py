@@ -84,7 +84,7 @@ def squeue_names(stdout: str) -> list[tuple[str, str, str]]:
 
 
 def expand_ids(text: str) -> list[str]:
-    """``123``, ``123_4``, or a range ``123_[1-3,7]`` (optionally ``%N`` throttled)."""
+    """``123``, ``123_4``, or a range ``123_[1-3,7]`` (``123_[1-3%2]`` when throttled)."""
     if _JOB_ID.match(text):
         return [text]
     m = re.match(r"^(\d+)_\[([0-9,\-]+)(%\d+)?\]$", text)
