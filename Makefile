@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench bench-slurm system-deps clean
 
 $(STAMP): pyproject.toml
 	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
@@ -25,6 +25,10 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	fi
+	@# A single-node Slurm cluster for tests/slurm (the tests start and stop its daemons).
+	@if [ "$$(id -u)" = 0 ] && ! { command -v slurmctld && command -v munged; } >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	fi
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
@@ -34,6 +38,9 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/tes_bench.py
+
+bench-slurm: $(STAMP) system-deps
+	$(BIN)/python bench/slurm_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -86,6 +86,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 KillWait=5
+MinJobAge=5
 ReturnToService=2
 MpiDefault=none
 JobCompType=jobcomp/none

@@ -82,7 +82,12 @@ def exit_code(result: TaskResult) -> int:
 async def run_task(base: Path) -> int:
     taskdir = TaskDir(base)
     native_id = native_id_from_env(os.environ)
-    started = {"native_id": native_id, "host": socket.gethostname(), "pid": os.getpid()}
+    started = {
+        "native_id": native_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+    }
     write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())})
     received: list[str] = []
     result = TaskResult()

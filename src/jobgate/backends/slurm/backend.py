@@ -435,7 +435,11 @@ def _from_result(result: dict[str, Any], meta: dict[str, str]) -> BackendStatus:
     state = State(result.get("state", State.SYSTEM_ERROR.value))
     if state == State.RUNNING:  # cannot be final: the runner died mid-way
         state = State.SYSTEM_ERROR
-    meta = {**meta, **({"node": str(result["host"])} if result.get("host") else {})}
+    meta = dict(meta)
+    if result.get("host"):
+        meta["node"] = str(result["host"])
+    if result.get("partition"):
+        meta["slurm_partition"] = str(result["partition"])
     return BackendStatus(
         state,
         [ExecutorLog.model_validate(e) for e in result.get("executor_logs", [])],
