@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     """Seconds a submission keeps retrying while the controller is unreachable or busy."""
     slurm_python: str | None = None
     """Python on the nodes with jobgate installed; unset: the gateway's own interpreter."""
+    slurm_max_array: int = Field(default=1000, ge=1)
+    """Most jobs one sbatch --array carries (below the site's MaxArraySize); 1: no arrays."""
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

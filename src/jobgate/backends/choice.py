@@ -92,6 +92,7 @@ def slurm_backend(
         submit_burst=int(pick("submit_burst")),  # type: ignore[call-overload]
         array_window=float(pick("array_window")),  # type: ignore[arg-type]
         submit_patience=float(pick("submit_patience")),  # type: ignore[arg-type]
+        max_array=int(pick("max_array")),  # type: ignore[call-overload]
         log_tail_bytes=settings.log_tail_bytes,
     )
     return SlurmBackend(config, name=name)

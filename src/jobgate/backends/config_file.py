@@ -48,6 +48,7 @@ class SlurmEntry(_Entry):
     submit_burst: int | None = Field(default=None, ge=1)
     array_window: float | None = Field(default=None, ge=0)
     submit_patience: float | None = Field(default=None, gt=0)
+    max_array: int | None = Field(default=None, ge=1)
 
 
 Entry = Annotated[LocalEntry | SlurmEntry, Field(discriminator="type")]

@@ -22,9 +22,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +60,25 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def make_node_runtime(name: str) -> Runtime:
-    # Imported here: the bwrap module builds its /etc copy only when chosen.
+def make_node_runtime(name: str, scratch: Path) -> Runtime:
+    """The runtime ``name``; bwrap builds its sandbox ``/etc`` under ``scratch``."""
+    # Imported here: the bwrap module is only needed when chosen.
     from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
     from jobgate.runtimes.process import ProcessRuntime
 
     if name == "auto":
         name = "bwrap" if bwrap_available() else "process"
     if name == "bwrap":
-        return BwrapRuntime()
+        return BwrapRuntime(etc_dir=scratch / "etc")
     return ProcessRuntime()
+
+
+def scratch_dir() -> Path:
+    """A private directory for this run, in memory where the node has /dev/shm: the
+    sandbox's /etc copy is ~700 symlinks, ~1 ms each on some disks, ~5 µs in tmpfs."""
+    shm = "/dev/shm"
+    fast = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    return Path(tempfile.mkdtemp(prefix="jobgate-node-", dir=fast))
 
 
 def exit_code(result: TaskResult) -> int:
@@ -91,10 +102,32 @@ async def run_task(base: Path) -> int:
     write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())})
     received: list[str] = []
     result = TaskResult()
+    scratch = scratch_dir()
+    try:
+        await _run(base, taskdir, result, received, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_json(
+        base / RESULT_FILE,
+        {
+            **started,
+            "state": result.state.value,
+            "executor_logs": [e.model_dump(mode="json") for e in result.executor_logs],
+            "system_logs": result.system_logs,
+            "signal": received[0] if received else None,
+            "end_time": rfc3339(now()),
+        },
+    )
+    return exit_code(result)
+
+
+async def _run(
+    base: Path, taskdir: TaskDir, result: TaskResult, received: list[str], scratch: Path
+) -> None:
     try:
         node = json.loads((base / NODE_FILE).read_text(encoding="utf-8"))
         job = Job.model_validate(node["job"])
-        runtime = make_node_runtime(str(node.get("runtime", "auto")))
+        runtime = make_node_runtime(str(node.get("runtime", "auto")), scratch)
         cgroups = CgroupLayout.detect()
     except Exception as exc:  # the gateway reports this as the task's system error
         result.state = State.SYSTEM_ERROR
@@ -111,24 +144,14 @@ async def run_task(base: Path) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(sig, on_signal, sig)
+        # TaskRun fills ``run.result``; share it with the caller's result.
+        run.result = result
         try:
-            result = await run.run()
+            await run.run()
         finally:
             cgroups.close()
         if received and result.state == State.CANCELED:
             result.system_logs.append(f"the node runner received {received[0]}")
-    write_json(
-        base / RESULT_FILE,
-        {
-            **started,
-            "state": result.state.value,
-            "executor_logs": [e.model_dump(mode="json") for e in result.executor_logs],
-            "system_logs": result.system_logs,
-            "signal": received[0] if received else None,
-            "end_time": rfc3339(now()),
-        },
-    )
-    return exit_code(result)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,7 @@ class SlurmConfig:
     submit_burst: int = 40
     array_window: float = 0.05
     submit_patience: float = 600.0
+    max_array: int = MAX_ARRAY
     log_tail_bytes: int = 64 * 1024
 
 
@@ -211,8 +212,9 @@ class SlurmBackend(Backend):
                 if not p.future.done():
                     groups.setdefault(p.options, []).append(p)
             for options, members in groups.items():
-                for i in range(0, len(members), MAX_ARRAY):
-                    chunk = members[i : i + MAX_ARRAY]
+                size = max(1, min(self.config.max_array, MAX_ARRAY))
+                for i in range(0, len(members), size):
+                    chunk = members[i : i + size]
                     try:
                         ids = await self._submit_group(options, chunk)
                     except Exception as exc:
@@ -275,7 +277,7 @@ class SlurmBackend(Backend):
         failure whose outcome is unknown, look for the job by name first)."""
         deadline = time.monotonic() + self.config.submit_patience
         delay = 1.0
-        argv = ["--parsable", "--export=NONE", *args, str(path)]
+        argv = ["--parsable", *args, str(path)]
         while True:
             await self.bucket.take()
             self.sbatch_calls += 1

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 # A controller under load may answer slowly; past this we call the attempt failed.
 COMMAND_TIMEOUT = 60.0
+_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "MUNGE_SOCKET"})
+# Set inside a Slurm job: a gateway that itself runs in an allocation must not pass them on.
+_SLURM_JOB_VARS = frozenset(
+    {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +27,17 @@ class SlurmCommands:
     """sbatch/squeue/scancel of one cluster: ``slurm_conf`` (or ``$SLURM_CONF``) picks it."""
 
     def __init__(self, slurm_conf: str | None = None, bin_dir: str | None = None) -> None:
-        self.env = dict(os.environ)
+        # sbatch hands its environment to the job: give it a minimal one, never the
+        # gateway's (settings, credentials for staging, ...). Cheaper than --export=NONE,
+        # which makes slurmd run a login shell per job to rebuild the user's environment.
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in _KEEP or (k.startswith("SLURM_") and k not in _SLURM_JOB_VARS)
+        }
+        self.env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         if slurm_conf:
             self.env["SLURM_CONF"] = slurm_conf
-        # Never leak the gateway's settings (and any secrets in them) to the cluster.
-        for key in [k for k in self.env if k.startswith("JOBGATE_")]:
-            del self.env[key]
         self.bin_dir = bin_dir
 
     @property
