@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,3 +137,35 @@ async def test_a_job_slurm_does_not_know_and_left_no_result_is_a_system_error(
     assert status.state == State.SYSTEM_ERROR
     assert status.detail is not None and "Slurm no longer knows job 987654" in status.detail
     assert status.system_logs == [status.detail]
+
+
+async def test_alike_jobs_share_an_array_whose_files_go_when_settled(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    b = backend(slurm_cluster, tmp_path)
+    b.config = replace(b.config, array_window=0.2)
+    jobs = [make_job(f"echo element {i}") for i in range(3)]
+    ids = await asyncio.gather(*(submitted(b, j) for j in jobs))
+    assert b.sbatch_calls == 1
+    assert len({nid.split("_")[0] for nid in ids}) == 1
+    assert sorted(nid.split("_")[1] for nid in ids) == ["0", "1", "2"]
+    statuses = [await final(b, nid) for nid in ids]
+    assert [s.executor_logs[0].stdout for s in statuses] == [f"element {i}\n" for i in range(3)]
+    (array_dir,) = list(b.arrays_dir.iterdir())
+    for nid in ids:
+        b.forget(nid)
+    await asyncio.sleep(0.5)
+    assert not array_dir.exists()
+
+
+async def test_a_batch_job_that_never_ran_the_task_says_why(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    b = backend(slurm_cluster, tmp_path)
+    b.config = replace(b.config, python="/nonexistent/python3")
+    nid = await submitted(b, make_job("true"))
+    status = await final(b, nid)
+    assert status.state == State.SYSTEM_ERROR
+    assert status.detail is not None and "FAILED" in status.detail
+    notes = " ".join(status.system_logs)
+    assert "batch job output" in notes and "/nonexistent/python3" in notes, notes

@@ -94,6 +94,7 @@ def slurm_backend(
         submit_patience=float(pick("submit_patience")),  # type: ignore[arg-type]
         max_array=int(pick("max_array")),  # type: ignore[call-overload]
         log_tail_bytes=settings.log_tail_bytes,
+        keep_files=settings.keep_task_dirs,
     )
     return SlurmBackend(config, name=name)
 

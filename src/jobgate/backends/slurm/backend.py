@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,6 +76,8 @@ class SlurmConfig:
     submit_patience: float = 600.0
     max_array: int = MAX_ARRAY
     log_tail_bytes: int = 64 * 1024
+    keep_files: bool = False
+    """Keep array list files and Slurm's own output after jobs end (debugging)."""
 
 
 class SlurmBackend(Backend):
@@ -91,6 +96,7 @@ class SlurmBackend(Backend):
         self.arrays_dir = config.shared_dir / "arrays"
         self.bucket = TokenBucket(config.submit_rate, config.submit_burst)
         self._jobs: dict[str, str] = {}  # native id → jobgate id (its task dir's name)
+        self._arrays: dict[str, set[str]] = {}  # array dir name → elements not yet forgotten
         self._pending: list[_Pending] = []
         self._kick = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
@@ -178,6 +184,18 @@ class SlurmBackend(Backend):
 
     def forget(self, native_id: str) -> None:
         self._jobs.pop(native_id, None)
+        for list_id, members in list(self._arrays.items()):
+            if native_id in members:
+                members.discard(native_id)
+                if not members:
+                    # The last element is settled: its list file and Slurm output go.
+                    del self._arrays[list_id]
+                    if not self.config.keep_files:
+                        path = self.arrays_dir / list_id
+                        asyncio.get_running_loop().run_in_executor(
+                            None, functools.partial(shutil.rmtree, path, ignore_errors=True)
+                        )
+                break
 
     def native_metadata(self, native_id: str) -> dict[str, str]:
         return {"slurm_job_id": native_id}
@@ -270,7 +288,9 @@ class SlurmBackend(Backend):
             f"--chdir={adir}",
         ]
         array_id = await self._sbatch(args, path, name)
-        return [f"{array_id}_{i}" for i in range(len(members))]
+        ids = [f"{array_id}_{i}" for i in range(len(members))]
+        self._arrays[list_id] = set(ids)
+        return ids
 
     async def _sbatch(self, args: list[str], path: Path, name: str) -> str:
         """One sbatch, retried while the controller says "later" (never twice: after a
@@ -384,10 +404,26 @@ class SlurmBackend(Backend):
             logs = [ExecutorLog.model_validate(e) for e in result.get("executor_logs", [])]
             system = list(result.get("system_logs", []))
         detail = f"{row.why} ({said})"
-        if row.trust_result and result is None:
-            detail = f"{row.why}; see slurm.out in the task directory ({said})"
         system.append(detail)
+        if row.trust_result and result is None:
+            tail = self._slurm_output(nid)
+            if tail:
+                system.append(f"batch job output: {tail}")
         return BackendStatus(row.state, logs, system, meta, detail)
+
+    def _slurm_output(self, nid: str) -> str:
+        """The end of what the batch script itself printed (why the runner never ran)."""
+        base = self._taskdir(nid)
+        candidates = [base / "slurm.out"] if base is not None else []
+        if "_" in nid:
+            for list_id, members in self._arrays.items():
+                if nid in members:
+                    candidates.append(self.arrays_dir / list_id / f"{nid.split('_')[1]}.out")
+        for path in candidates:
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 2000))
+                return f.read().decode("utf-8", "replace").strip()
+        return ""
 
     # -- lookups -----------------------------------------------------------------------
 
