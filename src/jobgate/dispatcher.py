@@ -70,6 +70,7 @@ class Dispatcher:
         self._drivers: dict[str, _Driver] = {}
         self._used: dict[str, int] = dict.fromkeys(backends, 0)
         self._waiters: dict[tuple[str, str], asyncio.Future[BackendStatus]] = {}
+        self._progress: dict[tuple[str, str], str] = {}  # last detail noted per running job
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -356,6 +357,7 @@ class Dispatcher:
             tlog.system_logs = None
         await self._finish(job.id, final, logs(), status.detail or _detail(final, tlog))
         backend.forget(d.native_id or "")
+        self._progress.pop((backend.name, d.native_id or ""), None)
         if not self.settings.keep_task_dirs:
             await asyncio.to_thread(taskdir.remove)
 
@@ -444,6 +446,7 @@ class Dispatcher:
             except Exception:
                 log.exception("polling backend %s failed; will retry", backend.name)
                 continue
+            await self._note_progress(backend, statuses)
             for nid in ids:
                 fut = self._waiters.get((backend.name, nid))
                 if fut is None or fut.done():
@@ -458,6 +461,29 @@ class Dispatcher:
                     )
                 elif st.state in FINAL:
                     fut.set_result(st)
+
+    async def _note_progress(self, backend: Backend, statuses: dict[str, BackendStatus]) -> None:
+        """Record what a backend says of running jobs (e.g. "pending in the Slurm queue
+        (Priority)") as their detail, when it changes."""
+        changed = {
+            nid: st.detail
+            for nid, st in statuses.items()
+            if st.state == State.RUNNING
+            and st.detail
+            and self._progress.get((backend.name, nid)) != st.detail
+        }
+        if not changed:
+            return
+        by_native = {d.native_id: d.job_id for d in self._drivers.values() if d.native_id}
+        for nid, detail in changed.items():
+            job_id = by_native.get(nid)
+            if job_id is None:
+                continue
+            self._progress[(backend.name, nid)] = detail
+            try:
+                await self.store.update_in(job_id, State.RUNNING, detail=detail)
+            except Exception:
+                log.exception("could not record progress of job %s", job_id)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)

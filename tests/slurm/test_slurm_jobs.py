@@ -135,7 +135,7 @@ def test_parameters_are_validated_before_anything_reaches_slurm(
 
 
 def test_cancel_while_pending_and_while_running(
-    slurm_tes: httpx.Client, slurm_cluster: SlurmCluster
+    slurm_tes: httpx.Client, slurm_cluster: SlurmCluster, slurm_server: Server
 ) -> None:
     # One job takes every CPU of the node; the next must wait in Slurm's queue.
     big = submit(slurm_tes, sh("sleep 300", cpu_cores=slurm_cluster.cpus))
@@ -150,6 +150,13 @@ def test_cancel_while_pending_and_while_running(
             break
         time.sleep(0.2)
     assert states.get(f"jg-{big}") == "RUNNING", states
+    # The job's detail says why it waits, in Slurm's words.
+    deadline = time.monotonic() + 10
+    detail = ""
+    while time.monotonic() < deadline and "PENDING" not in detail:
+        detail = httpx.get(f"{slurm_server.url}/api/v1/jobs/{waiting}").json()["detail"] or ""
+        time.sleep(0.2)
+    assert "pending in the Slurm queue; Slurm: PENDING (" in detail, detail
 
     assert slurm_tes.post(f"/tasks/{waiting}:cancel").status_code == 200
     task = wait_final(slurm_tes, waiting, timeout=30)
