@@ -88,6 +88,7 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 KillWait=5
 MinJobAge=5
+MessageTimeout=5
 ReturnToService=2
 MpiDefault=none
 JobCompType=jobcomp/none

@@ -228,3 +228,17 @@ def test_script_body_quotes_paths_and_runs_the_node_runner() -> None:
     echo = last.replace("exec ", "printf '%s\\n' ", 1)
     out = subprocess.run(["sh", "-c", echo], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "/shared/jobs/it's here; rm -rf /"
+
+
+def test_ambiguous_failures_are_those_where_the_job_may_exist() -> None:
+    assert parse.is_ambiguous(
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+    )
+    assert parse.is_ambiguous("error: sbatch timed out after 60s (Socket timed out)")
+    assert not parse.is_ambiguous(
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+        "(connect failure)"
+    )
+    assert not parse.is_ambiguous(
+        "sbatch: error: Batch job submission failed: Submission rate too high"
+    )

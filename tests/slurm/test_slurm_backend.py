@@ -4,6 +4,8 @@ when a gateway restarts, and when Slurm forgets finished jobs (MinJobAge=5 here)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from jobgate.backends.base import BackendStatus
 from jobgate.backends.slurm import SlurmBackend, SlurmConfig
+from jobgate.backends.slurm.ratelimit import TokenBucket
 from jobgate.domain.models import Job, JobRecord, new_job_id
 from jobgate.domain.states import FINAL, State
 from jobgate.runner.taskdir import TaskDir
@@ -169,3 +172,39 @@ async def test_a_batch_job_that_never_ran_the_task_says_why(
     assert status.detail is not None and "FAILED" in status.detail
     notes = " ".join(status.system_logs)
     assert "batch job output" in notes and "/nonexistent/python3" in notes, notes
+
+
+async def test_a_lost_sbatch_reply_is_found_by_name_not_submitted_again(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A frozen controller: sbatch says "Socket timed out" although the request may have
+    reached it. The backend pauses submissions, then looks for the job by name before it
+    retries, so the job exists once."""
+    b = backend(slurm_cluster, tmp_path)
+    job = make_job("echo once")
+    pid = int((slurm_cluster.base / "slurmctld.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pending = asyncio.ensure_future(submitted(b, job))
+        await asyncio.sleep(8)  # MessageTimeout=5: sbatch has given up by now
+        assert not pending.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    nid = await asyncio.wait_for(pending, 120)
+    status = await final(b, nid)
+    assert status.state == State.COMPLETE
+    res = await b.commands.run("squeue", ["-h", "-t", "all", "--name", f"jg-{job.id}", "-o", "%i"])
+    assert res.stdout.split() == [nid]
+
+
+async def test_token_bucket_limits_the_rate_and_pauses() -> None:
+    bucket = TokenBucket(rate=20, burst=2)
+    t0 = time.monotonic()
+    for _ in range(6):
+        await bucket.take()
+    # Two at once, then four at 20/s.
+    assert 0.18 <= time.monotonic() - t0 < 1.0
+    bucket.pause(0.4)
+    t1 = time.monotonic()
+    await bucket.take()
+    assert time.monotonic() - t1 >= 0.4

@@ -293,30 +293,48 @@ class SlurmBackend(Backend):
         return ids
 
     async def _sbatch(self, args: list[str], path: Path, name: str) -> str:
-        """One sbatch, retried while the controller says "later" (never twice: after a
-        failure whose outcome is unknown, look for the job by name first)."""
+        """One sbatch, retried while the controller says "later".
+
+        Never twice: after a failure whose outcome is unknown ("Socket timed out": the
+        request may have reached the controller), the job is looked up by name until the
+        controller answers twice that it has none; only then is sbatch run again.
+        """
         deadline = time.monotonic() + self.config.submit_patience
         delay = 1.0
         argv = ["--parsable", *args, str(path)]
+        unsure = False  # an earlier attempt may have created the job
+        empty_answers = 0
+        message = ""
         while True:
-            await self.bucket.take()
-            self.sbatch_calls += 1
-            res = await self.commands.run("sbatch", argv)
-            if res.returncode == 0:
+            if unsure:
                 try:
-                    return parse.sbatch_id(res.stdout)
-                except parse.ParseError as exc:
-                    raise SubmitError(str(exc)) from exc
-            message = parse.error_text(res.stderr)
-            if not parse.is_transient(res.stderr):
-                raise SubmitError(f"sbatch refused the job: {message}")
-            if parse.is_rate_limited(res.stderr):
-                self.bucket.pause(delay)
-            # The reply may be lost although the job was accepted: look before retrying.
-            with contextlib.suppress(Exception):
-                ids = (await self._ids_by_name([name])).get(name)
-                if ids:
-                    return ids[0].split("_", 1)[0]
+                    found = (await self._ids_by_name([name])).get(name)
+                except Exception as exc:
+                    message = f"looking the job up after a lost reply failed: {exc}"
+                    empty_answers = 0
+                else:
+                    if found:
+                        return found[0].split("_", 1)[0]
+                    empty_answers += 1
+                # Twice empty, a moment apart: a request still queued in the controller
+                # would have been handled by then.
+                unsure = empty_answers < 2
+            if not unsure:
+                await self.bucket.take()
+                self.sbatch_calls += 1
+                res = await self.commands.run("sbatch", argv)
+                if res.returncode == 0:
+                    try:
+                        return parse.sbatch_id(res.stdout)
+                    except parse.ParseError as exc:
+                        raise SubmitError(str(exc)) from exc
+                message = parse.error_text(res.stderr)
+                if not parse.is_transient(res.stderr):
+                    raise SubmitError(f"sbatch refused the job: {message}")
+                if parse.is_rate_limited(res.stderr):
+                    self.bucket.pause(delay)
+                unsure = parse.is_ambiguous(res.stderr)
+                empty_answers = 0
             if time.monotonic() + delay > deadline:
                 raise SubmitError(
                     f"sbatch kept failing for {self.config.submit_patience:g}s: {message}",

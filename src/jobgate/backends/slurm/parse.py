@@ -26,6 +26,13 @@ TRANSIENT = (
     "job violates accounting/qos policy (job submit limit",
 )
 RATE_LIMITED = ("submission rate too high", "socket timed out")
+# Failures after the request may have reached the controller: the job may exist.
+AMBIGUOUS = (
+    "socket timed out",
+    "zero bytes were transmitted",
+    "communication connection failure",
+    "timed out after",  # our own limit on the command (commands.py)
+)
 
 
 class ParseError(ValueError):
@@ -119,6 +126,12 @@ def is_transient(stderr: str) -> bool:
 def is_rate_limited(stderr: str) -> bool:
     low = stderr.lower()
     return any(t in low for t in RATE_LIMITED)
+
+
+def is_ambiguous(stderr: str) -> bool:
+    """Whether a failed sbatch may nevertheless have created the job."""
+    low = stderr.lower()
+    return any(t in low for t in AMBIGUOUS)
 
 
 def unknown_ids(stderr: str) -> bool:
