@@ -437,6 +437,8 @@ class Dispatcher:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(backend.changed.wait(), self.settings.poll_interval)
+            if backend.min_poll_interval:
+                await asyncio.sleep(backend.min_poll_interval)
             backend.changed.clear()
             ids = [nid for (b, nid) in self._waiters if b == backend.name]
             if not ids:

@@ -93,7 +93,7 @@ ReturnToService=2
 MpiDefault=none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
-NodeName={self.host} CPUs={self.cpus} RealMemory={mem} State=UNKNOWN
+NodeName={self.host} CPUs={self.cpus} RealMemory={mem} TmpDisk=100000 State=UNKNOWN
 PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=tiny Nodes={self.host} MaxTime=INFINITE State=UP
 """

@@ -242,3 +242,15 @@ def test_ambiguous_failures_are_those_where_the_job_may_exist() -> None:
     assert not parse.is_ambiguous(
         "sbatch: error: Batch job submission failed: Submission rate too high"
     )
+
+
+def test_single_job_script_takes_the_task_dir_as_its_argument() -> None:
+    body = script.single_body("/opt/my venv/bin/python")
+    path = "/shared/jobs/x y; $(id)"
+    out = subprocess.run(
+        ["sh", "-c", body.replace("exec ", "printf '%s\\n' ", 1), "sh", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["/opt/my venv/bin/python", "-m", "jobgate.runner.node", path]

@@ -151,9 +151,9 @@ def test_cancel_while_pending_and_while_running(
         time.sleep(0.2)
     assert states.get(f"jg-{big}") == "RUNNING", states
     # The job's detail says why it waits, in Slurm's words.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     detail = ""
-    while time.monotonic() < deadline and "PENDING" not in detail:
+    while time.monotonic() < deadline and "PENDING (" not in detail:
         detail = httpx.get(f"{slurm_server.url}/api/v1/jobs/{waiting}").json()["detail"] or ""
         time.sleep(0.2)
     assert "pending in the Slurm queue; Slurm: PENDING (" in detail, detail
@@ -263,3 +263,17 @@ def test_controller_restart_loses_no_job(slurm_cluster: SlurmCluster, tmp_path: 
     finally:
         srv.stop()
         slurm_cluster.wait_idle(states=("idle", "mix", "mixed", "alloc", "allocated"))
+
+
+def test_disk_and_cpus_reach_slurm_and_impossible_requests_say_so(
+    slurm_tes: httpx.Client, slurm_cluster: SlurmCluster
+) -> None:
+    # The node has TmpDisk=100000 MiB and 8 CPUs.
+    fits = submit(slurm_tes, sh("echo fits", cpu_cores=2, disk_gb=1, ram_gb=0.5))
+    too_big = submit(slurm_tes, sh("echo never", disk_gb=500))
+    task = wait_final(slurm_tes, fits, timeout=60)
+    assert task["state"] == "COMPLETE", task
+    task = wait_final(slurm_tes, too_big, timeout=60)
+    assert task["state"] == "SYSTEM_ERROR"
+    notes = " ".join(task["logs"][0]["system_logs"])
+    assert "Requested node configuration is not available" in notes, notes

@@ -51,6 +51,9 @@ class Backend(abc.ABC):
     jobs_dir: Path | None = None
     """Where this backend's task directories live (None: the gateway's ``jobs_dir``); a
     cluster backend points this at a filesystem its nodes share."""
+    min_poll_interval: float = 0.0
+    """Seconds between two polls at least, however often :attr:`changed` is set (a
+    scheduler's controller should not be asked about its queue many times a second)."""
     parameter_keys: ClassVar[frozenset[str]] = frozenset()
     """resources.backend_parameters keys this backend understands (besides ``backend``)."""
 

@@ -50,13 +50,15 @@ def native_id_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
     return env.get("SLURM_JOB_ID")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically (write, fsync, rename): a reader sees the whole file or none."""
+def write_json(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
+    """Atomically (write, rename): a reader sees the whole file or none. ``sync`` also
+    fsyncs it first, for files that must outlive a crash of the machine."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -99,7 +101,7 @@ async def run_task(base: Path) -> int:
         "pid": os.getpid(),
         "partition": os.environ.get("SLURM_JOB_PARTITION"),
     }
-    write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())})
+    write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())}, sync=False)
     received: list[str] = []
     result = TaskResult()
     scratch = scratch_dir()
