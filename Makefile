@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench bench-slurm system-deps clean
 
 $(STAMP): pyproject.toml
 	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
@@ -22,7 +22,10 @@ run: $(STAMP)
 # System packages the tests use; installed only when running as root (CI), else those
 # tests skip with a reason.
 # podman, runc and a static busybox run the container tests (a local image, no registry).
-SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static
+# slurm-wlm and munge: a single-node Slurm cluster for tests/slurm (the tests start and
+# stop its daemons).
+SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static \
+	slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=""; \
@@ -43,6 +46,9 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/tes_bench.py
+
+bench-slurm: $(STAMP) system-deps
+	$(BIN)/python bench/slurm_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -237,12 +237,19 @@ def serve(
         Path | None, typer.Option(help="Where the database and task directories live.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML or TOML file declaring named backends (local, slurm) and their options."
+        ),
+    ] = None,
 ) -> None:
     """Run the API and the dispatcher in one process (SQLite + local backend by default).
 
     Every option also comes from the environment: JOBGATE_HOST, JOBGATE_PORT,
     JOBGATE_DATA_DIR, JOBGATE_DATABASE_URL, JOBGATE_ALLOWED_DIRS, JOBGATE_RUNTIME,
-    JOBGATE_SLOTS.
+    JOBGATE_SLOTS, JOBGATE_CONFIG_FILE; JOBGATE_BACKEND=slurm makes Slurm the default
+    backend (JOBGATE_SLURM_SHARED_DIR: the job directory root the nodes see).
     """
     import uvicorn
 
@@ -250,7 +257,14 @@ def serve(
     from jobgate.config import Settings
 
     overrides: dict[str, Any] = {
-        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "config_file": config,
+        }.items()
+        if v
     }
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -95,6 +95,30 @@ class Settings(BaseSettings):
     organization_name: str = "jobgate"
     organization_url: str = "https://example.org/jobgate"
 
+    # -- Slurm backend and named backends (issue 7) -------------------------------------
+    backend: str = Field(default="local", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The default backend's name (``local``, ``slurm``, or one a config file declares)."""
+    config_file: Path | None = None
+    """YAML or TOML file declaring named backends and their options (``serve --config``)."""
+    slurm_shared_dir: Path | None = None
+    """Job directory root the Slurm nodes see; unset: ``data_dir/slurm`` (one-node setups)."""
+    slurm_partition: str | None = None
+    """Partition for jobs that name none (unset: the cluster's default partition)."""
+    slurm_time: str | None = None
+    """Time limit (Slurm ``--time`` syntax) for jobs that name none."""
+    slurm_submit_rate: float = Field(default=20.0, gt=0)
+    """sbatch calls per second at most (token bucket), refilled steadily."""
+    slurm_submit_burst: int = Field(default=40, ge=1)
+    """sbatch calls allowed back to back before the rate applies."""
+    slurm_array_window: float = Field(default=0.05, ge=0)
+    """Seconds a submission waits for others like it to go out as one job array."""
+    slurm_submit_patience: float = Field(default=600.0, gt=0)
+    """Seconds a submission keeps retrying while the controller is unreachable or busy."""
+    slurm_python: str | None = None
+    """Python on the nodes with jobgate installed; unset: the gateway's own interpreter."""
+    slurm_max_array: int = Field(default=1000, ge=1)
+    """Most jobs one sbatch --array carries (below the site's MaxArraySize); 1: no arrays."""
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:

@@ -70,6 +70,7 @@ class Dispatcher:
         self._drivers: dict[str, _Driver] = {}
         self._used: dict[str, int] = dict.fromkeys(backends, 0)
         self._waiters: dict[tuple[str, str], asyncio.Future[BackendStatus]] = {}
+        self._progress: dict[tuple[str, str], str] = {}  # last detail noted per running job
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -115,12 +116,33 @@ class Dispatcher:
     # -- recovery ----------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Settle every job a previous run left active: adopt, re-queue or fail it."""
-        for rec in await self.store.in_states(ACTIVE):
-            backend = self.backends.get(rec.backend)
-            known = set(await backend.known_ids()) if backend is not None else set()
-            if backend is not None and rec.native_id in known and rec.state != State.INITIALIZING:
-                self._start_driver(rec, backend, adopt=rec.native_id)
+        """Settle every job a previous run left active: adopt, re-queue or fail it.
+
+        Each backend says (in one call) which of its jobs it still holds; those are adopted
+        by their native id, never submitted again. A job caught while being submitted
+        (INITIALIZING) is adopted too when the backend finds it.
+        """
+        records = await self.store.in_states(ACTIVE)
+        adopted: dict[str, str] = {}
+        for name, backend in self.backends.items():
+            mine = [r for r in records if r.backend == name and r.state != State.QUEUED]
+            if not mine:
+                continue
+            try:
+                adopted.update(await backend.reattach(mine))
+            except Exception:
+                log.exception("backend %s could not reattach; adopting recorded ids only", name)
+                adopted.update({r.id: r.native_id for r in mine if r.native_id})
+        for rec in records:
+            owner = self.backends.get(rec.backend)
+            native_id = adopted.get(rec.id)
+            if owner is not None and native_id is not None:
+                if rec.state == State.INITIALIZING:
+                    rec = await self._adopt_submitted(rec, owner, native_id)
+                if rec.state in (State.RUNNING, State.CANCELING):
+                    self._start_driver(rec, owner, adopt=native_id)
+                    continue
+            if rec.state == State.QUEUED:
                 continue
             logs = _with_system_log(rec.logs, "interrupted: the gateway stopped while this ran")
             if rec.state == State.CANCELING:
@@ -151,6 +173,31 @@ class Dispatcher:
                     logs=logs,
                     detail=f"interrupted by gateway restarts {rec.attempt} times; giving up",
                 )
+
+    async def _adopt_submitted(self, rec: JobRecord, backend: Backend, native_id: str) -> JobRecord:
+        """A job the backend accepted just before the gateway stopped: record it RUNNING."""
+        tlog = TaskLog(
+            start_time=rfc3339(now()),
+            metadata={
+                **backend.describe(),
+                "attempt": str(rec.attempt),
+                **backend.native_metadata(native_id),
+            },
+            system_logs=[f"found at {backend.name} as {native_id} after a gateway restart"],
+        )
+        logs = [*(rec.logs or []), tlog.model_dump(mode="json", exclude_none=True)]
+        moved = await self.store.transition(
+            rec.id,
+            State.INITIALIZING,
+            State.RUNNING,
+            detail="running (re-adopted after a gateway restart)",
+            source="recovery",
+            native_id=native_id,
+            logs=logs,
+        )
+        if moved is not None:
+            rec.state, rec.native_id, rec.logs = State.RUNNING, native_id, logs
+        return rec
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -232,7 +279,7 @@ class Dispatcher:
 
     async def _drive(self, d: _Driver, rec: JobRecord, job: Job, adopt: str | None) -> None:
         backend = d.backend
-        taskdir = TaskDir(self.settings.jobs_dir / job.id)
+        taskdir = TaskDir((backend.jobs_dir or self.settings.jobs_dir) / job.id)
         prior = list(rec.logs or [])
         if adopt:
             tlog = TaskLog.model_validate(prior.pop()) if prior else TaskLog()
@@ -254,6 +301,7 @@ class Dispatcher:
                 if await self._unless_canceled(d, self.stager.stage_in(job, taskdir)):
                     await self.store.update(job.id, spec=_spec_json(job, rec.spec))
                 d.native_id = await backend.submit(job, taskdir)
+                tlog.metadata = {**(tlog.metadata or {}), **backend.native_metadata(d.native_id)}
                 moved = await self.store.transition(
                     job.id,
                     State.INITIALIZING,
@@ -309,6 +357,7 @@ class Dispatcher:
             tlog.system_logs = None
         await self._finish(job.id, final, logs(), status.detail or _detail(final, tlog))
         backend.forget(d.native_id or "")
+        self._progress.pop((backend.name, d.native_id or ""), None)
         if not self.settings.keep_task_dirs:
             await asyncio.to_thread(taskdir.remove)
 
@@ -388,6 +437,8 @@ class Dispatcher:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(backend.changed.wait(), self.settings.poll_interval)
+            if backend.min_poll_interval:
+                await asyncio.sleep(backend.min_poll_interval)
             backend.changed.clear()
             ids = [nid for (b, nid) in self._waiters if b == backend.name]
             if not ids:
@@ -397,6 +448,7 @@ class Dispatcher:
             except Exception:
                 log.exception("polling backend %s failed; will retry", backend.name)
                 continue
+            await self._note_progress(backend, statuses)
             for nid in ids:
                 fut = self._waiters.get((backend.name, nid))
                 if fut is None or fut.done():
@@ -411,6 +463,29 @@ class Dispatcher:
                     )
                 elif st.state in FINAL:
                     fut.set_result(st)
+
+    async def _note_progress(self, backend: Backend, statuses: dict[str, BackendStatus]) -> None:
+        """Record what a backend says of running jobs (e.g. "pending in the Slurm queue
+        (Priority)") as their detail, when it changes."""
+        changed = {
+            nid: st.detail
+            for nid, st in statuses.items()
+            if st.state == State.RUNNING
+            and st.detail
+            and self._progress.get((backend.name, nid)) != st.detail
+        }
+        if not changed:
+            return
+        by_native = {d.native_id: d.job_id for d in self._drivers.values() if d.native_id}
+        for nid, detail in changed.items():
+            job_id = by_native.get(nid)
+            if job_id is None:
+                continue
+            self._progress[(backend.name, nid)] = detail
+            try:
+                await self.store.update_in(job_id, State.RUNNING, detail=detail)
+            except Exception:
+                log.exception("could not record progress of job %s", job_id)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)

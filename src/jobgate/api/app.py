@@ -26,7 +26,7 @@ from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
 from jobgate.backends.base import Backend
-from jobgate.backends.choice import DEFAULT_BACKEND, make_backends
+from jobgate.backends.choice import default_backend, make_backends
 from jobgate.config import Settings
 from jobgate.dispatcher import Dispatcher
 from jobgate.service.events import EventBus
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         jobs = JobService(
             store,
             backends=backends,
-            default_backend=DEFAULT_BACKEND,
+            default_backend=default_backend(settings, backends),
             max_content_bytes=settings.max_content_bytes,
             notifier=dispatcher if dispatch else None,
             credential_backends=settings.credential_backends,
@@ -156,7 +156,13 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             events=bus,
             sandboxes=sandboxes,
             uploads=JobUploads(native, max_bytes=settings.upload_max_bytes),
-            logs=JobLogs(store, bus, jobs_dir=settings.jobs_dir, logs_dir=settings.logs_dir),
+            logs=JobLogs(
+                store,
+                bus,
+                jobs_dir=settings.jobs_dir,
+                logs_dir=settings.logs_dir,
+                backend_dirs={n: b.jobs_dir for n, b in backends.items() if b.jobs_dir},
+            ),
             auth=make_authenticator(settings, tokens, http),
             policy=policy,
             tokens=tokens,
@@ -170,11 +176,11 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             await webhooks.start()
             await dispatcher.start()
         log.info(
-            "jobgate %s: database %s, runtime %s, %d slots",
+            "jobgate %s: database %s, backends %s (default %s)",
             __version__,
             engine.url.render_as_string(hide_password=True),
-            backends["local"].describe().get("runtime"),
-            settings.slots,
+            {n: b.describe() for n, b in backends.items()},
+            jobs.default_backend,
         )
         # Keep start-up objects (modules, classes, caches: ~120k) out of the cyclic GC:
         # otherwise every full collection walks them all, a 70-90 ms pause on a slow core.

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import ClassVar
 
 from jobgate.backends.base import Backend, BackendStatus
 from jobgate.domain.models import Job
@@ -20,10 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalBackend(Backend):
-    name: ClassVar[str] = "local"
-
-    def __init__(self, runtime: Runtime, *, slots: int, log_tail_bytes: int) -> None:
+    def __init__(
+        self, runtime: Runtime, *, slots: int, log_tail_bytes: int, name: str = "local"
+    ) -> None:
         super().__init__()
+        self.name = name
         self.runtime = runtime
         self.slots = slots
         self.log_tail_bytes = log_tail_bytes

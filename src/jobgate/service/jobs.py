@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from jobgate.domain.models import WARNINGS_KEY, JobRecord, TaskSpec, new_job_id
@@ -22,6 +22,14 @@ class DispatchNotifier(Protocol):
 
     def job_submitted(self) -> None: ...
     def cancel_requested(self, job_id: str) -> None: ...
+
+
+class ParameterChecker(Protocol):
+    """What a backend says about backend_parameters (see backends/base.py)."""
+
+    parameter_keys: frozenset[str]
+
+    def check_parameters(self, params: Mapping[str, str]) -> dict[str, str]: ...
 
 
 class _NoDispatcher:
@@ -68,15 +76,24 @@ class JobService:
         self.default_backend = default_backend
         self.max_content_bytes = max_content_bytes
         self.notifier: DispatchNotifier = notifier or _NoDispatcher()
-
-    # Keys of resources.backend_parameters this server understands (case-insensitive).
-    backend_parameter_keys: frozenset[str] = frozenset({"backend"})
+        # Backends passed as objects (not just names) validate their own parameters.
+        self.checkers: dict[str, ParameterChecker] = (
+            {k: v for k, v in backends.items() if hasattr(v, "check_parameters")}
+            if isinstance(backends, Mapping)
+            else {}
+        )
+        keys = {"backend"}
+        for checker in self.checkers.values():
+            keys |= checker.parameter_keys
+        # Keys of resources.backend_parameters this server understands (case-insensitive).
+        self.backend_parameter_keys: frozenset[str] = frozenset(keys)
 
     def checked_spec(
-        self, spec: TaskSpec, *, where: str = "body"
+        self, spec: TaskSpec, *, where: str = "body", backend: str | None = None
     ) -> tuple[dict[str, Any], str, list[str]]:
         """Validate what the model can't know; return (spec JSON, backend, ignored keys).
 
+        ``backend`` (a native job's own choice) wins over backend_parameters and zones.
         Drops unsupported backend_parameters from ``spec`` (in place); raises
         :class:`InvalidRequest` with locations under ``where``.
         """
@@ -90,27 +107,46 @@ class JobService:
                         "pass large inputs by url",
                     }
                 )
+        chosen = backend
         backend = self.default_backend
         ignored: list[str] = []
         res = spec.resources
+        params = res.backend_parameters if res is not None else None
+        named = {k.lower(): v for k, v in (params or {}).items()}.get("backend")
+        if chosen is not None:
+            backend = chosen
+        elif named is None and res is not None and res.zones:
+            # TES zones: the first zone that names a configured backend picks it.
+            named = next((z for z in res.zones if z in self.backends), None)
+            if named is not None:
+                backend = named
+        elif named in self.backends:
+            backend = named
         if res is not None and res.backend_parameters is not None:
             kept = {}
+            checker = self.checkers.get(backend)
+            usable = {"backend"} | (checker.parameter_keys if checker is not None else set())
             for key, value in res.backend_parameters.items():
                 k = key.lower()
-                if k in self.backend_parameter_keys:
+                if k in usable:
                     kept[k] = value
                 else:
                     ignored.append(key)
+            if checker is not None:
+                for k, what in checker.check_parameters(kept).items():
+                    errors.append(
+                        {"where": f"{where}.resources.backend_parameters.{k}", "what": what}
+                    )
             if ignored and res.backend_parameters_strict:
                 errors.append(
                     {
                         "where": f"{where}.resources.backend_parameters",
                         "what": f"unsupported keys {sorted(ignored)} with "
-                        f"backend_parameters_strict=true; supported: "
-                        f"{sorted(self.backend_parameter_keys)}",
+                        f"backend_parameters_strict=true; supported by backend "
+                        f"{backend!r}: {sorted(usable)}",
                     }
                 )
-            if "backend" in kept:
+            if "backend" in kept and chosen is None:
                 if kept["backend"] not in self.backends:
                     errors.append(
                         {

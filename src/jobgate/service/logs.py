@@ -114,10 +114,13 @@ class JobLogs:
         logs_dir: Path,
         poll: float = 0.1,
         recheck: float = 5.0,
+        backend_dirs: dict[str, Path] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.jobs_dir = jobs_dir
+        self.backend_dirs = backend_dirs or {}
+        """Task directory roots of backends that keep them elsewhere (a shared filesystem)."""
         self.logs_dir = logs_dir
         self.poll = poll
         self.recheck = recheck
@@ -141,7 +144,8 @@ class JobLogs:
     def _open(self, job: Job, index: int, stream: Stream, final: bool) -> int | None:
         if final:
             return _open_plain(self.kept(job.id) / f"{index}.{stream}")
-        return open_live(TaskDir(self.jobs_dir / job.id), job.executors[index], index, stream)
+        root = self.backend_dirs.get(job.backend, self.jobs_dir)
+        return open_live(TaskDir(root / job.id), job.executors[index], index, stream)
 
     async def read(
         self, job: Job, index: int, stream: Stream, *, follow: bool

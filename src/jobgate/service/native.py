@@ -98,7 +98,8 @@ class NativeJobs:
         self, req: JobRequest, owner: Submitter, group_id: str | None, where: str
     ) -> tuple[NewJob, str | None]:
         spec = req.task_spec()
-        checked, backend, ignored = self.jobs.checked_spec(req, where=where)
+        own = req.backend if req.backend in self.jobs.backends else None
+        checked, backend, ignored = self.jobs.checked_spec(req, where=where, backend=own)
         spec.update({k: v for k, v in checked.items() if k in ("resources",)})
         if req.backend is not None:
             if req.backend not in self.jobs.backends:

@@ -410,6 +410,11 @@ def _update(conn: Connection, job_id: str, values: dict[str, Any]) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=now(), **values))
 
 
+def _update_in(conn: Connection, job_id: str, state: str, values: dict[str, Any]) -> bool:
+    stmt = update(jobs).where(jobs.c.id == job_id, jobs.c.state == state)
+    return bool(conn.execute(stmt.values(updated_at=now(), **values)).rowcount)
+
+
 def _set_tags(conn: Connection, job_id: str, tags: dict[str, str], spec: dict[str, Any]) -> None:
     conn.execute(delete(job_tags).where(job_tags.c.job_id == job_id))
     if tags:
@@ -567,6 +572,10 @@ class JobStore:
     async def update(self, job_id: str, **values: Any) -> None:
         """Set columns without a state change (e.g. logs while a job runs)."""
         await self.db.write(_update, job_id, values)
+
+    async def update_in(self, job_id: str, state: State, **values: Any) -> bool:
+        """Set columns only while the job is in ``state`` (no event); whether it was."""
+        return await self.db.write(_update_in, job_id, state.value, values)
 
     async def set_tags(self, job_id: str, tags: dict[str, str], spec: dict[str, Any]) -> None:
         """Replace a job's tags (labels); ``spec`` is the stored spec with the new tags."""
