@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +18,15 @@ import httpx
 from tests.conftest import Server, wait_final, wait_state
 from tests.containers.conftest import PodmanSite, containers_named, podman, requires_podman
 from tests.test_tes_api import assert_tes_shape
+from tests.test_tes_execution import create, exit_codes, sh, stdouts, uid
 
 pytestmark = requires_podman
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def sh(script: str, **extra: Any) -> dict[str, Any]:
-    return {"image": "alpine", "command": ["sh", "-c", script], **extra}
-
-
-def create(tes: httpx.Client, task: dict[str, Any]) -> str:
-    r = tes.post("/tasks", json=task)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
 
 
 def run(tes: httpx.Client, task: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     final = wait_final(tes, create(tes, task), timeout)
     assert_tes_shape(final)
     return final
-
-
-def exit_codes(task: dict[str, Any]) -> list[int]:
-    return [e["exit_code"] for e in task["logs"][-1]["logs"]]
-
-
-def stdouts(task: dict[str, Any]) -> list[str]:
-    return [e.get("stdout", "") for e in task["logs"][-1]["logs"]]
 
 
 def stderrs(task: dict[str, Any]) -> list[str]:
