@@ -21,13 +21,20 @@ run: $(STAMP)
 
 # System packages the tests use; installed only when running as root (CI), else those
 # tests skip with a reason.
+# podman, runc and a static busybox run the container tests (a local image, no registry).
+# slurmctld/munged: a single-node Slurm cluster for tests/slurm (the tests run its daemons).
+SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static \
+	slurmctld:slurm-wlm munged:munge
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
-	fi
-	@# A single-node Slurm cluster for tests/slurm (the tests start and stop its daemons).
-	@if [ "$$(id -u)" = 0 ] && ! { command -v slurmctld && command -v munged; } >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	@if [ "$$(id -u)" = 0 ]; then \
+		missing=""; \
+		for pair in $(SYSTEM_PKGS); do \
+			command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
+				missing="$$missing $${pair#*:}"; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
 	fi
 
 test: $(STAMP) system-deps

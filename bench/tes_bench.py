@@ -188,7 +188,8 @@ class Server:
             base["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(self.src), base.get("PYTHONPATH", "")) if p
             )
-        self.env = {**base, "JOBGATE_RUNTIME": "bwrap", **(env or {})}
+        # Without authentication unless asked (auth_bench.py measures its cost).
+        self.env = {**base, "JOBGATE_RUNTIME": "bwrap", "JOBGATE_AUTH": "none", **(env or {})}
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None

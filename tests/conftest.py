@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +37,30 @@ def free_port() -> int:
 class Server:
     """``jobgate serve`` in a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str | None] | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        """``env`` adds to (a value of None: removes from) the test defaults below."""
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
+        merged: dict[str, str | None] = {
             **os.environ,
             "JOBGATE_POLL_INTERVAL": "0.5",
             "JOBGATE_SLOTS": "4",
+            # The tests' own HTTP/FTP/S3 servers listen on 127.0.0.1, which the SSRF guard
+            # refuses by default; tests of the guard itself pass None to drop this.
+            "JOBGATE_STAGING_ALLOWED_HOSTS": "127.0.0.1",
+            "JOBGATE_STAGING_BACKOFF": "0.1",
+            # Tests of other features run without authentication; tests/auth set their own.
+            "JOBGATE_AUTH": "none",
             **(env or {}),
         }
+        self.env = {k: v for k, v in merged.items() if v is not None}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
@@ -64,7 +78,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             env=self.env,
             stdout=log,

@@ -25,6 +25,8 @@ def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("JOBGATE_TOKEN", raising=False)
     path = tmp_path / "config.toml"
     monkeypatch.setenv("JOBGATE_CONFIG", str(path))
+    # Nor the admin token a local `make run` left in the default data directory.
+    monkeypatch.setenv("JOBGATE_DATA_DIR", str(tmp_path / "data"))
     return path
 
 

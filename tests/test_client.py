@@ -39,6 +39,8 @@ def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("JOBGATE_TOKEN", raising=False)
     path = tmp_path / "config.toml"
     monkeypatch.setenv("JOBGATE_CONFIG", str(path))
+    # Nor the admin token a local `make run` left in the default data directory.
+    monkeypatch.setenv("JOBGATE_DATA_DIR", str(tmp_path / "data"))
     return path
 
 
@@ -233,6 +235,24 @@ def test_bulk_control_reports_each_item(jg: Client) -> None:
     assert [i.ok for i in deleted] == [True, True, False]
     assert isinstance(deleted[2].error, Conflict)
     jg.cancel(running.id)
+
+
+def test_bulk_control_splits_long_id_lists(jg: Client) -> None:
+    # The server takes 10,000 ids per request; the client splits and keeps input order.
+    held = jg.submit({"script": "true", "hold": True})
+    missing = [f"missing-{i}" for i in range(10_000)]
+    result = jg.cancel_many([*missing, held.id])
+    assert len(result) == 10_001
+    assert [i.id for i in result] == [*missing, held.id]
+    assert not any(i.ok for i in result[:10_000])
+    assert result[10_000].ok and result[10_000].state == State.CANCELED
+    assert jg.get(held.id).state == State.CANCELED
+
+
+async def test_async_bulk_control_splits_long_id_lists(ajg: AsyncClient) -> None:
+    held = await ajg.submit({"script": "true", "hold": True})
+    result = await ajg.delete_many([*(f"missing-{i}" for i in range(10_000)), held.id])
+    assert len(result) == 10_001 and [i.ok for i in result[-2:]] == [False, True]
 
 
 def test_wait_timeout_and_unknown_ids(jg: Client) -> None:

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import TERMINAL, Server
 
 LIMIT = 64 * 1024
+UNPACK_LIMIT = 4 * 1024 * 1024
 CD = 'cd "${JOBGATE_TASK_ROOT:-/}" && '
 
 
@@ -28,7 +29,12 @@ CD = 'cd "${JOBGATE_TASK_ROOT:-/}" && '
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(
         tmp_path_factory.mktemp("files") / "data",
-        {"JOBGATE_SANDBOX_MAX_BYTES": str(LIMIT), "JOBGATE_UPLOAD_MAX_BYTES": str(LIMIT)},
+        {
+            "JOBGATE_SANDBOX_MAX_BYTES": str(LIMIT),
+            "JOBGATE_UPLOAD_MAX_BYTES": str(LIMIT),
+            "JOBGATE_SANDBOX_EXTRACT_MAX_BYTES": str(UNPACK_LIMIT),
+            "JOBGATE_SANDBOX_EXTRACT_MAX_FILES": "50",
+        },
     ).start()
     yield server
     server.stop()
@@ -317,6 +323,34 @@ def test_malicious_tarball_is_refused(
     assert job["state"] == "SYSTEM_ERROR"
     assert "unsafe tarball refused" in system_logs(job) and why in system_logs(job)
     assert not list(srv.data_dir.rglob("evil.txt"))
+
+
+def test_tarball_bombs_are_refused_before_unpacking(api: httpx.Client, srv: Server) -> None:
+    # 2x the unpack limit of zeros gzips to a few KiB: well under the sandbox size limit.
+    bomb = tarball([member("zeros.bin", bytes(2 * UNPACK_LIMIT))])
+    assert len(bomb) < LIMIT
+    sha = upload_sandbox(api, bomb)["sha256"]
+    job = run(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
+    assert job["state"] == "SYSTEM_ERROR"
+    assert f"unpacks to more than {UNPACK_LIMIT} bytes" in system_logs(job)
+    assert not list(srv.data_dir.rglob("zeros.bin"))
+
+    many = tarball([member(f"f{i}.txt", b"x") for i in range(60)])
+    sha = upload_sandbox(api, many)["sha256"]
+    job = run(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/y"}])
+    assert job["state"] == "SYSTEM_ERROR"
+    assert "more than 50 entries" in system_logs(job)
+
+    # Within both limits the same shapes unpack.
+    ok = tarball([member("zeros.bin", bytes(UNPACK_LIMIT // 2)), member("a.txt", b"a")])
+    sha = upload_sandbox(api, ok)["sha256"]
+    job = run(
+        api,
+        script="wc -c < /in/z/zeros.bin",
+        inputs=[{"url": f"sandbox:{sha}", "path": "/in/z"}],
+    )
+    assert job["state"] == "COMPLETE", system_logs(job)
+    assert stdout(job).strip() == str(UNPACK_LIMIT // 2)
 
 
 def test_absolute_tarball_members_are_neutralised(api: httpx.Client) -> None:

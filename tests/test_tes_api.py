@@ -444,7 +444,7 @@ def test_paging_walks_every_task_newest_first(tes: httpx.Client) -> None:
 def test_default_page_size_is_256(tes: httpx.Client) -> None:
     p = f"many-{uid()}"
     # Tasks whose input cannot be fetched fail at staging: cheap, and no process runs.
-    task = {"inputs": [{"url": "s3://bucket/key", "path": "/data/x"}], "executors": [sh("true")]}
+    task = {"inputs": [{"url": "gs://bucket/key", "path": "/data/x"}], "executors": [sh("true")]}
     created = {create(tes, {**task, "name": f"{p}-{i:03d}"}) for i in range(257)}
     first = tes.get("/tasks", params={"name_prefix": p}).json()
     assert len(first["tasks"]) == 256

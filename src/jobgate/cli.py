@@ -69,6 +69,7 @@ class Globals:
     url: str | None = None
     token: str | None = None
     json: bool = False
+    user: str | None = None
 
 
 @app.callback()
@@ -93,9 +94,17 @@ def main(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")
     ] = False,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBGATE_USER",
+            show_envvar=True,
+            help="HTTP basic user (the password comes from JOBGATE_PASSWORD or the config file).",
+        ),
+    ] = None,
 ) -> None:
     """jobgate: one front door to many compute systems."""
-    ctx.obj = Globals(url, token, json_out)
+    ctx.obj = Globals(url, token, json_out, user)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -122,7 +131,7 @@ def _as_json(ctx: typer.Context) -> bool:
 
 def _client(ctx: typer.Context) -> Client:
     g = _globals(ctx)
-    return Client(g.url, g.token)
+    return Client(g.url, g.token, user=g.user)
 
 
 def api_command(fn: Callable[P, R]) -> Callable[P, R]:
@@ -257,12 +266,17 @@ def serve(
         }.items()
         if v
     }
-    settings = Settings(**overrides)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        settings = Settings(**overrides)
+        asgi = create_app(settings)
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        err().print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(settings),
+        asgi,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -629,6 +643,164 @@ def start(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
 def delete(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
     """Delete finished (or held) jobs with their history and data."""
     _bulk(ctx, "delete", ids)
+
+
+# -- access: who am I, service tokens, basic users -----------------------------------------
+
+ACCESS = "Access"
+token_app = typer.Typer(help="Service tokens (admins): create, list, revoke.", no_args_is_help=True)
+user_app = typer.Typer(help="Basic-auth users (JOBGATE_BASIC_USERS_FILE).", no_args_is_help=True)
+app.add_typer(token_app, name="token", rich_help_panel=ACCESS)
+app.add_typer(user_app, name="user", rich_help_panel=ACCESS)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """``90d``, ``12h``, ``30m``, ``3600`` (seconds) → seconds; ``never`` → None."""
+    text = text.strip().lower()
+    if text in ("never", "none", "0"):
+        return None
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise typer.BadParameter(
+            f"{text!r}: use a number with s, m, h, d or w (90d), or never", param_hint="--expires"
+        )
+    return int(seconds)
+
+
+@app.command(rich_help_panel=ACCESS)
+@api_command
+def whoami(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Who the server takes you for: name, how you authenticated, scopes, groups."""
+    with _client(ctx) as jg:
+        me = jg.whoami()
+    if _as_json(ctx):
+        print_json(me)
+    else:
+        out().print(
+            f"{me['name'] or '(anonymous)'} via {me['method']}; scopes: "
+            f"{', '.join(me['scopes'])}; groups: {', '.join(me['groups']) or '-'}"
+        )
+
+
+@token_app.command("create")
+@api_command
+def token_create(
+    ctx: typer.Context,
+    owner: Annotated[
+        str | None, typer.Option(help="Identity the token acts as (default: yours).")
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope", help="read, submit or admin (repeatable; default submit).", metavar="SCOPE"
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label to recognise the token by.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Group the token's caller is in.")
+    ] = None,
+    expires: Annotated[str, typer.Option(help="Lifetime: 90d, 12h, 30m… or never.")] = "90d",
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a service token. It is printed once: only its hash is kept."""
+    scopes = split_list(scope or ["submit"])
+    with _client(ctx) as jg:
+        row = jg.token_create(
+            owner=owner,
+            scopes=scopes,
+            name=name,
+            groups=split_list(group or []),
+            expires_in=parse_duration(expires),
+        )
+    if _as_json(ctx):
+        print_json(row)
+        return
+    err().print(
+        f"token {row['id']} for {row['owner']} ({', '.join(row['scopes'])}), expires "
+        f"{row['expires_at'] or 'never'}; store it now, it is not shown again:"
+    )
+    typer.echo(row["token"])
+
+
+@token_app.command("list")
+@api_command
+def token_list(
+    ctx: typer.Context,
+    all_tokens: Annotated[
+        bool, typer.Option("--all", help="Include expired and revoked tokens.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Service tokens (never their secrets)."""
+    with _client(ctx) as jg:
+        rows = jg.token_list(include_inactive=all_tokens)
+    if _as_json(ctx):
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("ID", "OWNER", "SCOPES", "NAME", "EXPIRES", "REVOKED")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["owner"],
+            ",".join(r["scopes"]),
+            r["name"] or "",
+            r["expires_at"] or "never",
+            r["revoked_at"] or "",
+        )
+    out().print(table)
+
+
+@token_app.command("revoke")
+@api_command
+def token_revoke(
+    ctx: typer.Context,
+    token_ids: Annotated[list[str], typer.Argument(metavar="TOKEN_ID...", show_default=False)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Revoke service tokens by id (from `jobgate token list`); they stop working at once."""
+    with _client(ctx) as jg:
+        rows = [jg.token_revoke(t) for t in token_ids]
+    if _as_json(ctx):
+        print_json(rows)
+    else:
+        for r in rows:
+            out().print(f"revoked {r['id']} ({r['owner']})")
+
+
+@user_app.command("set")
+def user_set(
+    file: Annotated[Path, typer.Argument(help="The users file (created 0600 if missing).")],
+    name: Annotated[str, typer.Argument(help="User name.")],
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="A group of the user (repeatable).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+) -> None:
+    """Add a user to a basic-auth users file, or change their password and groups."""
+    from jobgate.auth.basic import UsersFileError, set_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise typer.BadParameter("the password must not be empty")
+    try:
+        set_user(file, name, password, split_list(group or []))
+    except UsersFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    err().print(f"{name} set in {file}")
 
 
 if __name__ == "__main__":

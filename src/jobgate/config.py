@@ -13,7 +13,16 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Runtime = Literal["auto", "bwrap", "process"]
+from jobgate.runtimes.images import parse_image_map
+
+Runtime = Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"]
+AuthMode = Literal["oidc", "token", "basic", "none"]
+
+
+def default_podman_runtime() -> str:
+    """runc where installed: podman's default crun fails on hosts whose rlimits and
+    cgroups it cannot manage (hybrid cgroups, confined rlimits), where runc works."""
+    return "/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else ""
 
 
 def _default_data_dir() -> Path:
@@ -37,7 +46,8 @@ class Settings(BaseSettings):
     allowed_dirs: Annotated[tuple[Path, ...], NoDecode] = ()
     """Directories that ``file://`` inputs and outputs may use (comma-separated)."""
     runtime: Runtime = "auto"
-    """How executors are isolated: bwrap (default where installed) or plain processes."""
+    """How executors run: bwrap (default where installed), plain processes, or containers
+    (podman, docker, apptainer/singularity; see the container settings below)."""
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """CPU slots of the local backend; a task takes ``cpu_cores`` of them."""
 
@@ -58,6 +68,10 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=60.0, gt=0)
     sandbox_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest sandbox (uploaded or packed from a job's output_sandbox)."""
+    sandbox_extract_max_bytes: int = Field(default=10 * 1024**3, ge=1)
+    """Most bytes a tarball sandbox may unpack to (a small archive can expand enormously)."""
+    sandbox_extract_max_files: int = Field(default=100_000, ge=1)
+    """Most entries a tarball sandbox may unpack."""
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest file uploaded into a held job (``PUT /api/v1/jobs/{id}/files/...``)."""
     sse_heartbeat: float = Field(default=15.0, gt=0)
@@ -155,3 +169,155 @@ class Settings(BaseSettings):
     def sandboxes_dir(self) -> Path:
         """Content-addressed sandboxes: ``sandboxes/<sha256>``."""
         return self.data_dir / "sandboxes"
+
+    # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
+    staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
+    refuses URLs resolving to loopback, private, link-local or metadata addresses."""
+    s3_endpoint_url: str = ""
+    """S3 endpoint (MinIO, Ceph, moto); empty: AWS, or ``AWS_ENDPOINT_URL[_S3]``.
+    Credentials and region come from the standard ``AWS_*`` variables."""
+    ftp_username: str = ""
+    """FTP user when the URL names none; empty: anonymous."""
+    ftp_password: SecretStr | None = None
+    staging_http_put_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
+    """URL prefixes (comma-separated) to which http(s) outputs are PUT; others are refused."""
+    staging_parallel: int = Field(default=4, ge=1)
+    """Files transferred at once, across all tasks."""
+    staging_attempts: int = Field(default=3, ge=1)
+    """Tries per transfer when it fails transiently (connection errors, HTTP 5xx/429)."""
+    staging_backoff: float = Field(default=0.5, gt=0)
+    """Seconds before the first retry; doubled for each further one."""
+    staging_backoff_max: float = Field(default=10.0, gt=0)
+    staging_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    """Bytes per read/write (and per S3 multipart part): memory per transfer stays near it."""
+    staging_max_task_bytes: int = Field(default=0, ge=0)
+    """Most bytes one task may stage in, and out (each); 0: no limit."""
+
+    @field_validator("staging_allowed_hosts", "staging_http_put_prefixes", mode="before")
+    @classmethod
+    def _split_staging_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    # -- authentication and authorization (issue 5) --------------------------------------
+    auth: Annotated[tuple[AuthMode, ...], NoDecode] = ("token",)
+    """Accepted credentials (comma-separated): oidc, token, basic, none."""
+    auth_none_any_host: bool = False
+    """With ``none`` on, serve on a non-loopback address anyway (anyone reaching it is admin)."""
+    oidc_issuers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Trusted OIDC issuer URLs (comma-separated); keys come from their discovery documents."""
+    oidc_audience: str = ""
+    """The ``aud`` every OIDC token must carry (required when ``oidc`` is on)."""
+    oidc_user_claim: str = "sub"
+    oidc_groups_claim: str = "groups"
+    """Claim listing the user's groups (``groups``, ``wlcg.groups``, a dotted path…)."""
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = (
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "EdDSA",
+    )
+    """Signature algorithms accepted; ``none`` and shared-secret (HS*) ones never are."""
+    oidc_jwks_min_refresh: float = Field(default=30.0, ge=0)
+    """Fewest seconds between two JWKS fetches of one issuer (an unknown ``kid`` refetches)."""
+    oidc_jwks_max_age: float = Field(default=3600.0, gt=0)
+    """Seconds an issuer's keys are used before they are fetched again."""
+    oidc_leeway: float = Field(default=30.0, ge=0)
+    """Clock skew allowed on ``exp``/``nbf``/``iat``, in seconds."""
+    submit_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """Submitting needs membership of one of these groups (empty: any authenticated caller)."""
+    admin_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """Members of these groups see and control every job."""
+    share_groups: Annotated[tuple[str, ...], NoDecode] = ()
+    """A job is visible to the members of the first of these groups its submitter is in."""
+    basic_users_file: Path | None = None
+    """``user:bcrypt-hash[:group,group]`` lines (``jobgate user set`` writes them)."""
+    secret_key: SecretStr | None = None
+    """Fernet key for credentials kept at rest; unset: generated once in ``data_dir``."""
+    credential_backends: Annotated[tuple[str, ...], NoDecode] = ()
+    """Backends a job carries its submitter's bearer token to (stored encrypted)."""
+    submit_rate: float = Field(default=0.0, ge=0)
+    """Submissions per minute allowed to one caller (0: unlimited); over it answers 429."""
+    submit_burst: int = Field(default=20, ge=1)
+    """Submissions one caller may make at once before ``submit_rate`` applies."""
+
+    @field_validator(
+        "auth",
+        "oidc_issuers",
+        "oidc_algorithms",
+        "submit_groups",
+        "admin_groups",
+        "share_groups",
+        "credential_backends",
+        mode="before",
+    )
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("submit_groups", "admin_groups", "share_groups")
+    @classmethod
+    def _plain_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # IAM sends "/src/production" in wlcg.groups and "src/production" elsewhere.
+        return tuple(g.strip("/") for g in value)
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a.lower() == "none" or a.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"algorithms {bad} are not allowed for OIDC tokens")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Settings:
+        if not self.auth:
+            raise ValueError("JOBGATE_AUTH names no mode; use oidc, token, basic or none")
+        if "oidc" in self.auth and not (self.oidc_issuers and self.oidc_audience):
+            raise ValueError(
+                "JOBGATE_AUTH=oidc needs JOBGATE_OIDC_ISSUERS and JOBGATE_OIDC_AUDIENCE"
+            )
+        if "basic" in self.auth and self.basic_users_file is None:
+            raise ValueError("JOBGATE_AUTH=basic needs JOBGATE_BASIC_USERS_FILE")
+        return self
+
+    # -- container runtimes (issue 6) -------------------------------------------------
+    image_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """TES image name → local image (``alpine=localhost/busybox:latest``) or unpacked root
+    directory (``alpine=dir:/srv/roots/alpine``; also used by bwrap), comma-separated."""
+    image_dir: Path | None = None
+    """Image archives for air-gapped sites (``<image with / : @ as _>.tar`` for podman and
+    docker, ``.sif`` for apptainer), loaded the first time an image is missing."""
+    pull_timeout: float = Field(default=600.0, gt=0)
+    """Seconds an image pull may take before the task is a SYSTEM_ERROR."""
+    executor_network: bool = False
+    """Give executors the network (containers and bwrap); off by default."""
+    container_user: str = "65534:65534"
+    """``UID:GID`` executors run as in containers (task files are handed to it); empty keeps
+    the image's user. Rootless podman maps container root to the service's user instead."""
+    podman_runtime: str = Field(default_factory=lambda: default_podman_runtime())
+    """podman's OCI runtime (``--runtime``); default runc where installed, empty: podman's."""
+    container_ulimits: Annotated[tuple[str, ...], NoDecode] = ()
+    """``--ulimit`` values for podman/docker (``nofile=1024:1024,nproc=512:512``); empty:
+    this service's own nofile and nproc limits, which the engine may always set."""
+
+    @field_validator("image_map", mode="before")
+    @classmethod
+    def _split_image_map(cls, value: object) -> object:
+        return parse_image_map(value) if isinstance(value, str) else value
+
+    @field_validator("container_ulimits", mode="before")
+    @classmethod
+    def _split_ulimits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value

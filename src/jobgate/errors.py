@@ -11,10 +11,17 @@ class JobgateError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.errors = errors or []
+        self.headers = headers or {}
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "status": self.status, "message": self.message}
@@ -56,3 +63,24 @@ class RuntimeFailure(JobgateError):
 
     status = 500
     code = "runtime_failed"
+
+
+class Unauthorized(JobgateError):
+    """No valid credentials; ``headers`` carries the ``WWW-Authenticate`` challenge."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(JobgateError):
+    """Authenticated, but the caller may not do this (never used to hide a job: that is 404)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(JobgateError):
+    """Over a rate limit; ``headers`` carries ``Retry-After``."""
+
+    status = 429
+    code = "too_many_requests"

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from jobgate import __version__
-from jobgate.api import errors, files, health, streams, tes, worksteps
+from jobgate.api import errors, files, health, openapi, streams, tes, tokens, worksteps
 from jobgate.api import jobs as jobs_api
 from jobgate.api.deps import Services
+from jobgate.api.security import authenticate, public
+from jobgate.auth.authenticator import Authenticator
+from jobgate.auth.basic import BasicUsers
+from jobgate.auth.credentials import JobCredentials
+from jobgate.auth.oidc import OidcVerifier
+from jobgate.auth.policy import Policy
+from jobgate.auth.ratelimit import RateLimiter
+from jobgate.auth.secrets import SecretBox
+from jobgate.auth.tokens import ServiceTokens
+from jobgate.backends.base import Backend
 from jobgate.backends.choice import default_backend, make_backends
 from jobgate.config import Settings
 from jobgate.dispatcher import Dispatcher
@@ -31,13 +42,68 @@ from jobgate.store.database import make_engine, migrate
 from jobgate.store.idempotency import IdempotencyStore
 from jobgate.store.jobs import JobStore
 from jobgate.store.sandboxes import SandboxStore
+from jobgate.store.tokens import TokenStore
 
 log = logging.getLogger("jobgate")
 
 
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in LOOPBACK_NAMES
+
+
+def check_listen_address(settings: Settings) -> None:
+    """Refuse to serve without authentication beyond loopback unless explicitly told to."""
+    open_to_all = "none" in settings.auth and not settings.auth_none_any_host
+    if open_to_all and not is_loopback(settings.host):
+        raise ValueError(
+            f"JOBGATE_AUTH includes 'none' (no authentication): refusing to listen on "
+            f"{settings.host}, which is not a loopback address; set "
+            "JOBGATE_AUTH_NONE_ANY_HOST=true to do it anyway"
+        )
+
+
+def make_authenticator(
+    settings: Settings, tokens: ServiceTokens, http: httpx.AsyncClient
+) -> Authenticator:
+    admin_groups = frozenset(settings.admin_groups)
+    oidc = None
+    if "oidc" in settings.auth:
+        oidc = OidcVerifier(
+            http,
+            issuers=settings.oidc_issuers,
+            audience=settings.oidc_audience,
+            user_claim=settings.oidc_user_claim,
+            groups_claim=settings.oidc_groups_claim,
+            algorithms=settings.oidc_algorithms,
+            admin_groups=admin_groups,
+            min_refresh=settings.oidc_jwks_min_refresh,
+            max_age=settings.oidc_jwks_max_age,
+            leeway=settings.oidc_leeway,
+        )
+    basic = None
+    if "basic" in settings.auth and settings.basic_users_file is not None:
+        basic = BasicUsers(settings.basic_users_file, admin_groups)
+    return Authenticator(
+        settings.auth,
+        oidc=oidc,
+        tokens=tokens if "token" in settings.auth else None,
+        basic=basic,
+    )
+
+
 def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
-    """A ready ASGI app. ``dispatch=False`` serves the API without running jobs."""
+    """A ready ASGI app. ``dispatch=False`` serves the API without running jobs.
+
+    Raises ValueError when the settings would serve unauthenticated beyond loopback.
+    """
     settings = settings or Settings()
+    check_listen_address(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,14 +115,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         bus = EventBus()
         store.listeners.append(bus.publish)
         backends = make_backends(settings)
-        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
-        stager = Stager(
-            settings.allowed_dirs,
-            http,
-            settings.max_content_bytes,
-            uploads_dir=settings.uploads_dir,
-            sandboxes_dir=settings.sandboxes_dir,
-        )
+        stager = Stager.from_settings(settings)
         sandboxes = Sandboxes(
             SandboxStore(db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
         )
@@ -67,12 +126,26 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             default_backend=default_backend(settings, backends),
             max_content_bytes=settings.max_content_bytes,
             notifier=dispatcher if dispatch else None,
+            credential_backends=settings.credential_backends,
         )
         native = NativeJobs(
             jobs,
             jobs_dir=settings.jobs_dir,
             parametric_cap=settings.parametric_cap,
             max_reschedules=settings.max_reschedules,
+        )
+        secrets = SecretBox.from_settings(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        carry_credentials(settings, backends, JobCredentials(store, secrets))
+        tokens = ServiceTokens(TokenStore(db))
+        # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
+        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
+        policy = Policy(
+            submit_groups=settings.submit_groups,
+            share_groups=settings.share_groups,
+            limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
         )
         app.state.services = Services(
             settings=settings,
@@ -90,7 +163,12 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
                 logs_dir=settings.logs_dir,
                 backend_dirs={n: b.jobs_dir for n, b in backends.items() if b.jobs_dir},
             ),
+            auth=make_authenticator(settings, tokens, http),
+            policy=policy,
+            tokens=tokens,
+            secrets=secrets,
         )
+        await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher
         # Webhooks run where jobs run: one sender per database, resuming from its cursor.
         webhooks = Webhooks.from_settings(store, bus, settings)
@@ -113,6 +191,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         finally:
             await dispatcher.stop()
             await webhooks.stop()
+            await stager.aclose()
             await http.aclose()
             store.close()
             await engine.dispose()
@@ -122,6 +201,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         version=__version__,
         description="GA4GH TES v1.1 and a native jobs API over local and batch backends.",
         lifespan=lifespan,
+        # Every API route authenticates unless its endpoint is marked @public.
+        dependencies=[Depends(authenticate)],
     )
     errors.install(app)
     app.include_router(health.make_router())
@@ -129,13 +210,42 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(streams.make_router())
     app.include_router(files.make_router())
     app.include_router(worksteps.make_router())
+    app.include_router(tokens.make_router())
     tes_router = tes.make_router()
     app.include_router(tes_router, prefix="/ga4gh/tes/v1")
 
     # Before the /v1 router: its /v1/tasks/{task_id} would take "service-info" as an id.
     @app.get("/v1/tasks/service-info", include_in_schema=False)
+    @public
     async def legacy_service_info() -> JSONResponse:
         return JSONResponse(tes.service_info(app.state.services))
 
     app.include_router(tes_router, prefix="/v1", include_in_schema=False)
+    openapi.install(app, settings)
     return app
+
+
+def carry_credentials(
+    settings: Settings, backends: dict[str, Backend], credentials: JobCredentials
+) -> None:
+    """Give the backends of ``JOBGATE_CREDENTIAL_BACKENDS`` their jobs' tokens."""
+    for name in settings.credential_backends:
+        if name in backends:
+            backends[name].credentials = credentials.reveal
+        else:
+            log.warning("JOBGATE_CREDENTIAL_BACKENDS names %r, which is not configured", name)
+
+
+async def announce_auth(settings: Settings, tokens: ServiceTokens) -> None:
+    """Log how callers authenticate; create the first admin token when there is none."""
+    log.info("authentication: %s", ", ".join(settings.auth))
+    if "none" in settings.auth:
+        log.warning(
+            "JOBGATE_AUTH includes 'none': requests without credentials are served as an "
+            "anonymous admin (listening on %s)",
+            settings.host,
+        )
+    if "token" in settings.auth:
+        path = await tokens.ensure_admin_token(settings.data_dir)
+        if path is not None:
+            log.warning("created an admin service token; it is in %s (mode 0600)", path)

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from jobgate.auth.authenticator import Authenticator
+from jobgate.auth.policy import Policy
+from jobgate.auth.secrets import SecretBox
+from jobgate.auth.tokens import ServiceTokens
 from jobgate.backends.base import Backend
 from jobgate.config import Settings
 from jobgate.service.events import EventBus
@@ -28,6 +32,10 @@ class Services:
     sandboxes: Sandboxes
     uploads: JobUploads
     logs: JobLogs
+    auth: Authenticator
+    policy: Policy
+    tokens: ServiceTokens
+    secrets: SecretBox
 
 
 async def services(request: Request) -> Services:

@@ -18,7 +18,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from jobgate.api.deps import Services, services
-from jobgate.api.jobs import caller
+from jobgate.api.security import Acc
+from jobgate.auth.identity import Scope
 
 Svc = Annotated[Services, Depends(services)]
 
@@ -41,20 +42,25 @@ def make_router() -> APIRouter:
         summary="Upload a file into a held job (it appears at /{path})",
         status_code=201,
     )
-    async def put_file(job_id: str, path: str, request: Request, svc: Svc) -> JSONResponse:
+    async def put_file(
+        job_id: str, path: str, request: Request, svc: Svc, acc: Acc
+    ) -> JSONResponse:
+        await acc.control(job_id)
         info, replaced = await svc.uploads.put(
             job_id, path, request.stream(), declared_size=declared_length(request)
         )
         return _json(info, 200 if replaced else 201)
 
     @router.get("/jobs/{job_id}/files", summary="Files uploaded into a job")
-    async def list_files(job_id: str, svc: Svc) -> JSONResponse:
+    async def list_files(job_id: str, svc: Svc, acc: Acc) -> JSONResponse:
+        await acc.job(job_id)
         return _json({"files": await svc.uploads.list(job_id)})
 
     @router.post("/sandboxes", summary="Upload a sandbox (file or tarball)", status_code=201)
-    async def upload_sandbox(request: Request, svc: Svc) -> JSONResponse:
+    async def upload_sandbox(request: Request, svc: Svc, acc: Acc) -> JSONResponse:
+        acc.require(Scope.SUBMIT)
         info = await svc.sandboxes.upload(
-            request.stream(), owner=caller(request), declared_size=declared_length(request)
+            request.stream(), owner=acc.owner, declared_size=declared_length(request)
         )
         location = {"Location": f"/api/v1/sandboxes/{info.sha256}"}
         return _json(info.to_json(), 200 if info.existed else 201, location)
@@ -80,8 +86,8 @@ def make_router() -> APIRouter:
         summary="Download a job's output sandbox (tar.gz)",
         response_class=FileResponse,
     )
-    async def output_sandbox(job_id: str, svc: Svc) -> FileResponse:
-        await svc.native.get(job_id)
+    async def output_sandbox(job_id: str, svc: Svc, acc: Acc) -> FileResponse:
+        await acc.job(job_id)
         row = await svc.sandboxes.output_of(job_id)
         return FileResponse(
             svc.sandboxes.path(row.sha256),

@@ -18,10 +18,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from jobgate.api.deps import Services, services
+from jobgate.api.security import Acc, submitter
+from jobgate.auth.identity import Scope
+from jobgate.auth.policy import Access
 from jobgate.domain.models import JobEvent, JobRecord, rfc3339
 from jobgate.domain.native import MAX_PRIORITY, JobRequest, ParametricRequest
 from jobgate.domain.query import SearchRequest, SummaryRequest
-from jobgate.errors import Conflict, InvalidRequest, JobgateError
+from jobgate.domain.states import State
+from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
 from jobgate.service.native import ItemResult, NativeJobs, validation_errors
 
 Svc = Annotated[Services, Depends(services)]
@@ -101,8 +105,24 @@ def _model(cls: type[BaseModel], data: Any, where: str = "body") -> Any:
 
 
 def caller(request: Request) -> str | None:
-    """The authenticated caller (None until authentication is configured)."""
-    return getattr(request.state, "caller", None)
+    """The authenticated caller's name (None: the anonymous caller of JOBGATE_AUTH=none)."""
+    who = getattr(request.state, "caller", None)
+    return None if who is None else who.name
+
+
+async def scoped(
+    acc: Access, ids: list[str], action: Callable[[str], Awaitable[State | None]]
+) -> Callable[[str], Awaitable[State | None]]:
+    """``action`` for bulk use: 403 without the submit scope, per-item 404 for others' jobs."""
+    acc.require(Scope.SUBMIT)
+    visible = await acc.visible_ids(ids)
+
+    async def run(job_id: str) -> State | None:
+        if job_id not in visible:
+            raise JobNotFound(job_id)
+        return await action(job_id)
+
+    return run
 
 
 async def idempotent(
@@ -182,16 +202,21 @@ def make_router() -> APIRouter:
         return svc.native
 
     @router.post("/jobs", status_code=201, summary="Submit one job (JSON or YAML)")
-    async def submit(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+    async def submit(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
+        # Before the idempotency record: a 403 or 429 must not be replayed for this key.
+        who = await submitter(acc, svc)
+
         async def run() -> Response:
             req = _model(JobRequest, await parse_body(request))
-            rec = await native(svc).submit(req, owner=caller(request))
+            rec = await native(svc).submit(req, owner=who)
             return _json(job_view(rec), 201)
 
         return await idempotent(svc, request, key, run)
 
     @router.post("/jobs/bulk", summary="Submit many jobs in one transaction")
-    async def submit_bulk(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+    async def submit_bulk(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
+        who = await submitter(acc, svc)
+
         async def run() -> Response:
             body = await parse_body(request)
             items = body.get("jobs") if isinstance(body, dict) else body
@@ -200,84 +225,99 @@ def make_router() -> APIRouter:
                     'expected {"jobs": [...]} or a list of jobs',
                     errors=[{"where": "body.jobs", "what": "a non-empty list of jobs"}],
                 )
-            results = await native(svc).submit_many(items, owner=caller(request))
+            results = await native(svc).submit_many(items, owner=who)
             return _json(_results(results))
 
         return await idempotent(svc, request, key, run)
 
     @router.post("/jobs/parametric", summary="Expand one description into many jobs")
-    async def submit_parametric(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+    async def submit_parametric(
+        request: Request, svc: Svc, acc: Acc, key: IdemKey = None
+    ) -> Response:
+        who = await submitter(acc, svc)
+
         async def run() -> Response:
             req = _model(ParametricRequest, await parse_body(request))
-            group, results = await native(svc).submit_parametric(req, owner=caller(request))
+            group, results = await native(svc).submit_parametric(req, owner=who)
             return _json({"group": group, **_results(results)})
 
         return await idempotent(svc, request, key, run)
 
     @router.post("/jobs/search", summary="Search jobs (filters, sort, paging, fields)")
-    async def search(request: Request, svc: Svc) -> Response:
+    async def search(request: Request, svc: Svc, acc: Acc) -> Response:
         req = _model(SearchRequest, await parse_body(request))
-        items, cursor = await native(svc).search(req, owner=None)
+        items, cursor = await native(svc).search(req, owner=acc.visibility())
         return _json({"jobs": items, "next_cursor": cursor})
 
     @router.post("/jobs/summary", summary="Count jobs grouped by fields")
-    async def summary(request: Request, svc: Svc) -> Response:
+    async def summary(request: Request, svc: Svc, acc: Acc) -> Response:
         req = _model(SummaryRequest, await parse_body(request))
-        return _json({"groups": await native(svc).summary(req, owner=None)})
+        return _json({"groups": await native(svc).summary(req, owner=acc.visibility())})
 
     @router.post("/jobs/cancel", summary="Cancel many jobs")
-    async def cancel_many(body: IdList, svc: Svc) -> Response:
-        return _json(_results(await native(svc).bulk(body.ids, native(svc).cancel)))
+    async def cancel_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+        action = await scoped(acc, body.ids, native(svc).cancel)
+        return _json(_results(await native(svc).bulk(body.ids, action)))
 
     @router.post("/jobs/reschedule", summary="Reschedule many jobs")
-    async def reschedule_many(body: IdList, svc: Svc) -> Response:
-        return _json(_results(await native(svc).bulk(body.ids, native(svc).reschedule)))
+    async def reschedule_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+        action = await scoped(acc, body.ids, native(svc).reschedule)
+        return _json(_results(await native(svc).bulk(body.ids, action)))
 
     @router.post("/jobs/start", summary="Start many held jobs")
-    async def start_many(body: IdList, svc: Svc) -> Response:
-        return _json(_results(await native(svc).bulk(body.ids, native(svc).start)))
+    async def start_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+        action = await scoped(acc, body.ids, native(svc).start)
+        return _json(_results(await native(svc).bulk(body.ids, action)))
 
     @router.post("/jobs/delete", summary="Delete many final jobs")
-    async def delete_many(body: IdList, svc: Svc) -> Response:
-        return _json(_results(await native(svc).delete_many(body.ids)))
+    async def delete_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+        acc.require(Scope.SUBMIT)
+        visible = await acc.visible_ids(body.ids)
+        return _json(_results(await native(svc).delete_many(body.ids, only=visible)))
 
     @router.post("/jobs/patch", summary="Change priority or labels of many jobs")
-    async def patch_many(body: BulkPatch, svc: Svc) -> Response:
+    async def patch_many(body: BulkPatch, svc: Svc, acc: Acc) -> Response:
         async def patch(job_id: str) -> Any:
             rec = await native(svc).patch(
                 job_id, priority=body.priority, labels=body.labels, app_status=body.app_status
             )
             return rec.state
 
-        return _json(_results(await native(svc).bulk(body.ids, patch)))
+        return _json(_results(await native(svc).bulk(body.ids, await scoped(acc, body.ids, patch))))
 
     @router.get("/jobs/{job_id}", summary="One job")
-    async def get(job_id: str, svc: Svc) -> Response:
-        return _json(job_view(await native(svc).get(job_id)))
+    async def get(job_id: str, acc: Acc) -> Response:
+        return _json(job_view(await acc.job(job_id)))
 
     @router.get("/jobs/{job_id}/events", summary="Status history")
-    async def events(job_id: str, svc: Svc) -> Response:
+    async def events(job_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.job(job_id)
         return _json({"events": [event_view(e) for e in await native(svc).events(job_id)]})
 
     @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
-    async def cancel(job_id: str, svc: Svc) -> Response:
+    async def cancel(job_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).cancel(job_id)).value})
 
     @router.post("/jobs/{job_id}/reschedule", summary="Run a failed or canceled job again")
-    async def reschedule(job_id: str, svc: Svc) -> Response:
+    async def reschedule(job_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).reschedule(job_id)).value})
 
     @router.post("/jobs/{job_id}/start", summary="Queue a held job")
-    async def start(job_id: str, svc: Svc) -> Response:
+    async def start(job_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).start(job_id)).value})
 
     @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a final job and its data")
-    async def delete(job_id: str, svc: Svc) -> Response:
+    async def delete(job_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
         await native(svc).delete(job_id)
         return Response(status_code=204)
 
     @router.patch("/jobs/{job_id}", summary="Change priority, labels or application status")
-    async def patch(job_id: str, body: Patch, svc: Svc) -> Response:
+    async def patch(job_id: str, body: Patch, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
         rec = await native(svc).patch(
             job_id, priority=body.priority, labels=body.labels, app_status=body.app_status
         )

@@ -17,11 +17,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from jobgate.api.deps import Services, services
-from jobgate.api.jobs import caller, event_view
+from jobgate.api.jobs import event_view
+from jobgate.api.security import Acc
 from jobgate.domain.models import JobEvent
 from jobgate.errors import InvalidRequest
 from jobgate.service.feed import follow_events
@@ -74,9 +75,13 @@ def make_router() -> APIRouter:
         response_class=StreamingResponse,
     )
     async def job_events(
-        job_id: str, svc: Svc, last_event_id: LastEventId = None, after: After = None
+        job_id: str,
+        svc: Svc,
+        acc: Acc,
+        last_event_id: LastEventId = None,
+        after: After = None,
     ) -> StreamingResponse:
-        await svc.native.get(job_id)  # a 404 before the stream starts
+        await acc.job(job_id)  # a 404 before the stream starts
         start = resume_point(last_event_id, after)
         feed = follow_events(
             svc.jobs.store,
@@ -93,13 +98,13 @@ def make_router() -> APIRouter:
         response_class=StreamingResponse,
     )
     async def all_events(
-        request: Request, svc: Svc, last_event_id: LastEventId = None, after: After = None
+        svc: Svc, acc: Acc, last_event_id: LastEventId = None, after: After = None
     ) -> StreamingResponse:
         feed = follow_events(
             svc.jobs.store,
             svc.events,
             after=resume_point(last_event_id, after),
-            owner=caller(request),
+            owner=acc.policy.events_owner(acc.caller),
             heartbeat=svc.settings.sse_heartbeat,
         )
         return _event_stream(feed)
@@ -112,10 +117,12 @@ def make_router() -> APIRouter:
     async def logs(
         job_id: str,
         svc: Svc,
+        acc: Acc,
         stream: Stream = "stdout",
         follow: bool = False,
         executor: Annotated[int, Query(ge=0)] = 0,
     ) -> StreamingResponse:
+        await acc.job(job_id)
         job = await svc.logs.check(job_id, executor)
         return StreamingResponse(
             svc.logs.read(job, executor, stream, follow=follow),

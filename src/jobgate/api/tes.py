@@ -16,9 +16,10 @@ from pydantic import BaseModel
 
 from jobgate import __version__
 from jobgate.api.deps import Services, services
+from jobgate.api.security import Acc, public, submitter
 from jobgate.domain.models import JobRecord, TaskLog, TaskSpec, rfc3339
 from jobgate.domain.states import State
-from jobgate.staging import INPUT_SCHEMES, OUTPUT_SCHEMES
+from jobgate.staging import OUTPUT_SCHEMES, storage
 
 # Fields of tesTask a stored spec may hold (the native API stores more; TES shows these).
 TES_SPEC_FIELDS = (
@@ -98,8 +99,6 @@ def _strip_for_basic(task: dict[str, Any]) -> None:
 
 def service_info(svc: Services) -> dict[str, Any]:
     s = svc.settings
-    storage = [d.as_uri() for d in s.allowed_dirs]
-    storage += [f"{scheme}://" for scheme in INPUT_SCHEMES if scheme != "file"]
     backend = svc.backends[svc.jobs.default_backend].describe()
     return {
         "id": s.service_id,
@@ -109,7 +108,7 @@ def service_info(svc: Services) -> dict[str, Any]:
         f"(runtime: {backend.get('runtime', 'n/a')}; outputs: {', '.join(OUTPUT_SCHEMES)})",
         "organization": {"name": s.organization_name, "url": s.organization_url},
         "version": __version__,
-        "storage": storage,
+        "storage": storage(s),
         "tesResources_backend_parameters": sorted(svc.jobs.backend_parameter_keys),
     }
 
@@ -121,24 +120,30 @@ def make_router() -> APIRouter:
     router = APIRouter(tags=["GA4GH TES v1.1"])
 
     @router.get("/service-info", summary="GetServiceInfo")
+    @public
     async def get_service_info(svc: Svc) -> Response:
         return _json(service_info(svc))
 
     @router.post(
         "/tasks/{task_id}:cancel", summary="CancelTask", responses={200: {"model": dict[str, str]}}
     )
-    async def cancel_task(task_id: str, svc: Svc) -> Response:
+    async def cancel_task(task_id: str, svc: Svc, acc: Acc) -> Response:
+        await acc.control(task_id)
         await svc.jobs.cancel(task_id)
         return _json({})
 
     @router.post("/tasks", summary="CreateTask", responses={200: {"model": TesCreateTaskResponse}})
-    async def create_task(task: TaskSpec, svc: Svc) -> Response:
-        job_id = await svc.jobs.submit(task)
+    async def create_task(task: TaskSpec, svc: Svc, acc: Acc) -> Response:
+        who = await submitter(acc, svc)
+        job_id = await svc.jobs.submit(
+            task, owner=who.owner, share_group=who.share_group, credential=who.credential
+        )
         return _json({"id": job_id})
 
     @router.get("/tasks", summary="ListTasks", responses={200: {"model": TesListTasksResponse}})
     async def list_tasks(
         svc: Svc,
+        acc: Acc,
         name_prefix: str | None = None,
         state: State | None = None,
         tag_key: Annotated[list[str] | None, Query()] = None,
@@ -156,6 +161,7 @@ def make_router() -> APIRouter:
             page_size=page_size,
             page_token=page_token,
             minimal=view == View.MINIMAL,
+            visible=acc.visibility(),
         )
         body: dict[str, Any] = {"tasks": [task_view(r, view) for r in records]}
         if token:
@@ -163,7 +169,7 @@ def make_router() -> APIRouter:
         return _json(body)
 
     @router.get("/tasks/{task_id}", summary="GetTask", responses={200: {"model": TesTask}})
-    async def get_task(task_id: str, svc: Svc, view: View = View.MINIMAL) -> Response:
-        return _json(task_view(await svc.jobs.get(task_id), view))
+    async def get_task(acc: Acc, task_id: str, view: View = View.MINIMAL) -> Response:
+        return _json(task_view(await acc.job(task_id), view))
 
     return router

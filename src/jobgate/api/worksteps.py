@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobgate.api.deps import Services, services
-from jobgate.api.jobs import caller, idempotent, parse_body
+from jobgate.api.jobs import idempotent, parse_body
+from jobgate.api.security import Acc, submitter
 from jobgate.domain.models import JobEvent, JobRecord, rfc3339
 from jobgate.domain.native import JobRequest
 from jobgate.domain.states import State
@@ -187,7 +188,9 @@ def make_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["SKA SRCNet worksteps"])
 
     @router.post("/worksteps", summary="Submit a workstep")
-    async def submit(request: Request, svc: Svc, key: IdemKey = None) -> Response:
+    async def submit(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
+        who = await submitter(acc, svc)
+
         async def run() -> Response:
             ws = _parse(await parse_body(request))
             backend = node_backend(
@@ -198,15 +201,15 @@ def make_router() -> APIRouter:
                     f"SRCNet node {ws.system_parameters.src_node[0]!r} maps to backend "
                     f"{backend!r}, which this gateway does not run (check JOBGATE_SRC_NODES)"
                 )
-            rec = await svc.native.submit(to_job(ws, backend), owner=caller(request))
+            rec = await svc.native.submit(to_job(ws, backend), owner=who)
             body = {"response_code": 200, "response_text": "Job submitted successfully."}
             return JSONResponse({**body, "id": rec.id})
 
         return await idempotent(svc, request, key, run)
 
     @router.get("/worksteps/{workstep_id}", summary="A workstep's status")
-    async def get(workstep_id: str, svc: Svc) -> JSONResponse:
-        rec = await svc.native.get(workstep_id)
+    async def get(workstep_id: str, svc: Svc, acc: Acc) -> JSONResponse:
+        rec = await acc.job(workstep_id)
         return JSONResponse(status_view(rec, await svc.native.events(workstep_id)))
 
     return router

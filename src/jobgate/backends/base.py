@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -56,6 +56,10 @@ class Backend(abc.ABC):
     scheduler's controller should not be asked about its queue many times a second)."""
     parameter_keys: ClassVar[frozenset[str]] = frozenset()
     """resources.backend_parameters keys this backend understands (besides ``backend``)."""
+    credentials: Callable[[str], Awaitable[str | None]] | None = None
+    """Set by the app on backends in ``JOBGATE_CREDENTIAL_BACKENDS``: job id → the bearer
+    token its submitter authenticated with (decrypted), for a backend that calls another
+    service (a remote TES, Pulsar) on the submitter's behalf. Never log what it returns."""
 
     def __init__(self) -> None:
         self.changed = asyncio.Event()

@@ -31,6 +31,9 @@ class LocalBackend(Backend):
         swept = self.cgroups.sweep()
         if swept:
             log.warning("killed %d processes left over by an earlier run", swept)
+        removed = runtime.sweep()
+        if removed:
+            log.warning("removed %d containers left over by an earlier run", removed)
         self._runs: dict[str, tuple[TaskRun, asyncio.Task[object]]] = {}
         self._metadata = runtime.describe()  # fixed for the runtime's life: built once
 

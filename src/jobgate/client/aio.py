@@ -25,7 +25,7 @@ from jobgate.client.calls import (
     Stream,
     View,
 )
-from jobgate.client.config import resolve
+from jobgate.client.config import ClientConfig, resolve
 from jobgate.client.errors import connection_failed, from_response
 from jobgate.client.models import BulkResult, Event, Job, SearchPage
 from jobgate.domain.models import TaskSpec
@@ -35,10 +35,11 @@ from jobgate.domain.states import State
 T = TypeVar("T")
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _headers(cfg: ClientConfig) -> dict[str, str]:
     headers = {"user-agent": f"jobgate-client/{__version__}", "accept": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
+    auth = cfg.authorization()
+    if auth:
+        headers["authorization"] = auth
     return headers
 
 
@@ -60,19 +61,19 @@ class AsyncClient:
         url: str | None = None,
         token: str | None = None,
         *,
+        user: str | None = None,
+        password: str | None = None,
         timeout: float = 30.0,
         retries: int = 4,
         backoff: float = 0.25,
         config_path: Path | None = None,
     ) -> None:
-        cfg = resolve(url, token, path=config_path)
+        cfg = resolve(url, token, user=user, password=password, path=config_path)
         self.url = cfg.url
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.AsyncClient(
-            base_url=cfg.url, headers=_headers(cfg.token), timeout=timeout
-        )
+        self._http = httpx.AsyncClient(base_url=cfg.url, headers=_headers(cfg), timeout=timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -87,6 +88,14 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def _bulk(self, parts: list[Call[BulkResult]]) -> BulkResult:
+        """Run split bulk calls in order; their per-item results concatenate."""
+        out = BulkResult()
+        for part in parts:
+            result: BulkResult = await self._run(part)
+            out.extend(result)
+        return out
 
     async def _run(self, call: Call[T]) -> T:
         attempt = 0
@@ -224,16 +233,16 @@ class AsyncClient:
         return await self._run(calls.patch(job_id, priority, labels, app_status))
 
     async def cancel_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("cancel", ids))
+        return await self._bulk(calls.bulk("cancel", ids))
 
     async def reschedule_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("reschedule", ids))
+        return await self._bulk(calls.bulk("reschedule", ids))
 
     async def start_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("start", ids))
+        return await self._bulk(calls.bulk("start", ids))
 
     async def delete_many(self, ids: Sequence[str]) -> BulkResult:
-        return await self._run(calls.bulk("delete", ids))
+        return await self._bulk(calls.bulk("delete", ids))
 
     async def patch_many(
         self,
@@ -244,7 +253,7 @@ class AsyncClient:
         app_status: str | None = None,
     ) -> BulkResult:
         changes = calls.patch_body(priority, labels, app_status)
-        return await self._run(calls.bulk("patch", ids, changes))
+        return await self._bulk(calls.bulk("patch", ids, changes))
 
     # -- waiting and logs --------------------------------------------------------------
 
@@ -330,6 +339,30 @@ class AsyncClient:
 
     async def health(self) -> dict[str, Any]:
         return await self._run(calls.health())
+
+    async def whoami(self) -> dict[str, Any]:
+        """Who the server takes this client for: name, method, scopes, groups, admin."""
+        return await self._run(calls.whoami())
+
+    async def token_create(
+        self,
+        *,
+        owner: str | None = None,
+        scopes: Sequence[str] = ("submit",),
+        name: str | None = None,
+        groups: Sequence[str] = (),
+        expires_in: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a service token (admins); the answer's ``token`` is shown only this once."""
+        return await self._run(calls.token_create(owner, scopes, name, groups, expires_in))
+
+    async def token_list(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        """Service tokens (admins), without their secrets."""
+        return await self._run(calls.token_list(include_inactive))
+
+    async def token_revoke(self, token_id: str) -> dict[str, Any]:
+        """Revoke a service token (admins); revoking twice is harmless."""
+        return await self._run(calls.token_revoke(token_id))
 
     async def service_info(self) -> dict[str, Any]:
         """The TES service-info document."""

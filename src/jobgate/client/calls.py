@@ -317,12 +317,19 @@ def patch(
 BulkAction = Literal["cancel", "reschedule", "start", "delete", "patch"]
 
 
+BULK_MAX = 10_000
+"""Most ids the server takes in one bulk request; the clients split longer lists."""
+
+
 def bulk(
     action: BulkAction, ids: Sequence[str], changes: Mapping[str, Any] | None = None
-) -> Call[BulkResult]:
-    """One bulk control call; ``changes`` are the patch fields (for ``patch`` only)."""
-    body = {"ids": list(ids), **(changes or {})}
-    return _json_call("POST", f"{NATIVE}/jobs/{action}", body, _bulk)
+) -> list[Call[BulkResult]]:
+    """Bulk control calls, one per :data:`BULK_MAX` ids, whose results concatenate in
+    input order; ``changes`` are the patch fields (for ``patch`` only)."""
+    return [
+        _json_call("POST", f"{NATIVE}/jobs/{action}", {"ids": list(part), **(changes or {})}, _bulk)
+        for part in (ids[i : i + BULK_MAX] for i in range(0, len(ids), BULK_MAX))
+    ]
 
 
 def logs(job_id: str, stream: Stream, follow: bool, executor: int) -> Call[None]:
@@ -463,3 +470,39 @@ class Waiter:
 
     def result(self) -> list[Job]:
         return [self.done[i] for i in self.order if i in self.done]
+
+
+# -- identity and service tokens -----------------------------------------------------------
+
+
+def whoami() -> Call[dict[str, Any]]:
+    return Call("GET", f"{NATIVE}/me", _dict, retry=True)
+
+
+def token_create(
+    owner: str | None,
+    scopes: Sequence[str],
+    name: str | None,
+    groups: Sequence[str],
+    expires_in: int | None,
+) -> Call[dict[str, Any]]:
+    body = {
+        "owner": owner,
+        "scopes": list(scopes),
+        "name": name,
+        "groups": list(groups),
+        "expires_in": expires_in,
+    }
+    return _json_call("POST", f"{NATIVE}/tokens", body, _dict)
+
+
+def token_list(include_inactive: bool) -> Call[list[dict[str, Any]]]:
+    def parse(resp: httpx.Response) -> list[dict[str, Any]]:
+        return list(resp.json()["tokens"])
+
+    params = {"all": "true"} if include_inactive else None
+    return Call("GET", f"{NATIVE}/tokens", parse, params=params, retry=True)
+
+
+def token_revoke(token_id: str) -> Call[dict[str, Any]]:
+    return Call("DELETE", f"{NATIVE}/tokens/{_seg(token_id)}", _dict, retry=True)

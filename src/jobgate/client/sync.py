@@ -21,7 +21,7 @@ from jobgate.client.calls import (
     Stream,
     View,
 )
-from jobgate.client.config import resolve
+from jobgate.client.config import ClientConfig, resolve
 from jobgate.client.errors import connection_failed, from_response
 from jobgate.client.models import BulkResult, Event, Job, SearchPage
 from jobgate.domain.models import TaskSpec
@@ -31,17 +31,19 @@ from jobgate.domain.states import State
 T = TypeVar("T")
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _headers(cfg: ClientConfig) -> dict[str, str]:
     headers = {"user-agent": f"jobgate-client/{__version__}", "accept": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
+    auth = cfg.authorization()
+    if auth:
+        headers["authorization"] = auth
     return headers
 
 
 class Client:
     """A client for one jobgate server (native API and GA4GH TES).
 
-    ``url`` and ``token`` default to ``JOBGATE_URL``/``JOBGATE_TOKEN``, then the config
+    ``url`` and ``token`` (or ``user``/``password`` for HTTP basic) default to
+    ``JOBGATE_URL``/``JOBGATE_TOKEN``/``JOBGATE_USER``/``JOBGATE_PASSWORD``, then the config
     file (see :mod:`jobgate.client.config`). Every method raises a
     :class:`~jobgate.client.errors.JobgateClientError` subclass on failure: ``NotFound``,
     ``InvalidRequest`` (with ``.errors``), ``Conflict``, ``ConnectionFailed``, …
@@ -56,17 +58,19 @@ class Client:
         url: str | None = None,
         token: str | None = None,
         *,
+        user: str | None = None,
+        password: str | None = None,
         timeout: float = 30.0,
         retries: int = 4,
         backoff: float = 0.25,
         config_path: Path | None = None,
     ) -> None:
-        cfg = resolve(url, token, path=config_path)
+        cfg = resolve(url, token, user=user, password=password, path=config_path)
         self.url = cfg.url
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.Client(base_url=cfg.url, headers=_headers(cfg.token), timeout=timeout)
+        self._http = httpx.Client(base_url=cfg.url, headers=_headers(cfg), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -81,6 +85,14 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _bulk(self, parts: list[Call[BulkResult]]) -> BulkResult:
+        """Run split bulk calls in order; their per-item results concatenate."""
+        out = BulkResult()
+        for part in parts:
+            result: BulkResult = self._run(part)
+            out.extend(result)
+        return out
 
     def _run(self, call: Call[T]) -> T:
         attempt = 0
@@ -218,16 +230,16 @@ class Client:
         return self._run(calls.patch(job_id, priority, labels, app_status))
 
     def cancel_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("cancel", ids))
+        return self._bulk(calls.bulk("cancel", ids))
 
     def reschedule_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("reschedule", ids))
+        return self._bulk(calls.bulk("reschedule", ids))
 
     def start_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("start", ids))
+        return self._bulk(calls.bulk("start", ids))
 
     def delete_many(self, ids: Sequence[str]) -> BulkResult:
-        return self._run(calls.bulk("delete", ids))
+        return self._bulk(calls.bulk("delete", ids))
 
     def patch_many(
         self,
@@ -238,7 +250,7 @@ class Client:
         app_status: str | None = None,
     ) -> BulkResult:
         changes = calls.patch_body(priority, labels, app_status)
-        return self._run(calls.bulk("patch", ids, changes))
+        return self._bulk(calls.bulk("patch", ids, changes))
 
     # -- waiting and logs --------------------------------------------------------------
 
@@ -323,6 +335,30 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self._run(calls.health())
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the server takes this client for: name, method, scopes, groups, admin."""
+        return self._run(calls.whoami())
+
+    def token_create(
+        self,
+        *,
+        owner: str | None = None,
+        scopes: Sequence[str] = ("submit",),
+        name: str | None = None,
+        groups: Sequence[str] = (),
+        expires_in: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a service token (admins); the answer's ``token`` is shown only this once."""
+        return self._run(calls.token_create(owner, scopes, name, groups, expires_in))
+
+    def token_list(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        """Service tokens (admins), without their secrets."""
+        return self._run(calls.token_list(include_inactive))
+
+    def token_revoke(self, token_id: str) -> dict[str, Any]:
+        """Revoke a service token (admins); revoking twice is harmless."""
+        return self._run(calls.token_revoke(token_id))
 
     def service_info(self) -> dict[str, Any]:
         """The TES service-info document."""

@@ -245,6 +245,7 @@ class JobRecord:
     reschedules: int = 0
     updated_at: datetime | None = None
     app_status: str | None = None
+    share_group: str | None = None
 
     def to_job(self) -> Job:
         return Job.model_validate(

@@ -23,8 +23,8 @@ import psutil
 
 from jobgate.domain.models import ExecutorLog, Job, now, rfc3339
 from jobgate.domain.states import State
-from jobgate.runner.taskdir import PathEscape, TaskDir
-from jobgate.runtimes.base import ExecSpec, Runtime, UnsupportedTask
+from jobgate.runner.taskdir import PathEscape, TaskDir, container_paths
+from jobgate.runtimes.base import ExecSpec, Finished, Runtime, RuntimeFailure, UnsupportedTask
 from jobgate.runtimes.cgroups import CgroupLayout, ResourceGroup
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def exit_status(returncode: int) -> int:
 class _Spawned:
     """One executor's running process and what the post-exit step needs of it."""
 
+    spec: ExecSpec
     proc: subprocess.Popen[bytes]
     pidfd: int | None
     group: ResourceGroup
@@ -79,6 +80,10 @@ class _Spawned:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+class _CanceledBeforeStart(Exception):
+    """The task was canceled while its executor was being prepared."""
 
 
 @dataclass
@@ -118,6 +123,7 @@ class TaskRun:
         self._proc: subprocess.Popen[bytes] | None = None
         self._group: ResourceGroup | None = None
         self._canceled = False
+        self._paths = container_paths(job)
 
     async def run(self) -> TaskResult:
         try:
@@ -126,7 +132,7 @@ class TaskRun:
             self.cancel()
             self.result.state = State.CANCELED
             raise
-        except (UnsupportedTask, PathEscape, OSError) as exc:
+        except (UnsupportedTask, RuntimeFailure, PathEscape, OSError) as exc:
             self.result.state = State.SYSTEM_ERROR
             self.result.system_logs.append(f"cannot run executor: {exc}")
         finally:
@@ -138,7 +144,11 @@ class TaskRun:
             if self._canceled:
                 self.result.state = State.CANCELED
                 return
-            exlog = await self._run_one(index)
+            try:
+                exlog = await self._run_one(index)
+            except _CanceledBeforeStart:
+                self.result.state = State.CANCELED
+                return
             self.result.executor_logs.append(exlog)
             self.on_change()
             if self._canceled:
@@ -166,11 +176,23 @@ class TaskRun:
         self._group = None
         if interrupted or cut:
             raise asyncio.CancelledError
+        gb = (self.job.ram_bytes or 0) / 1024**3
         if outcome.oom:
-            gb = (self.job.ram_bytes or 0) / 1024**3
             self.result.system_logs.append(
                 f"executor {index} exceeded its memory limit (ram_gb={gb:g}) "
                 "and was killed by the kernel's OOM killer"
+            )
+        elif (
+            self.runtime.limits_itself
+            and self.job.ram_bytes
+            and exit_status(outcome.returncode) == 128 + signal.SIGKILL
+            and not self._canceled
+        ):
+            # Engines on cgroup v1 hosts may not see their own OOM kills: a SIGKILL
+            # nobody here sent, under a memory limit, is most likely one.
+            self.result.system_logs.append(
+                f"executor {index} was killed (SIGKILL) under a memory limit of "
+                f"ram_gb={gb:g}: most likely it exceeded it (the kernel's OOM killer)"
             )
         return ExecutorLog(
             start_time=rfc3339(spawned.start),
@@ -193,13 +215,23 @@ class TaskRun:
             workdir=ex.workdir,
             cpu_cores=self.job.cpu_cores,
             ram_bytes=self.job.ram_bytes,
+            name=f"jobgate-{self.job.id}-{index}",
+            paths=self._paths,
         )
+        self.runtime.prepare(spec)
+        if self._canceled:  # during a long image pull, say: start nothing
+            raise _CanceledBeforeStart
         cmd = self.runtime.command(spec)
         stdout_path = td.host(ex.stdout) if ex.stdout else td.log_file(index, "stdout")
         stderr_path = td.host(ex.stderr) if ex.stderr else td.log_file(index, "stderr")
         stdin_path = td.host(ex.stdin) if ex.stdin else None
+        # A runtime that limits the executor itself leaves this group only its client,
+        # which must not be OOM-killed in the executor's stead.
+        own = not self.runtime.limits_itself
         group = self.cgroups.group(
-            f"{self.job.id}-{index}", ram_bytes=spec.ram_bytes, cpu_cores=spec.cpu_cores
+            f"{self.job.id}-{index}",
+            ram_bytes=spec.ram_bytes if own else None,
+            cpu_cores=spec.cpu_cores if own else None,
         )
         self._group = group  # from here on, cancel() kills whatever joins it
         fds: list[int] = []
@@ -231,6 +263,8 @@ class TaskRun:
                 os.close(fd)
             group.remove()
             self._group = None
+            with contextlib.suppress(RuntimeFailure):  # the spawn's error is the news
+                self.runtime.finish(spec, None)
             raise
         if stdin_path is not None:
             os.close(fds[-1])
@@ -241,14 +275,21 @@ class TaskRun:
             pidfd: int | None = os.pidfd_open(proc.pid)
         except OSError:  # kernels before 5.3
             pidfd = None
-        return _Spawned(proc, pidfd, group, out_fd, err_fd, start)
+        return _Spawned(spec, proc, pidfd, group, out_fd, err_fd, start)
 
     def _finish(self, spawned: _Spawned) -> _Outcome:
         """In a worker thread: reap, check for OOM, clear the cgroup, read the log tails."""
         try:
             returncode = spawned.proc.wait()
+            # The runtime's leftovers (a container) go first: the group's kill below
+            # may take the engine's client, never what it started elsewhere.
+            try:
+                finished = self.runtime.finish(spawned.spec, returncode)
+            except RuntimeFailure as exc:  # the engine is gone: its sweep at start cleans up
+                log.error("executor %s: %s", spawned.spec.name, exc)
+                finished = Finished()
             group = spawned.group
-            oom = group.oom_killed()
+            oom = group.oom_killed() or finished.oom
             if group.kill_all():  # daemons the executor left behind die with it
                 group.remove(patience=CGROUP_REMOVE_PATIENCE)
             else:

@@ -83,7 +83,7 @@ def _host(root: Path, container_path: str) -> Path:
     return candidate
 
 
-def _named_dirs(job: Job) -> set[str]:
+def _named_dirs(job: Job, *, input_parents: bool = True) -> set[str]:
     """Container directories the task names: volumes, parents of inputs, outputs, stdio."""
     dirs: set[str] = set(job.volumes or [])
     for out in job.outputs or []:
@@ -99,7 +99,7 @@ def _named_dirs(job: Job) -> set[str]:
                     break
                 fixed.append(part)
             dirs.add("/".join(fixed) or "/")
-    for inp in job.inputs or []:
+    for inp in job.inputs if input_parents and job.inputs else []:
         dirs.add(inp.path.rsplit("/", 1)[0] or "/")
     for ex in job.executors:
         if ex.workdir:
@@ -108,3 +108,17 @@ def _named_dirs(job: Job) -> set[str]:
             if p:
                 dirs.add(p.rsplit("/", 1)[0] or "/")
     return dirs
+
+
+def container_paths(job: Job) -> tuple[str, ...]:
+    """The paths a container binds from the task root: every path the task names (inputs
+    themselves, output and stdio directories, volumes, workdirs), none inside another.
+
+    Inputs are bound as themselves, not their directories, so an input at
+    ``/etc/app.conf`` leaves the image's ``/etc`` in place."""
+    named = _named_dirs(job, input_parents=False) | {inp.path for inp in job.inputs or []}
+    kept: list[str] = []
+    for path in sorted(p.rstrip("/") or "/" for p in named):
+        if not any(path == k or path.startswith(k + "/") or k == "/" for k in kept):
+            kept.append(path)
+    return tuple(kept)

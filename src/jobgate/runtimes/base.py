@@ -32,6 +32,11 @@ class ExecSpec:
     workdir: str | None = None
     cpu_cores: int = 1
     ram_bytes: int | None = None
+    name: str = "jobgate-executor"
+    """Unique per task and executor (``jobgate-<task id>-<index>``): a container's name."""
+    paths: tuple[str, ...] = ()
+    """Container paths the task names (inputs, outputs, volumes, workdir, stdio), none
+    inside another: what a container runtime binds from ``root``. ``/tmp`` is implied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,25 +46,61 @@ class HostCommand:
     env: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a runtime learnt about an executor after its host command exited."""
+
+    oom: bool = False
+    """The runtime saw the executor killed for exceeding its memory limit."""
+
+
 class UnsupportedTask(ValueError):
     """The task asks for something this runtime cannot give (a SYSTEM_ERROR, with this text)."""
 
 
+class RuntimeFailure(RuntimeError):
+    """The runtime could not start the executor (image pull, engine error): SYSTEM_ERROR,
+    with this text, which carries the runtime's own message."""
+
+
 class Runtime(abc.ABC):
-    """Turns an :class:`ExecSpec` into a host command. Implementations never spawn anything.
+    """Turns an :class:`ExecSpec` into a host command. :meth:`command` never spawns anything.
 
     Contract: the returned command, run with the given cwd and env, executes ``spec.argv``
     with every mount visible at its container path (or, for runtimes that cannot remap paths,
     under ``spec.root`` as documented by that runtime), and exits with the executor's exit
     status. It raises :class:`UnsupportedTask` for a spec it cannot honour.
+
+    Per executor the runner calls, off the event loop: :meth:`prepare` (may block: images),
+    :meth:`command`, runs the command, then :meth:`finish` always, even after a cancel or a
+    failed spawn, so nothing the runtime made outlives the executor.
     """
 
     name: ClassVar[str]
     isolated: ClassVar[bool]
     """Whether executors are kept from the host's files and network."""
+    limits_itself: ClassVar[bool] = False
+    """The runtime applies ``cpu_cores``/``ram_bytes`` to the executor itself (a container
+    engine whose processes leave the runner's cgroup); the runner then sets none on the
+    host command's group, which holds only the engine's client."""
 
     @abc.abstractmethod
     def command(self, spec: ExecSpec) -> HostCommand: ...
+
+    def prepare(self, spec: ExecSpec) -> None:  # noqa: B027 - optional hook
+        """Blocking set-up before :meth:`command` (fetch the image…). Raises
+        :class:`RuntimeFailure` or :class:`UnsupportedTask`."""
+
+    def finish(self, spec: ExecSpec, returncode: int | None) -> Finished:
+        """Blocking clean-up after the host command exited with ``returncode`` (None: it
+        never started): collect what the runtime knows (OOM) and remove whatever it made
+        for ``spec`` (the container)."""
+        return Finished()
+
+    def sweep(self) -> int:
+        """Remove what an earlier run of this service left behind (after a crash); returns
+        how many things were removed. Called once when a backend starts."""
+        return 0
 
     def describe(self) -> dict[str, str]:
         """Facts for service-info and task log metadata."""

@@ -2,6 +2,8 @@
 
 Each executor gets the absolute paths it asked for (``/data/file1``) with no image and no
 host write access outside its task directory; PID and network namespaces are private.
+An image mapped to an unpacked root directory (``JOBGATE_IMAGE_MAP=alpine=dir:/srv/alpine``)
+replaces the host's system dirs: the sandbox then shows that directory's entries instead.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import stat
 import tempfile
 import uuid
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from jobgate.runtimes.base import DEFAULT_PATH, ExecSpec, HostCommand, Runtime, UnsupportedTask
+from jobgate.runtimes.base import (
+    DEFAULT_PATH,
+    ExecSpec,
+    HostCommand,
+    Runtime,
+    RuntimeFailure,
+    UnsupportedTask,
+)
+from jobgate.runtimes.images import ImageCatalog
 
 # Host directories shown read-only; a task may not place its own files inside them.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -52,6 +63,8 @@ ETC_ENTRIES = (
     "perl",
 )
 RESERVED = (*SYSTEM_DIRS, "/etc", "/proc", "/dev")
+# Entries of an image root the sandbox makes itself (or the task provides: /tmp).
+IMAGE_SKIPPED = ("proc", "dev", "sys", "tmp")
 NOBODY = (65534, 65534)
 
 
@@ -77,6 +90,7 @@ class BwrapRuntime(Runtime):
         network: bool = False,
         run_as: tuple[int, int] | None = NOBODY,
         etc_dir: Path | None = None,
+        catalog: ImageCatalog | None = None,
     ) -> None:
         found = executable or shutil.which("bwrap")
         if not found:
@@ -90,6 +104,8 @@ class BwrapRuntime(Runtime):
             etc_dir = Path(tempfile.mkdtemp(prefix="jobgate-bwrap-")) / "etc"
             weakref.finalize(self, shutil.rmtree, etc_dir.parent, ignore_errors=True)
         self.etc_dir = etc_dir
+        self.catalog = catalog or ImageCatalog()
+        self._image_roots: dict[Path, list[_RootEntry]] = {}
         build_etc(etc_dir)
         # The arguments every executor shares, computed once.
         self._prefix = [
@@ -107,22 +123,28 @@ class BwrapRuntime(Runtime):
         self._flags += ["--clearenv", "--setenv", "PATH", DEFAULT_PATH, "--setenv", "HOME", "/tmp"]
 
     def command(self, spec: ExecSpec) -> HostCommand:
-        argv = list(self._prefix)
+        rootfs = self.catalog.resolve(spec.image).rootfs
         # Top-level entries of the task root become top-level dirs of the sandbox.
         try:
             names = sorted(os.listdir(spec.root))
         except FileNotFoundError:
             names = []
+        if rootfs is None:
+            argv = list(self._prefix)
+            reserved: tuple[str, ...] = RESERVED
+        else:
+            argv, reserved = self._image_prefix(rootfs, names)
         for name in names:
             target = "/" + name
-            if any(_inside(target, r) for r in RESERVED):
+            if any(_inside(target, r) for r in reserved):
+                where = "the host's system directories" if rootfs is None else "the image"
                 raise UnsupportedTask(
                     f"the bwrap runtime cannot place task paths under {target}: "
-                    "it shows the host's system directories there read-only"
+                    f"it shows {where} there read-only"
                 )
             argv += ["--bind", f"{spec.root}/{name}", target]
         for m in spec.mounts:
-            if any(_inside(m.container, r) for r in RESERVED):
+            if any(_inside(m.container, r) for r in reserved):
                 raise UnsupportedTask(f"the bwrap runtime cannot mount at {m.container}")
             argv += ["--ro-bind" if m.readonly else "--bind", str(m.host), m.container]
         argv += self._flags
@@ -132,11 +154,60 @@ class BwrapRuntime(Runtime):
         argv += ["--", *spec.argv]
         return HostCommand(argv=argv, cwd=spec.root, env={"PATH": DEFAULT_PATH})
 
+    def prepare(self, spec: ExecSpec) -> None:
+        rootfs = self.catalog.resolve(spec.image).rootfs
+        if rootfs is not None and not rootfs.is_dir():
+            raise RuntimeFailure(f"image {spec.image!r} maps to {rootfs}, which is not a directory")
+
+    def _image_prefix(
+        self, rootfs: Path, task_names: list[str]
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The sandbox's start for an image root: its entries read-only, except empty
+        directories the task puts its own files in; and the paths the task may not use."""
+        entries = self._image_roots.get(rootfs)
+        if entries is None:
+            entries = self._image_roots[rootfs] = _root_entries(rootfs)
+        argv = [self.executable]
+        reserved = ["/proc", "/dev"]
+        for e in entries:
+            if e.empty and e.name in task_names:
+                continue
+            argv += e.args
+            reserved.append("/" + e.name)
+        argv += ["--dev", "/dev", "--proc", "/proc"]
+        return argv, tuple(reserved)
+
     def describe(self) -> dict[str, str]:
         facts = super().describe()
         if self.run_as:
             facts["uid"] = str(self.run_as[0])
         return facts
+
+
+@dataclass(frozen=True, slots=True)
+class _RootEntry:
+    name: str
+    args: list[str]
+    empty: bool
+
+
+def _root_entries(rootfs: Path) -> list[_RootEntry]:
+    """bwrap arguments showing each top-level entry of an unpacked image root."""
+    entries = []
+    with os.scandir(rootfs) as found:
+        for e in sorted(found, key=lambda e: e.name):
+            if e.name in IMAGE_SKIPPED:
+                continue
+            if e.is_symlink():
+                entries.append(
+                    _RootEntry(e.name, ["--symlink", os.readlink(e.path), "/" + e.name], False)
+                )
+            elif e.is_dir():
+                empty = not os.listdir(e.path)
+                entries.append(_RootEntry(e.name, ["--ro-bind", e.path, "/" + e.name], empty))
+            else:
+                entries.append(_RootEntry(e.name, ["--ro-bind", e.path, "/" + e.name], False))
+    return entries
 
 
 def bwrap_available() -> bool:

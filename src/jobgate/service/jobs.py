@@ -11,6 +11,7 @@ from jobgate.domain.models import WARNINGS_KEY, JobRecord, TaskSpec, new_job_id
 from jobgate.domain.states import FINAL, State
 from jobgate.errors import InvalidRequest, JobNotFound
 from jobgate.store.jobs import JobStore, ListQuery, NewJob
+from jobgate.store.visibility import Scope
 
 MAX_PAGE_SIZE = 2048
 DEFAULT_PAGE_SIZE = 256
@@ -67,8 +68,10 @@ class JobService:
         default_backend: str,
         max_content_bytes: int,
         notifier: DispatchNotifier | None = None,
+        credential_backends: Collection[str] = (),
     ) -> None:
         self.store = store
+        self.credential_backends = frozenset(credential_backends)
         self.backends = frozenset(backends)
         self.default_backend = default_backend
         self.max_content_bytes = max_content_bytes
@@ -158,8 +161,22 @@ class JobService:
             raise InvalidRequest("invalid task", errors=errors)
         return spec.model_dump(mode="json", exclude_none=True), backend, ignored
 
-    async def submit(self, spec: TaskSpec, *, owner: str | None = None) -> str:
-        """Store a new job (committed when this returns) and wake the dispatcher."""
+    def credential_for(self, backend: str, credential: str | None) -> str | None:
+        """The (encrypted) credential a job on ``backend`` carries: only where it is needed."""
+        return credential if backend in self.credential_backends else None
+
+    async def submit(
+        self,
+        spec: TaskSpec,
+        *,
+        owner: str | None = None,
+        share_group: str | None = None,
+        credential: str | None = None,
+    ) -> str:
+        """Store a new job (committed when this returns) and wake the dispatcher.
+
+        ``credential`` is the submitter's encrypted token, kept only for backends that need it.
+        """
         spec_json, backend, ignored = self.checked_spec(spec)
         job_id = new_job_id()
         warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
@@ -168,7 +185,16 @@ class JobService:
             # first attempt's system_logs, where the TES spec asks for such warnings.
             spec_json[WARNINGS_KEY] = [warning]
         await self.store.create(
-            [NewJob(id=job_id, spec=spec_json, backend=backend, owner=owner)],
+            [
+                NewJob(
+                    id=job_id,
+                    spec=spec_json,
+                    backend=backend,
+                    owner=owner,
+                    share_group=share_group,
+                    credential=self.credential_for(backend, credential),
+                )
+            ],
             details=[warning] if ignored else None,
         )
         self.notifier.job_submitted()
@@ -189,6 +215,7 @@ class JobService:
         page_size: int | None = None,
         page_token: str | None = None,
         minimal: bool = False,
+        visible: Scope = None,
     ) -> tuple[list[JobRecord], str | None]:
         """A page of jobs, newest first, and the token of the next page (None on the last)."""
         size = DEFAULT_PAGE_SIZE if page_size is None else page_size
@@ -203,6 +230,7 @@ class JobService:
             tags=tags or {},
             limit=size,
             before_seq=decode_page_token(page_token) if page_token else None,
+            owner=visible,
         )
         records, next_seq = await self.store.page(query, minimal=minimal)
         return records, None if next_seq is None else encode_page_token(next_seq)

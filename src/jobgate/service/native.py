@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
 from jobgate.service.jobs import JobService
 from jobgate.store import search as search_store
 from jobgate.store.jobs import NewJob
+from jobgate.store.visibility import Scope
 
 
 def validation_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
@@ -38,6 +39,20 @@ def validation_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]
             where += f"[{part}]" if isinstance(part, int) else f".{part}"
         out.append({"where": where, "what": str(err["msg"]).removeprefix("Value error, ")})
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Submitter:
+    """Who submits: the owner recorded on new jobs, the group they are shared with, and the
+    submitter's encrypted credential (kept only for backends that need one)."""
+
+    owner: str | None = None
+    share_group: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, value: Submitter | str | None) -> Submitter:
+        return value if isinstance(value, Submitter) else cls(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +95,7 @@ class NativeJobs:
     # -- submission --------------------------------------------------------------------
 
     def _prepare(
-        self, req: JobRequest, owner: str | None, group_id: str | None, where: str
+        self, req: JobRequest, owner: Submitter, group_id: str | None, where: str
     ) -> tuple[NewJob, str | None]:
         spec = req.task_spec()
         own = req.backend if req.backend in self.jobs.backends else None
@@ -107,15 +122,17 @@ class NativeJobs:
             id=new_job_id(),
             spec=spec,
             backend=backend,
-            owner=owner,
+            owner=owner.owner,
             priority=req.priority,
             state=State.PAUSED if req.hold else State.QUEUED,
             group_id=group_id,
+            share_group=owner.share_group,
+            credential=self.jobs.credential_for(backend, owner.credential),
         )
         return job, warning
 
-    async def submit(self, req: JobRequest, *, owner: str | None = None) -> JobRecord:
-        job, warning = self._prepare(req, owner, None, "body")
+    async def submit(self, req: JobRequest, *, owner: Submitter | str | None = None) -> JobRecord:
+        job, warning = self._prepare(req, Submitter.of(owner), None, "body")
         await self.store.create([job], details=[warning or _created(job)])
         self.jobs.notifier.job_submitted()
         return await self.jobs.get(job.id)
@@ -124,7 +141,7 @@ class NativeJobs:
         self,
         items: Sequence[dict[str, Any]],
         *,
-        owner: str | None = None,
+        owner: Submitter | str | None = None,
         group_id: str | None = None,
         where: str = "body.jobs",
     ) -> list[ItemResult]:
@@ -133,13 +150,14 @@ class NativeJobs:
         Results are aligned with ``items``; an invalid item carries its error and does not
         stop the others.
         """
+        submitter = Submitter.of(owner)
         results: list[ItemResult] = []
         ready: list[NewJob] = []
         details: list[str] = []
         for i, item in enumerate(items):
             try:
                 req = JobRequest.model_validate(item)
-                job, warning = self._prepare(req, owner, group_id, f"{where}[{i}]")
+                job, warning = self._prepare(req, submitter, group_id, f"{where}[{i}]")
             except ValidationError as exc:
                 err = InvalidRequest("invalid job", errors=validation_errors(exc, f"{where}[{i}]"))
                 results.append(ItemResult(i, error=err))
@@ -156,7 +174,7 @@ class NativeJobs:
         return results
 
     async def submit_parametric(
-        self, req: ParametricRequest, *, owner: str | None = None
+        self, req: ParametricRequest, *, owner: Submitter | str | None = None
     ) -> tuple[str, list[ItemResult]]:
         """Expand ``req`` into one job per parameter combination, sharing a new group id."""
         try:
@@ -194,7 +212,7 @@ class NativeJobs:
         return await self.store.events(job_id)
 
     async def search(
-        self, req: SearchRequest, *, owner: str | None = None
+        self, req: SearchRequest, *, owner: Scope = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         try:
             return await search_store.search(
@@ -205,9 +223,7 @@ class NativeJobs:
                 "invalid search", errors=[{"where": "body", "what": str(exc)}]
             ) from exc
 
-    async def summary(
-        self, req: SummaryRequest, *, owner: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def summary(self, req: SummaryRequest, *, owner: Scope = None) -> list[dict[str, Any]]:
         try:
             return await search_store.summary(self.store.db, req, owner)
         except search_store.BadQuery as exc:
@@ -263,12 +279,16 @@ class NativeJobs:
         if error is not None:
             raise error
 
-    async def delete_many(self, ids: Sequence[str]) -> list[ItemResult]:
+    async def delete_many(
+        self, ids: Sequence[str], *, only: Collection[str] | None = None
+    ) -> list[ItemResult]:
         """Delete the final (or held) jobs of ``ids`` in one transaction; per-item results.
 
-        Compare-and-delete on the state: a job that starts meanwhile is not deleted.
+        Compare-and-delete on the state: a job that starts meanwhile is not deleted. With
+        ``only``, ids not in it are answered as not found (jobs the caller may not see).
         """
-        deleted = await self.store.delete_in_states(list(dict.fromkeys(ids)), DELETABLE)
+        allowed = [i for i in dict.fromkeys(ids) if only is None or i in only]
+        deleted = await self.store.delete_in_states(allowed, DELETABLE)
         results = []
         seen: set[str] = set()
         for i, job_id in enumerate(ids):
@@ -276,7 +296,8 @@ class NativeJobs:
                 seen.add(job_id)
                 results.append(ItemResult(i, id=job_id))
                 continue
-            rec = None if job_id in seen else await self.store.get(job_id)
+            hidden = job_id in seen or (only is not None and job_id not in only)
+            rec = None if hidden else await self.store.get(job_id)
             if rec is None:
                 results.append(ItemResult(i, id=job_id, error=JobNotFound(job_id)))
             else:

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from jobgate.domain.models import JobEvent, JobRecord, now
 from jobgate.domain.states import State, check_transition
 from jobgate.store.access import Database
-from jobgate.store.schema import job_events, job_tags, jobs
+from jobgate.store.schema import job_credentials, job_events, job_tags, jobs
+from jobgate.store.visibility import Scope, scope_condition
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ _FULL_COLUMNS = (
     jobs.c.reschedules,
     jobs.c.updated_at,
     jobs.c.app_status,
+    jobs.c.share_group,
 )
 _MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
@@ -63,7 +65,8 @@ class ListQuery:
     name_prefix: str | None = None
     state: State | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    owner: str | None = None
+    owner: Scope = None
+    """One owner's jobs, or the jobs a :class:`Visibility` allows."""
     limit: int = 256
     before_seq: int | None = None
     """Keyset cursor: only jobs older than this sequence number (paging newest-first)."""
@@ -81,6 +84,10 @@ class NewJob:
     state: State = State.QUEUED
     created_at: datetime = field(default_factory=now)
     group_id: str | None = None
+    share_group: str | None = None
+    """The group whose members also see this job (authorization policy)."""
+    credential: str | None = field(default=None, repr=False)
+    """The submitter's bearer token, encrypted (auth/secrets.py), for backends needing one."""
 
 
 def _aware(value: datetime) -> datetime:
@@ -106,6 +113,7 @@ def _record(row: Row[Any] | Any) -> JobRecord:
         reschedules=m["reschedules"],
         updated_at=_aware(m["updated_at"]),
         app_status=m["app_status"],
+        share_group=m["share_group"],
     )
 
 
@@ -141,6 +149,7 @@ def _create(
                 "spec": j.spec,
                 "logs": None,
                 "group_id": j.group_id,
+                "share_group": j.share_group,
             }
         )
         for k, v in (j.spec.get("tags") or {}).items():
@@ -171,12 +180,15 @@ def _create(
             insert(job_events).returning(job_events.c.seq, sort_by_parameter_order=True),
             event_rows,
         ).scalars()
+    secrets = [{"job_id": j.id, "secret": j.credential} for j in new_jobs if j.credential]
+    if secrets:
+        conn.execute(insert(job_credentials), secrets)
     return [JobEvent(seq=seq, **row) for seq, row in zip(seqs, event_rows, strict=True)]
 
 
 _JOB_COLUMNS = (
     *("id", "state", "name", "owner", "backend", "priority", "attempt"),
-    *("created_at", "updated_at", "spec", "logs", "group_id"),
+    *("created_at", "updated_at", "spec", "logs", "group_id", "share_group"),
 )
 _EVENT_COLUMNS = ("job_id", "at", "from_state", "to_state", "detail", "source", "owner")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -246,8 +258,9 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
         conds.append(jobs.c.seq < query.before_seq)
     if query.state is not None:
         conds.append(jobs.c.state == query.state.value)
-    if query.owner is not None:
-        conds.append(jobs.c.owner == query.owner)
+    visible = scope_condition(query.owner)
+    if visible is not None:
+        conds.append(visible)
     if query.name_prefix:
         # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
         conds.append(jobs.c.name >= query.name_prefix)
@@ -264,6 +277,22 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
     rows = rows[: query.limit]
     records = [_minimal(r) if minimal else _record(r) for r in rows]
     return records, (rows[-1].seq if more and rows else None)
+
+
+def _access_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for i in range(0, len(ids), 500):
+        stmt = select(jobs.c.id, jobs.c.owner, jobs.c.share_group).where(
+            jobs.c.id.in_(ids[i : i + 500])
+        )
+        out.update((r.id, (r.owner, r.share_group)) for r in conn.execute(stmt).all())
+    return out
+
+
+def _credential(conn: Connection, job_id: str) -> str | None:
+    stmt = select(job_credentials.c.secret).where(job_credentials.c.job_id == job_id)
+    value = conn.execute(stmt).scalar()
+    return None if value is None else str(value)
 
 
 def _select_all(conn: Connection, stmt: Any) -> list[JobRecord]:
@@ -450,6 +479,14 @@ class JobStore:
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await self.db.read(_get, job_id)
+
+    async def credential(self, job_id: str) -> str | None:
+        """The encrypted credential the job carries (decrypt with auth.secrets.SecretBox)."""
+        return await self.db.read(_credential, job_id)
+
+    async def access_of(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(owner, share group) of each of ``ids`` that exists."""
+        return await self.db.read(_access_of, list(ids))
 
     async def page(
         self, query: ListQuery, *, minimal: bool = False

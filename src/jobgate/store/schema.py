@@ -51,6 +51,8 @@ jobs = Table(
     Column("reschedules", Integer, nullable=False, server_default="0"),
     Column("app_status", Text),
     Column("output_sandbox", String(64)),
+    # Authorization (migration 0006): the group whose members also see this job.
+    Column("share_group", String(255)),
     # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
     sqlite_autoincrement=True,
 )
@@ -63,6 +65,12 @@ Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.group_id, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.priority, jobs.c.seq)
 Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
+# Migration 0005: creation-time windows; one owner's jobs sorted by priority or name.
+Index(None, jobs.c.created_at)
+Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
+Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
+# Migration 0006: the jobs shared with a group (authorization).
+Index(None, jobs.c.share_group, jobs.c.seq)
 
 job_tags = Table(
     "job_tags",
@@ -113,4 +121,28 @@ sandboxes = Table(
     Column("size", BigInteger, nullable=False),
     Column("owner", String(255)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Migration 0006: service tokens (only their SHA-256 is kept) and credentials jobs carry.
+service_tokens = Table(
+    "service_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", Text),
+    Column("owner", String(255), nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("groups", Text),
+    Column("created_by", String(255)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+job_credentials = Table(
+    "job_credentials",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    # Fernet ciphertext of the submitter's bearer token (see auth/secrets.py).
+    Column("secret", Text, nullable=False),
 )

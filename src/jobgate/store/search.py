@@ -27,6 +27,7 @@ from jobgate.domain.models import rfc3339
 from jobgate.domain.query import LABEL, Filter, SearchRequest, Sort, SummaryRequest
 from jobgate.store.access import Database
 from jobgate.store.schema import job_tags, jobs
+from jobgate.store.visibility import Scope, scope_condition
 
 COLUMNS: dict[str, Any] = {
     "id": jobs.c.id,
@@ -139,14 +140,15 @@ def condition(f: Filter) -> ColumnElement[bool]:
     return exists().where(tag, _compare(job_tags.c.value, f.op, "label", f.value))
 
 
-def _conditions(filters: list[Filter], owner: str | None) -> list[ColumnElement[bool]]:
+def _conditions(filters: list[Filter], owner: Scope) -> list[ColumnElement[bool]]:
     conds = [condition(f) for f in filters]
-    if owner is not None:
-        conds.append(jobs.c.owner == owner)
+    visible = scope_condition(owner)
+    if visible is not None:
+        conds.append(visible)
     return conds
 
 
-def where(filters: list[Filter], owner: str | None = None) -> ColumnElement[bool]:
+def where(filters: list[Filter], owner: Scope = None) -> ColumnElement[bool]:
     return and_(literal(True), *_conditions(filters, owner))
 
 
@@ -283,7 +285,7 @@ async def search(
     db: Database,
     req: SearchRequest,
     fields: list[str] | tuple[str, ...],
-    owner: str | None = None,
+    owner: Scope = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of matching jobs as dicts of ``fields``, and the cursor of the next page."""
     return await db.read(_search, req, fields, owner)
@@ -293,7 +295,7 @@ def _search(
     conn: Connection,
     req: SearchRequest,
     fields: list[str] | tuple[str, ...],
-    owner: str | None,
+    owner: Scope,
 ) -> tuple[list[dict[str, Any]], str | None]:
     keys = _sort_columns(req.sort)
     wanted = [COLUMNS[f].label("group_id" if f == "group" else f) for f in fields if f in COLUMNS]
@@ -372,14 +374,12 @@ def _search(
     return items, cursor
 
 
-async def summary(
-    db: Database, req: SummaryRequest, owner: str | None = None
-) -> list[dict[str, Any]]:
+async def summary(db: Database, req: SummaryRequest, owner: Scope = None) -> list[dict[str, Any]]:
     """Counts of matching jobs grouped by ``req.group_by``, largest groups first."""
     return await db.read(_summary, req, owner)
 
 
-def _summary(conn: Connection, req: SummaryRequest, owner: str | None) -> list[dict[str, Any]]:
+def _summary(conn: Connection, req: SummaryRequest, owner: Scope) -> list[dict[str, Any]]:
     n = func.count().label("count")
     labels = [LABEL.match(f) for f in req.group_by]
     first = labels[0]

@@ -1,0 +1,60 @@
+"""Authentication for every route, and the per-request :class:`Access` routes use.
+
+The app runs :func:`authenticate` before every API route; a route opts out only by being
+decorated with :func:`public` (health, service-info). FastAPI's own docs routes
+(``/docs``, ``/redoc``, ``/openapi.json``) are not API routes and stay public.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+
+from jobgate.api.deps import Services, services
+from jobgate.auth.identity import Caller
+from jobgate.auth.policy import Access
+from jobgate.service.native import Submitter
+
+F = TypeVar("F", bound=Callable[..., Any])
+PUBLIC_ATTR = "__jobgate_public__"
+
+
+def public(fn: F) -> F:
+    """Mark a route's endpoint as needing no authentication."""
+    setattr(fn, PUBLIC_ATTR, True)
+    return fn
+
+
+def is_public(endpoint: object) -> bool:
+    return bool(getattr(endpoint, PUBLIC_ATTR, False))
+
+
+async def authenticate(request: Request) -> None:
+    """Set ``request.state.caller`` from the request's credentials (401 without valid ones)."""
+    if is_public(request.scope.get("endpoint")):
+        return
+    svc: Services = request.app.state.services
+    request.state.caller = await svc.auth.authenticate(request.headers.get("authorization"))
+
+
+def current_caller(request: Request) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+async def access(request: Request, svc: Annotated[Services, Depends(services)]) -> Access:
+    return Access(current_caller(request), svc.policy, svc.jobs)
+
+
+Acc = Annotated[Access, Depends(access)]
+
+
+async def submitter(acc: Access, svc: Services) -> Submitter:
+    """Check that the caller may submit now (403/429) and describe them for new jobs."""
+    acc.check_submit()
+    sealed = None
+    if svc.jobs.credential_backends and acc.caller.credential:
+        sealed = svc.secrets.encrypt(acc.caller.credential)
+    return Submitter(acc.owner, acc.policy.share_group(acc.caller), sealed)

@@ -1,0 +1,388 @@
+"""Every route of the app against every kind of caller, with the expected answer.
+
+The routes come from the app's own route table: a new route without an entry in
+:data:`MATRIX` fails :func:`test_every_route_has_a_matrix_entry`, so none is forgotten.
+Callers: anonymous, another user, the job's owner, an admin, the owner's read-only token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from jobgate.api.app import create_app
+from jobgate.api.security import is_public
+from jobgate.config import Settings
+from tests.auth.conftest import SUBMIT_GROUP, bearer, make_token
+from tests.conftest import TERMINAL, Server
+
+PERSONAS = ("anonymous", "other", "owner", "admin", "readonly")
+CD = 'cd "${JOBGATE_TASK_ROOT:-/}" && '
+HELD = {"name": "matrix", "script": "true", "hold": True}
+TES_TASK = {"name": "matrix", "executors": [{"image": "alpine", "command": ["true"]}]}
+WORKSTEP = {"container_image": "alpine", "executable_entrypoint": "true"}
+
+
+def route_table() -> list[Any]:
+    """The app's routes, each with ``methods``, ``path`` and ``endpoint``."""
+    app = create_app(Settings(auth=("none",), data_dir=Path("/nonexistent")))
+    try:  # FastAPI >= 0.16x keeps included routers lazily
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # pragma: no cover - older FastAPI: a flat list
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
+
+
+def _methods(route: Any) -> set[str]:
+    methods = set(getattr(route, "methods", None) or ())
+    if not isinstance(getattr(route, "original_route", route), APIRoute):
+        methods.discard("HEAD")  # Starlette adds HEAD to its own GET routes
+    return methods
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves."""
+    return {(m, r.path) for r in route_table() for m in _methods(r)}
+
+
+def public_routes() -> set[tuple[str, str]]:
+    """Routes that skip authentication: marked @public, or not API routes (the docs)."""
+    return {
+        (m, r.path)
+        for r in route_table()
+        if not isinstance(getattr(r, "original_route", r), APIRoute)
+        or is_public(getattr(r, "endpoint", None))
+        for m in _methods(r)
+    }
+
+
+@dataclass
+class World:
+    """What the requests act on: made by the owner (alice), fresh where a request changes it."""
+
+    server: Server
+    headers: dict[str, dict[str, str]]
+    done: dict[str, Any]
+    sandbox: str
+
+    def post(self, path: str, body: Any, who: str = "owner") -> httpx.Response:
+        return httpx.post(self.server.url + path, json=body, headers=self.headers[who])
+
+    def held(self) -> str:
+        r = self.post("/api/v1/jobs", HELD)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def canceled(self) -> str:
+        job_id = self.held()
+        assert self.post(f"/api/v1/jobs/{job_id}/cancel", None).status_code == 200
+        return job_id
+
+    def token_id(self) -> str:
+        r = self.post("/api/v1/tokens", {"owner": "zed", "scopes": ["read"]}, "admin")
+        assert r.status_code == 201
+        return str(r.json()["id"])
+
+
+Request = tuple[str, str, dict[str, Any]]
+Outcome = Callable[[httpx.Response, World], str]
+
+
+def status(resp: httpx.Response, _w: World) -> str:
+    return str(resp.status_code)
+
+
+def first_item(resp: httpx.Response, _w: World) -> str:
+    """A bulk answer: its status and its one item's (``ok`` or the error status)."""
+    if resp.status_code != 200:
+        return str(resp.status_code)
+    err = resp.json()["results"][0].get("error")
+    return f"200/{err['status'] if err else 'ok'}"
+
+
+def sees_done(resp: httpx.Response, w: World) -> str:
+    """A listing: does it show the owner's job?"""
+    if resp.status_code != 200:
+        return str(resp.status_code)
+    return "200/" + ("seen" if w.done["id"] in resp.text else "hidden")
+
+
+def counts_done(resp: httpx.Response, _w: World) -> str:
+    if resp.status_code != 200:
+        return str(resp.status_code)
+    return "200/" + ("seen" if resp.json()["groups"] else "hidden")
+
+
+@dataclass
+class Case:
+    request: Callable[[World], Request]
+    expect: tuple[str, str, str, str, str]  # anonymous, other, owner, admin, readonly
+    outcome: Outcome = status
+
+
+def _ok(code: str) -> tuple[str, str, str, str, str]:
+    """Any authenticated caller: ``code``."""
+    return ("401", code, code, code, code)
+
+
+def _own(code: str) -> tuple[str, str, str, str, str]:
+    """Reading the owner's job: others get 404."""
+    return ("401", "404", code, code, code)
+
+
+def _control(code: str) -> tuple[str, str, str, str, str]:
+    """Changing the owner's job: others 404, read-only 403."""
+    return ("401", "404", code, code, "403")
+
+
+def _submit(code: str) -> tuple[str, str, str, str, str]:
+    return ("401", code, code, code, "403")
+
+
+BULK = ("401", "200/404", "200/ok", "200/ok", "403")
+LISTED = ("401", "200/hidden", "200/seen", "200/seen", "200/seen")
+PUBLIC = ("200",) * 5
+
+
+def admin_only(code: str) -> tuple[str, str, str, str, str]:
+    return ("401", "403", "403", code, "403")
+
+
+def tes_cases(prefix: str) -> dict[tuple[str, str], Case]:
+    return {
+        ("GET", f"{prefix}/service-info"): Case(
+            lambda w: ("GET", f"{prefix}/service-info", {}), PUBLIC
+        ),
+        ("POST", f"{prefix}/tasks"): Case(
+            lambda w: ("POST", f"{prefix}/tasks", {"json": TES_TASK}), _submit("200")
+        ),
+        ("GET", f"{prefix}/tasks"): Case(
+            lambda w: ("GET", f"{prefix}/tasks", {"params": {"name_prefix": w.done["name"]}}),
+            LISTED,
+            sees_done,
+        ),
+        ("GET", f"{prefix}/tasks/{{task_id}}"): Case(
+            lambda w: ("GET", f"{prefix}/tasks/{w.done['id']}", {}), _own("200")
+        ),
+        ("POST", f"{prefix}/tasks/{{task_id}}:cancel"): Case(
+            lambda w: ("POST", f"{prefix}/tasks/{w.held()}:cancel", {}), _control("200")
+        ),
+    }
+
+
+def _job(suffix: str, code: str = "200", *, method: str = "GET", fresh: str = "") -> Case:
+    def req(w: World) -> Request:
+        job_id = {"held": w.held, "canceled": w.canceled}[fresh]() if fresh else w.done["id"]
+        kwargs: dict[str, Any] = {}
+        if method == "PATCH":
+            kwargs["json"] = {"priority": 1}
+        if method == "PUT":
+            kwargs["content"] = b"data"
+        return (method, f"/api/v1/jobs/{job_id}{suffix}", kwargs)
+
+    expect = _control(code) if fresh else _own(code)
+    return Case(req, expect)
+
+
+def _bulk(action: str, fresh: str, **extra: Any) -> Case:
+    def req(w: World) -> Request:
+        job_id = w.held() if fresh == "held" else w.canceled()
+        return ("POST", f"/api/v1/jobs/{action}", {"json": {"ids": [job_id], **extra}})
+
+    return Case(req, BULK, first_item)
+
+
+MATRIX: dict[tuple[str, str], Case] = {
+    **{
+        ("GET", p): Case(lambda w, p=p: ("GET", p, {}), PUBLIC)
+        for p in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz")
+    },
+    ("GET", "/v1/tasks/service-info"): Case(
+        lambda w: ("GET", "/v1/tasks/service-info", {}),
+        PUBLIC,
+    ),
+    **tes_cases("/ga4gh/tes/v1"),
+    **tes_cases("/v1"),
+    # native API: submission
+    ("POST", "/api/v1/jobs"): Case(
+        lambda w: ("POST", "/api/v1/jobs", {"json": HELD}), _submit("201")
+    ),
+    ("POST", "/api/v1/jobs/bulk"): Case(
+        lambda w: ("POST", "/api/v1/jobs/bulk", {"json": {"jobs": [HELD]}}), _submit("200")
+    ),
+    ("POST", "/api/v1/jobs/parametric"): Case(
+        lambda w: (
+            "POST",
+            "/api/v1/jobs/parametric",
+            {"json": {"job": HELD, "parameters": {"i": [1]}}},
+        ),
+        _submit("200"),
+    ),
+    # native API: reading and listing
+    ("POST", "/api/v1/jobs/search"): Case(
+        lambda w: (
+            "POST",
+            "/api/v1/jobs/search",
+            {"json": {"filters": [{"field": "id", "op": "eq", "value": w.done["id"]}]}},
+        ),
+        LISTED,
+        sees_done,
+    ),
+    ("POST", "/api/v1/jobs/summary"): Case(
+        lambda w: (
+            "POST",
+            "/api/v1/jobs/summary",
+            {
+                "json": {
+                    "group_by": ["state"],
+                    "filters": [{"field": "id", "op": "eq", "value": w.done["id"]}],
+                }
+            },
+        ),
+        LISTED,
+        counts_done,
+    ),
+    ("GET", "/api/v1/jobs/{job_id}"): _job(""),
+    ("GET", "/api/v1/jobs/{job_id}/events"): _job("/events"),
+    ("GET", "/api/v1/jobs/{job_id}/events/stream"): _job("/events/stream"),
+    ("GET", "/api/v1/jobs/{job_id}/logs"): _job("/logs"),
+    ("GET", "/api/v1/jobs/{job_id}/files"): _job("/files"),
+    ("GET", "/api/v1/jobs/{job_id}/output-sandbox"): _job("/output-sandbox"),
+    ("GET", "/api/v1/events/stream"): Case(
+        lambda w: ("GET", "/api/v1/events/stream", {}), _ok("200")
+    ),
+    # native API: control, one job
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): _job("/cancel", method="POST", fresh="held"),
+    ("POST", "/api/v1/jobs/{job_id}/start"): _job("/start", method="POST", fresh="held"),
+    ("POST", "/api/v1/jobs/{job_id}/reschedule"): _job(
+        "/reschedule", method="POST", fresh="canceled"
+    ),
+    ("DELETE", "/api/v1/jobs/{job_id}"): _job("", "204", method="DELETE", fresh="held"),
+    ("PATCH", "/api/v1/jobs/{job_id}"): _job("", method="PATCH", fresh="held"),
+    ("PUT", "/api/v1/jobs/{job_id}/files/{path:path}"): _job(
+        "/files/in/data.txt", "201", method="PUT", fresh="held"
+    ),
+    # native API: control, many jobs (others' jobs are per-item 404s)
+    ("POST", "/api/v1/jobs/cancel"): _bulk("cancel", "held"),
+    ("POST", "/api/v1/jobs/start"): _bulk("start", "held"),
+    ("POST", "/api/v1/jobs/reschedule"): _bulk("reschedule", "canceled"),
+    ("POST", "/api/v1/jobs/delete"): _bulk("delete", "held"),
+    ("POST", "/api/v1/jobs/patch"): _bulk("patch", "held", priority=3),
+    # sandboxes: content-addressed, readable by any caller who knows the hash
+    ("POST", "/api/v1/sandboxes"): Case(
+        lambda w: ("POST", "/api/v1/sandboxes", {"content": uuid.uuid4().bytes}), _submit("201")
+    ),
+    ("GET", "/api/v1/sandboxes/{sha256}"): Case(
+        lambda w: ("GET", f"/api/v1/sandboxes/{w.sandbox}", {}), _ok("200")
+    ),
+    ("HEAD", "/api/v1/sandboxes/{sha256}"): Case(
+        lambda w: ("HEAD", f"/api/v1/sandboxes/{w.sandbox}", {}), _ok("200")
+    ),
+    # SKA SRCNet worksteps
+    ("POST", "/v1/worksteps"): Case(
+        lambda w: ("POST", "/v1/worksteps", {"json": WORKSTEP}), _submit("200")
+    ),
+    ("GET", "/v1/worksteps/{workstep_id}"): Case(
+        lambda w: ("GET", f"/v1/worksteps/{w.done['id']}", {}), _own("200")
+    ),
+    # identity and service tokens
+    ("GET", "/api/v1/me"): Case(lambda w: ("GET", "/api/v1/me", {}), _ok("200")),
+    ("POST", "/api/v1/tokens"): Case(
+        lambda w: ("POST", "/api/v1/tokens", {"json": {"owner": "zed", "scopes": ["read"]}}),
+        admin_only("201"),
+    ),
+    ("GET", "/api/v1/tokens"): Case(lambda w: ("GET", "/api/v1/tokens", {}), admin_only("200")),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Case(
+        lambda w: ("DELETE", f"/api/v1/tokens/{w.token_id()}", {}), admin_only("200")
+    ),
+}
+
+
+def test_every_route_has_a_matrix_entry() -> None:
+    routes = app_routes()
+    assert routes - set(MATRIX) == set(), "routes without a matrix entry"
+    assert set(MATRIX) - routes == set(), "matrix entries for routes that do not exist"
+
+
+def test_only_health_service_info_and_docs_are_public() -> None:
+    public = {k for k, case in MATRIX.items() if case.expect[0] != "401"}
+    assert public == public_routes()
+    assert {p for _m, p in public} == {
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/healthz",
+        "/ga4gh/tes/v1/service-info",
+        "/v1/service-info",
+        "/v1/tasks/service-info",
+    }
+
+
+@pytest.fixture(scope="module")
+def world(auth_server: Server, admin_token: str) -> Iterator[World]:
+    def token(owner: str, *scopes: str) -> dict[str, str]:
+        return bearer(make_token(auth_server, admin_token, owner, *scopes, groups=[SUBMIT_GROUP]))
+
+    headers = {
+        "anonymous": {},
+        "other": token("bob"),
+        "owner": token("alice"),
+        "admin": bearer(admin_token),
+        "readonly": token("alice", "read"),
+    }
+    name = f"matrix-done-{uuid.uuid4().hex[:8]}"
+    job = {
+        "name": name,
+        "script": CD + "mkdir -p out && echo hi > out/a.txt",
+        "output_sandbox": ["/out/*.txt"],
+    }
+    r = httpx.post(auth_server.url + "/api/v1/jobs", json=job, headers=headers["owner"])
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        done = httpx.get(f"{auth_server.url}/api/v1/jobs/{job_id}", headers=headers["owner"])
+        if done.json()["state"] in TERMINAL:
+            break
+        assert time.monotonic() < deadline, done.text
+        time.sleep(0.1)
+    assert done.json()["state"] == "COMPLETE", done.text
+    up = httpx.post(
+        auth_server.url + "/api/v1/sandboxes", content=b"shared input", headers=headers["owner"]
+    )
+    assert up.status_code in (200, 201), up.text
+    yield World(auth_server, headers, done.json(), up.json()["sha256"])
+
+
+def send(w: World, req: Request, who: str) -> httpx.Response:
+    method, path, kwargs = req
+    with httpx.Client(base_url=w.server.url, timeout=30) as client:
+        if path.endswith("/events/stream") and "/jobs/" not in path:
+            # Endless: the status is all there is to check.
+            with client.stream(method, path, headers=w.headers[who], **kwargs) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                return resp
+        return client.request(method, path, headers=w.headers[who], **kwargs)
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_matrix(world: World, route: tuple[str, str]) -> None:
+    case = MATRIX[route]
+    got = {}
+    for who in PERSONAS:
+        resp = send(world, case.request(world), who)
+        got[who] = case.outcome(resp, world)
+        if resp.status_code >= 400 and route[0] != "HEAD":
+            body = resp.json()
+            assert {"code", "status", "message"} <= set(body), body
+    assert got == dict(zip(PERSONAS, case.expect, strict=True))

@@ -1,0 +1,83 @@
+"""bubblewrap with an unpacked image directory as the sandbox's root (``dir:`` images)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobgate.domain.models import Job, now
+from jobgate.domain.states import State
+from jobgate.runner.executors import TaskRun
+from jobgate.runner.taskdir import TaskDir
+from jobgate.runtimes.bwrap import BwrapRuntime
+from jobgate.runtimes.cgroups import CgroupLayout
+from jobgate.runtimes.images import ImageCatalog
+from tests.conftest import requires_bwrap
+from tests.containers.conftest import build_rootfs, static_busybox
+
+pytestmark = [
+    requires_bwrap,
+    pytest.mark.skipif(static_busybox() is None, reason="busybox-static is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = build_rootfs(tmp_path_factory.mktemp("bwrap-image") / "root")
+    (root / "etc" / "image-release").write_text("busybox-test\n")
+    return root
+
+
+async def _run(tmp_path: Path, image: str, script: str, rootfs: Path, **extra: object) -> TaskRun:
+    job = Job.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "creation_time": now(),
+            "executors": [{"image": image, "command": ["sh", "-c", script]}],
+            **extra,
+        }
+    )
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    runtime = BwrapRuntime(catalog=ImageCatalog({"bb": f"dir:{rootfs}", "gone": "dir:/nowhere"}))
+    run = TaskRun(job, td, runtime, CgroupLayout.detect(), log_tail_bytes=4096)
+    await run.run()
+    return run
+
+
+async def test_the_image_directory_replaces_the_hosts_system_dirs(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    script = "cat /etc/image-release; ls /usr 2>&1; echo x > /data/f; cat /data/f; id -u"
+    run = await _run(tmp_path, "bb", script, rootfs, volumes=["/data", "/mnt/scratch"])
+    assert run.result.state == State.COMPLETE, run.result
+    out = run.result.executor_logs[0].stdout or ""
+    lines = out.splitlines()
+    assert lines[0] == "busybox-test"  # the image's /etc, not the host's
+    assert "No such file" in lines[1]  # no host /usr in this root
+    assert lines[2] == "x"
+    assert lines[3] == "65534"
+
+
+async def test_other_images_still_get_the_host_dirs(tmp_path: Path, rootfs: Path) -> None:
+    run = await _run(tmp_path, "alpine", "test -d /usr/bin && echo host", rootfs)
+    assert run.result.state == State.COMPLETE
+    assert run.result.executor_logs[0].stdout == "host\n"
+
+
+async def test_task_paths_over_the_images_dirs_are_a_clear_system_error(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    run = await _run(tmp_path, "bb", "true", rootfs, volumes=["/bin/x"])
+    assert run.result.state == State.SYSTEM_ERROR
+    assert "/bin" in run.result.system_logs[0] and "image" in run.result.system_logs[0]
+
+
+async def test_a_mapped_directory_that_is_missing_is_a_system_error(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    run = await _run(tmp_path, "gone", "true", rootfs)
+    assert run.result.state == State.SYSTEM_ERROR
+    assert "/nowhere" in run.result.system_logs[0]
