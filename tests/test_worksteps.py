@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from jobgate.api.worksteps import STATES
+from jobgate.api.worksteps import STATES, status_view
+from jobgate.domain.models import JobEvent, JobRecord
 from jobgate.domain.states import State
 from tests.conftest import Server
 
@@ -239,3 +241,23 @@ def test_a_tes_task_reads_as_a_workstep(srcnet: httpx.Client, tmp_path: Path) ->
     assert set(status) == STATUS_KEYS
     assert status["container_image"] == "alpine"
     assert status["executable_entrypoint"] == "echo 'a b'"
+
+
+def test_status_is_consistent_when_the_job_moves_on_between_reads() -> None:
+    # The record is read first, the history after: a job that started in between must
+    # still read as queued, without a start time.
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def event(to: State, frm: State | None) -> JobEvent:
+        return JobEvent(job_id="j", at=t, from_state=frm, to_state=to, source="test")
+
+    history = [
+        event(State.QUEUED, None),
+        event(State.INITIALIZING, State.QUEUED),
+        event(State.RUNNING, State.INITIALIZING),
+    ]
+    queued = JobRecord(id="j", state=State.QUEUED, spec={}, logs=None, created_at=t)
+    view = status_view(queued, history)
+    assert view["state"] == "queued" and view["started_at"] is None
+    running = JobRecord(id="j", state=State.RUNNING, spec={}, logs=None, created_at=t)
+    assert status_view(running, history)["started_at"] is not None

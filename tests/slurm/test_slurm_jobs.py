@@ -137,41 +137,48 @@ def test_parameters_are_validated_before_anything_reaches_slurm(
 def test_cancel_while_pending_and_while_running(
     slurm_tes: httpx.Client, slurm_cluster: SlurmCluster, slurm_server: Server
 ) -> None:
-    # One job takes every CPU of the node; the next must wait in Slurm's queue.
+    # One job takes every CPU of the node; the next must wait in Slurm's queue. The second
+    # is submitted only once the first runs in Slurm: else the backfill scheduler may start
+    # the small one first.
     big = submit(slurm_tes, sh("sleep 300", cpu_cores=slurm_cluster.cpus))
-    waiting = submit(slurm_tes, sh("echo never", cpu_cores=1))
-    wait_state(slurm_tes, big, {"RUNNING"}, timeout=30)
-    wait_state(slurm_tes, waiting, {"RUNNING"}, timeout=30)
-    deadline = time.monotonic() + 30
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        states = {r[3]: r[1] for r in squeue(slurm_cluster)}
-        if states.get(f"jg-{big}") == "RUNNING" and any(s == "PENDING" for s in states.values()):
-            break
-        time.sleep(0.2)
-    assert states.get(f"jg-{big}") == "RUNNING", states
-    # The job's detail says why it waits, in Slurm's words.
-    deadline = time.monotonic() + 15
-    detail = ""
-    while time.monotonic() < deadline and "PENDING (" not in detail:
-        detail = httpx.get(f"{slurm_server.url}/api/v1/jobs/{waiting}").json()["detail"] or ""
-        time.sleep(0.2)
-    assert "pending in the Slurm queue; Slurm: PENDING (" in detail, detail
+    waiting: str | None = None
+    try:
+        wait_state(slurm_tes, big, {"RUNNING"}, timeout=30)
+        deadline = time.monotonic() + 60
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline and states.get(f"jg-{big}") != "RUNNING":
+            states = {r[3]: r[1] for r in squeue(slurm_cluster)}
+            time.sleep(0.2)
+        assert states.get(f"jg-{big}") == "RUNNING", states
+        waiting = submit(slurm_tes, sh("echo never", cpu_cores=1))
+        wait_state(slurm_tes, waiting, {"RUNNING"}, timeout=30)
+        # The job's detail says why it waits, in Slurm's words.
+        deadline = time.monotonic() + 15
+        detail = ""
+        while time.monotonic() < deadline and "PENDING (" not in detail:
+            detail = httpx.get(f"{slurm_server.url}/api/v1/jobs/{waiting}").json()["detail"] or ""
+            time.sleep(0.2)
+        assert "pending in the Slurm queue; Slurm: PENDING (" in detail, detail
 
-    assert slurm_tes.post(f"/tasks/{waiting}:cancel").status_code == 200
-    task = wait_final(slurm_tes, waiting, timeout=30)
-    assert task["state"] == "CANCELED"
-    assert slurm_tes.post(f"/tasks/{big}:cancel").status_code == 200
-    task = wait_final(slurm_tes, big, timeout=30)
-    assert task["state"] == "CANCELED"
-    # Slurm stopped it too (the sleep is gone, the job is CANCELLED).
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        state = {r[3]: r[1] for r in squeue(slurm_cluster)}.get(f"jg-{big}")
-        if state == "CANCELLED":
-            break
-        time.sleep(0.2)
-    assert state == "CANCELLED"
+        assert slurm_tes.post(f"/tasks/{waiting}:cancel").status_code == 200
+        task = wait_final(slurm_tes, waiting, timeout=30)
+        assert task["state"] == "CANCELED"
+        assert slurm_tes.post(f"/tasks/{big}:cancel").status_code == 200
+        task = wait_final(slurm_tes, big, timeout=30)
+        assert task["state"] == "CANCELED"
+        # Slurm stopped it too (the sleep is gone, the job is CANCELLED).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = {r[3]: r[1] for r in squeue(slurm_cluster)}.get(f"jg-{big}")
+            if state == "CANCELLED":
+                break
+            time.sleep(0.2)
+        assert state == "CANCELLED"
+    finally:
+        # A failure here must not leave the node full for the tests after it.
+        for job in (big, waiting):
+            if job is not None:
+                slurm_tes.post(f"/tasks/{job}:cancel")
 
 
 def test_time_limit_ends_the_task_with_slurms_reason(slurm_tes: httpx.Client) -> None:

@@ -147,8 +147,18 @@ def started_at(events: list[JobEvent]) -> str | None:
     return rfc3339(start) if start else None
 
 
+def as_of(rec: JobRecord, events: list[JobEvent]) -> list[JobEvent]:
+    """The history up to ``rec``'s state: the events are read after the record, and the job
+    may have moved on in between (a queued view must not show a start time)."""
+    for i in range(len(events) - 1, -1, -1):
+        if events[i].to_state == rec.state:
+            return events[: i + 1]
+    return events
+
+
 def status_view(rec: JobRecord, events: list[JobEvent]) -> dict[str, Any]:
     """The SRCNet status document; jobs submitted through other APIs are shown as well."""
+    events = as_of(rec, events)
     ws: dict[str, Any] = rec.spec.get(SPEC_KEY) or {}
     executor = (rec.spec.get("executors") or [{}])[0]
     resources = rec.spec.get("resources") or {}
