@@ -62,6 +62,18 @@ def default_backend(settings: Settings, backends: dict[str, Backend]) -> str:
     return name
 
 
+NODE_RUNTIME_SETTINGS = (
+    "image_map",
+    "image_dir",
+    "pull_timeout",
+    "executor_network",
+    "container_user",
+    "podman_runtime",
+    "container_ulimits",
+)
+"""Settings a batch node needs to run executors as the gateway would (containers)."""
+
+
 def slurm_backend(
     settings: Settings, name: str, entry: config_file.SlurmEntry | None
 ) -> SlurmBackend:
@@ -95,6 +107,7 @@ def slurm_backend(
         max_array=int(pick("max_array")),  # type: ignore[call-overload]
         log_tail_bytes=settings.log_tail_bytes,
         keep_files=settings.keep_task_dirs,
+        runtime_options=settings.model_dump(mode="json", include=set(NODE_RUNTIME_SETTINGS)),
     )
     return SlurmBackend(config, name=name)
 

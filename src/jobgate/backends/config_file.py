@@ -43,7 +43,9 @@ class SlurmEntry(_Entry):
     qos: str | None = None
     time: str | None = None
     python: str | None = None
-    runtime: Literal["auto", "bwrap", "process"] | None = None
+    runtime: (
+        Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"] | None
+    ) = None
     submit_rate: float | None = Field(default=None, gt=0)
     submit_burst: int | None = Field(default=None, ge=1)
     array_window: float | None = Field(default=None, ge=0)

@@ -7,7 +7,8 @@ survive the batch job leaving the scheduler's memory (no accounting database nee
 
 ``TASKDIR/node.json`` (written by the gateway) holds the task and how to run it::
 
-    {"job": {...Job...}, "runtime": "bwrap"|"process"|"auto", "log_tail_bytes": 65536}
+    {"job": {...Job...}, "runtime": "bwrap"|"process"|"auto"|"podman"|…,
+     "runtime_options": {...container settings...}, "log_tail_bytes": 65536}
 
 ``--list FILE`` reads the task directory from line ``$SLURM_ARRAY_TASK_ID`` (0-based) of
 FILE instead: one script serves every element of a job array.
@@ -62,8 +63,9 @@ def write_json(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
     os.replace(tmp, path)
 
 
-def make_node_runtime(name: str, scratch: Path) -> Runtime:
-    """The runtime ``name``; bwrap builds its sandbox ``/etc`` under ``scratch``."""
+def make_node_runtime(name: str, scratch: Path, options: dict[str, Any] | None = None) -> Runtime:
+    """The runtime ``name``; bwrap builds its sandbox ``/etc`` under ``scratch``. Container
+    runtimes are built as the gateway builds its own, from the gateway's ``options``."""
     # Imported here: the bwrap module is only needed when chosen.
     from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
     from jobgate.runtimes.process import ProcessRuntime
@@ -74,8 +76,14 @@ def make_node_runtime(name: str, scratch: Path) -> Runtime:
         return BwrapRuntime(etc_dir=scratch / "etc")
     if name == "process":
         return ProcessRuntime()
-    # Container runtimes need the gateway's image settings on the node: not wired yet.
-    raise ValueError(f"runtime {name!r} is not supported on batch nodes yet (bwrap, process)")
+    if name in ("podman", "docker", "apptainer", "singularity"):
+        # Imported here: settings and engines cost start-up time bwrap jobs need not pay.
+        from jobgate.config import Settings
+        from jobgate.runtimes.choice import make_runtime
+
+        settings = Settings(**{**(options or {}), "runtime": name, "data_dir": scratch})
+        return make_runtime(settings)
+    raise ValueError(f"runtime {name!r} is not known on batch nodes")
 
 
 def scratch_dir() -> Path:
@@ -132,7 +140,9 @@ async def _run(
     try:
         node = json.loads((base / NODE_FILE).read_text(encoding="utf-8"))
         job = Job.model_validate(node["job"])
-        runtime = make_node_runtime(str(node.get("runtime", "auto")), scratch)
+        runtime = make_node_runtime(
+            str(node.get("runtime", "auto")), scratch, node.get("runtime_options")
+        )
         cgroups = CgroupLayout.detect()
     except Exception as exc:  # the gateway reports this as the task's system error
         result.state = State.SYSTEM_ERROR

@@ -80,6 +80,8 @@ class SlurmConfig:
     log_tail_bytes: int = 64 * 1024
     keep_files: bool = False
     """Keep array list files and Slurm's own output after jobs end (debugging)."""
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+    """The gateway's container settings (image map, user, limits…) for the node runner."""
 
 
 class SlurmBackend(Backend):
@@ -122,6 +124,7 @@ class SlurmBackend(Backend):
         node = {
             "job": job.model_dump(mode="json", exclude_none=True),
             "runtime": self.config.runtime,
+            "runtime_options": self.config.runtime_options,
             "log_tail_bytes": self.config.log_tail_bytes,
         }
         # No fsync here or below: these files must outlive a crash of the gateway process
