@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-slurm system-deps clean
+.PHONY: run test lint bench bench-slurm bench-pulsar system-deps pulsar-venv clean
 
 $(STAMP): pyproject.toml
 	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
@@ -24,8 +24,18 @@ run: $(STAMP)
 # podman, runc and a static busybox run the container tests (a local image, no registry).
 # slurm-wlm and munge: a single-node Slurm cluster for tests/slurm (the tests start and
 # stop its daemons).
+# rsync: Snakemake's fs storage plugin copies with it (tests/engines).
+# gridengine-*: a single-node Grid Engine cluster for tests/gridengine. Their install asks
+# for the master host and cell (debconf), so those answers are given first; without them
+# the packages install no cell.
+# chromium: the dashboard's page tests (tests/dashboard, driven by Playwright's Python package).
+# debootstrap and podman-compose: tests/image builds the container image from a Debian root
+# made offline and runs compose.yaml with it.
+IMAGE_PKGS := debootstrap:debootstrap podman-compose:podman-compose
 SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static \
-	slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge
+	slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge \
+	sge_qmaster:gridengine-master sge_execd:gridengine-exec qconf:gridengine-client \
+	chromium:chromium rsync:rsync rabbitmq-server:rabbitmq-server $(IMAGE_PKGS)
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=""; \
@@ -34,15 +44,40 @@ system-deps:
 				missing="$$missing $${pair#*:}"; \
 		done; \
 		if [ -n "$$missing" ]; then \
+			case "$$missing" in *gridengine*) \
+				host=$$(hostname); \
+				printf '%s\n' \
+					"gridengine-common shared/gridenginemaster string $$host" \
+					"gridengine-common shared/gridenginecell string default" \
+					"gridengine-common shared/gridengineconfig boolean true" \
+					"gridengine-client shared/gridenginemaster string $$host" \
+					"gridengine-master shared/gridenginemaster string $$host" \
+					| debconf-set-selections;; \
+			esac; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 		fi; \
 	fi
 
-test: $(STAMP) system-deps
+# Galaxy Pulsar for tests/pulsar and the pulsar contract sites: its own venv (its galaxy-*
+# dependencies stay out of jobgate's); kombu for its message-queue path. rabbitmq-server
+# (SYSTEM_PKGS) is the broker; the tests start it when it is not running.
+PULSAR_VENV := .venv-pulsar
+$(PULSAR_VENV)/.installed:
+	$(PYTHON) -m venv $(PULSAR_VENV)
+	$(PULSAR_VENV)/bin/pip install --quiet 'pulsar-app[web]==0.16.0' 'kombu==5.7.0'
+	touch $@
+pulsar-venv: $(PULSAR_VENV)/.installed
+
+# The suite runs in parallel (pytest-xdist): most tests wait on servers and subprocesses,
+# so more workers than cores pay off; each scheduler's tests stay on one worker.
+TEST_WORKERS ?= 3
+test: $(STAMP) system-deps pulsar-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -k "not gridengine"
+	@# The Grid Engine cell is one per machine: its tests run in one process.
+	$(BIN)/pytest -q -k gridengine
 
 bench: $(STAMP)
 	$(BIN)/python bench/tes_bench.py
@@ -50,5 +85,8 @@ bench: $(STAMP)
 bench-slurm: $(STAMP) system-deps
 	$(BIN)/python bench/slurm_bench.py
 
+bench-pulsar: $(STAMP) pulsar-venv
+	$(BIN)/python bench/pulsar_bench.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PULSAR_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,18 +16,9 @@ from jobgate.cli import app
 from jobgate.client import Client
 from tests.conftest import Server, free_port
 
+pytestmark = pytest.mark.usefixtures("isolated_config")
+
 Run = Callable[..., Result]
-
-
-@pytest.fixture(autouse=True)
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.delenv("JOBGATE_URL", raising=False)
-    monkeypatch.delenv("JOBGATE_TOKEN", raising=False)
-    path = tmp_path / "config.toml"
-    monkeypatch.setenv("JOBGATE_CONFIG", str(path))
-    # Nor the admin token a local `make run` left in the default data directory.
-    monkeypatch.setenv("JOBGATE_DATA_DIR", str(tmp_path / "data"))
-    return path
 
 
 @pytest.fixture()

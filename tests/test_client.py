@@ -31,17 +31,7 @@ from jobgate.client import (
 )
 from tests.conftest import Server, free_port
 
-
-@pytest.fixture(autouse=True)
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No JOBGATE_URL/TOKEN from the caller's shell, and a config file of our own."""
-    monkeypatch.delenv("JOBGATE_URL", raising=False)
-    monkeypatch.delenv("JOBGATE_TOKEN", raising=False)
-    path = tmp_path / "config.toml"
-    monkeypatch.setenv("JOBGATE_CONFIG", str(path))
-    # Nor the admin token a local `make run` left in the default data directory.
-    monkeypatch.setenv("JOBGATE_DATA_DIR", str(tmp_path / "data"))
-    return path
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import tarfile
 import time
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TERMINAL, Server
+from tests.conftest import Server
+from tests.staging.archives import cve_2025_4517, member, tarball
+from tests.support import run_job, submit_job, wait_job
 
 LIMIT = 64 * 1024
 UNPACK_LIMIT = 4 * 1024 * 1024
@@ -26,46 +29,23 @@ CD = 'cd "${JOBGATE_TASK_ROOT:-/}" && '
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's server (small upload and sandbox limits), in place of the session's:
+    the ``api`` and ``tes`` fixtures use it."""
+    srv = Server(
         tmp_path_factory.mktemp("files") / "data",
         {
             "JOBGATE_SANDBOX_MAX_BYTES": str(LIMIT),
             "JOBGATE_UPLOAD_MAX_BYTES": str(LIMIT),
             "JOBGATE_SANDBOX_EXTRACT_MAX_BYTES": str(UNPACK_LIMIT),
             "JOBGATE_SANDBOX_EXTRACT_MAX_FILES": "50",
+            # "token" as well, so the data dir holds an admin token for the escape tests
+            # to aim at; "none" keeps these tests free of credentials.
+            "JOBGATE_AUTH": "token,none",
         },
     ).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def api(srv: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url + "/api/v1", timeout=30) as client:
-        yield client
-
-
-def submit(api: httpx.Client, **job: Any) -> str:
-    r = api.post("/jobs", json=job)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def run(api: httpx.Client, **job: Any) -> dict[str, Any]:
-    """Submit a job and wait for its final state; returns the job."""
-    job_id = submit(api, **job)
-    return wait_final(api, job_id)
-
-
-def wait_final(api: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
-        if job["state"] in TERMINAL:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not final after {timeout}s")
+    yield srv
+    srv.stop()
 
 
 def stdout(job: dict[str, Any]) -> str:
@@ -74,23 +54,6 @@ def stdout(job: dict[str, Any]) -> str:
 
 def system_logs(job: dict[str, Any]) -> str:
     return "\n".join(job["logs"][-1].get("system_logs") or [])
-
-
-def tarball(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def member(name: str, data: bytes | None = None, **attrs: Any) -> tuple[tarfile.TarInfo, Any]:
-    info = tarfile.TarInfo(name)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
 
 
 def upload_sandbox(api: httpx.Client, content: bytes) -> dict[str, Any]:
@@ -103,8 +66,8 @@ def upload_sandbox(api: httpx.Client, content: bytes) -> dict[str, Any]:
 # -- create → upload → start -------------------------------------------------------------
 
 
-def test_hold_upload_start_the_job_sees_its_files(api: httpx.Client, srv: Server) -> None:
-    job_id = submit(
+def test_hold_upload_start_the_job_sees_its_files(api: httpx.Client, server: Server) -> None:
+    job_id = submit_job(
         api,
         script=CD + "cat data/in.txt cfg/deep/params.json; test ! -e in.txt && echo ok",
         hold=True,
@@ -135,20 +98,20 @@ def test_hold_upload_start_the_job_sees_its_files(api: httpx.Client, srv: Server
         ]
     }
     assert api.post(f"/jobs/{job_id}/start").status_code == 200
-    job = wait_final(api, job_id)
+    job = wait_job(api, job_id)
     assert job["state"] == "COMPLETE", system_logs(job)
     assert stdout(job) == 'uploaded data v2\n{"alpha": 1}\nok\n'
 
     # Uploads are refused once the job is no longer held, and go with the job.
     r = api.put(f"/jobs/{job_id}/files/data/late.txt", content=b"late")
     assert r.status_code == 409 and "held" in r.json()["message"]
-    assert (srv.data_dir / "uploads" / job_id).is_dir()
+    assert (server.data_dir / "uploads" / job_id).is_dir()
     assert api.delete(f"/jobs/{job_id}").status_code == 204
-    assert not (srv.data_dir / "uploads" / job_id).exists()
+    assert not (server.data_dir / "uploads" / job_id).exists()
 
 
 def test_uploaded_file_comes_before_declared_inputs(api: httpx.Client) -> None:
-    job_id = submit(
+    job_id = submit_job(
         api,
         script=CD + "cat data/x.txt",
         hold=True,
@@ -156,11 +119,11 @@ def test_uploaded_file_comes_before_declared_inputs(api: httpx.Client) -> None:
     )
     api.put(f"/jobs/{job_id}/files/data/x.txt", content=b"from the upload\n")
     api.post(f"/jobs/{job_id}/start")
-    assert stdout(wait_final(api, job_id)) == "from the input\n"
+    assert stdout(wait_job(api, job_id)) == "from the input\n"
 
 
 def test_upload_to_a_job_that_is_not_held_is_409(api: httpx.Client) -> None:
-    job_id = submit(api, script="true")
+    job_id = submit_job(api, script="true")
     r = api.put(f"/jobs/{job_id}/files/a.txt", content=b"x")
     assert r.status_code == 409 and r.json()["code"] == "conflict"
     assert api.put("/jobs/no-such-job/files/a.txt", content=b"x").status_code == 404
@@ -179,9 +142,9 @@ def test_upload_to_a_job_that_is_not_held_is_409(api: httpx.Client) -> None:
         "a/%00b",
     ],
 )
-def test_upload_path_escapes_are_400(api: httpx.Client, srv: Server, path: str) -> None:
-    job_id = submit(api, script="true", hold=True)
-    url = httpx.URL(f"{srv.url}/api/v1/jobs/{job_id}/files/").copy_with(
+def test_upload_path_escapes_are_400(api: httpx.Client, server: Server, path: str) -> None:
+    job_id = submit_job(api, script="true", hold=True)
+    url = httpx.URL(f"{server.url}/api/v1/jobs/{job_id}/files/").copy_with(
         raw_path=f"/api/v1/jobs/{job_id}/files/{path}".encode()
     )
     r = api.put(url, content=b"evil")
@@ -190,8 +153,8 @@ def test_upload_path_escapes_are_400(api: httpx.Client, srv: Server, path: str) 
     assert api.get(f"/jobs/{job_id}/files").json() == {"files": []}
 
 
-def test_upload_over_the_limit_is_413(api: httpx.Client, srv: Server) -> None:
-    job_id = submit(api, script="true", hold=True)
+def test_upload_over_the_limit_is_413(api: httpx.Client, server: Server) -> None:
+    job_id = submit_job(api, script="true", hold=True)
     r = api.put(f"/jobs/{job_id}/files/big.bin", content=b"x" * (LIMIT + 1))
     assert r.status_code == 413 and r.json()["code"] == "too_large"
 
@@ -202,11 +165,11 @@ def test_upload_over_the_limit_is_413(api: httpx.Client, srv: Server) -> None:
     r = api.put(f"/jobs/{job_id}/files/big.bin", content=chunks())
     assert r.status_code == 413
     assert api.get(f"/jobs/{job_id}/files").json() == {"files": []}
-    assert list((srv.data_dir / "uploads" / ".partial").iterdir()) == []
+    assert list((server.data_dir / "uploads" / ".partial").iterdir()) == []
 
 
 def test_upload_over_an_existing_file_or_dir_conflicts(api: httpx.Client) -> None:
-    job_id = submit(api, script="true", hold=True)
+    job_id = submit_job(api, script="true", hold=True)
     assert api.put(f"/jobs/{job_id}/files/a/b.txt", content=b"1").status_code == 201
     assert api.put(f"/jobs/{job_id}/files/a", content=b"2").status_code == 409
     assert api.put(f"/jobs/{job_id}/files/a/b.txt/c", content=b"3").status_code == 409
@@ -215,7 +178,7 @@ def test_upload_over_an_existing_file_or_dir_conflicts(api: httpx.Client) -> Non
 # -- sandboxes ---------------------------------------------------------------------------
 
 
-def test_sandbox_dedup_download_and_head(api: httpx.Client, srv: Server) -> None:
+def test_sandbox_dedup_download_and_head(api: httpx.Client, server: Server) -> None:
     content = b"sandbox content " + str(time.time_ns()).encode()
     sha = hashlib.sha256(content).hexdigest()
     r = api.post("/sandboxes", content=content)
@@ -229,7 +192,7 @@ def test_sandbox_dedup_download_and_head(api: httpx.Client, srv: Server) -> None
     assert r.headers["location"] == f"/api/v1/sandboxes/{sha}"
     r = api.post("/sandboxes", content=iter([content[:5], content[5:]]))
     assert r.status_code == 200 and r.json()["existed"] is True and r.json()["sha256"] == sha
-    stored = [p.name for p in (srv.data_dir / "sandboxes").iterdir() if p.name == sha]
+    stored = [p.name for p in (server.data_dir / "sandboxes").iterdir() if p.name == sha]
     assert stored == [sha]
 
     r = api.get(f"/sandboxes/{sha}")
@@ -242,7 +205,7 @@ def test_sandbox_dedup_download_and_head(api: httpx.Client, srv: Server) -> None
     assert api.get("/sandboxes/not-a-sha").status_code == 404
 
 
-def test_sandbox_over_the_limit_is_413(api: httpx.Client, srv: Server) -> None:
+def test_sandbox_over_the_limit_is_413(api: httpx.Client, server: Server) -> None:
     r = api.post("/sandboxes", content=b"z" * (LIMIT + 1))
     assert r.status_code == 413
     body = r.json()
@@ -253,7 +216,7 @@ def test_sandbox_over_the_limit_is_413(api: httpx.Client, srv: Server) -> None:
             yield b"z" * (LIMIT // 2)
 
     assert api.post("/sandboxes", content=chunks()).status_code == 413
-    assert list((srv.data_dir / "sandboxes" / ".partial").iterdir()) == []
+    assert list((server.data_dir / "sandboxes" / ".partial").iterdir()) == []
     # Exactly the limit is fine.
     assert api.post("/sandboxes", content=b"q" * LIMIT).status_code in (200, 201)
 
@@ -272,7 +235,7 @@ def test_tarball_and_file_sandboxes_as_inputs(api: httpx.Client) -> None:
     tgz_sha = upload_sandbox(api, tgz)["sha256"]
     tar_sha = upload_sandbox(api, plain_tar)["sha256"]
     file_sha = upload_sandbox(api, b"just a file\n")["sha256"]
-    job = run(
+    job = run_job(
         api,
         script=CD + "cat src/dir/a.txt src/b.txt src/link plain/p.txt one/file.txt; "
         "sh src/run.sh; tar tzf raw.tgz | sort | head -1",
@@ -291,17 +254,52 @@ def test_tarball_and_file_sandboxes_as_inputs(api: httpx.Client) -> None:
 
 
 def test_missing_or_malformed_sandbox_input_fails_staging(api: httpx.Client) -> None:
-    job = run(api, script="true", inputs=[{"url": f"sandbox:{'1' * 64}", "path": "/x"}])
+    job = run_job(api, script="true", inputs=[{"url": f"sandbox:{'1' * 64}", "path": "/x"}])
     assert job["state"] == "SYSTEM_ERROR" and "no such sandbox" in system_logs(job)
-    job = run(api, script="true", inputs=[{"url": "sandbox:nope", "path": "/x"}])
+    job = run_job(api, script="true", inputs=[{"url": "sandbox:nope", "path": "/x"}])
     assert job["state"] == "SYSTEM_ERROR" and "sandbox:<sha256>" in system_logs(job)
     file_sha = upload_sandbox(api, b"not a tarball")["sha256"]
-    job = run(
+    job = run_job(
         api,
         script="true",
         inputs=[{"url": f"sandbox:{file_sha}", "path": "/x", "type": "DIRECTORY"}],
     )
     assert job["state"] == "SYSTEM_ERROR" and "not a tarball" in system_logs(job)
+
+
+def plant_sandbox(server: Server, content: bytes) -> str:
+    """Store ``content`` as a sandbox behind the API's back, as one uploaded before the
+    upload check existed: staging must refuse it on its own."""
+    sha = hashlib.sha256(content).hexdigest()
+    (server.data_dir / "sandboxes").mkdir(exist_ok=True)
+    (server.data_dir / "sandboxes" / sha).write_bytes(content)
+    return sha
+
+
+def refused_upload(api: httpx.Client, content: bytes) -> dict[str, Any]:
+    r = api.post("/sandboxes", content=content)
+    assert r.status_code == 400, r.text
+    body: dict[str, Any] = r.json()
+    assert body["code"] == "invalid_request"
+    return body
+
+
+# Files the running server rewrites itself (webhook delivery moves the cursor while other
+# tests on the shared server run); their mode and link count are still compared.
+_LIVE_FILES = {"webhooks.cursor"}
+
+
+def data_dir_secrets(server: Server) -> dict[str, tuple[bytes | None, int, int]]:
+    """Content, mode and link count of the data dir's own files (the database aside)."""
+    return {
+        p.name: (
+            None if p.name in _LIVE_FILES else p.read_bytes(),
+            stat.S_IMODE(p.lstat().st_mode),
+            p.lstat().st_nlink,
+        )
+        for p in server.data_dir.iterdir()
+        if p.is_file() and not p.name.startswith("jobgate.db")
+    }
 
 
 @pytest.mark.parametrize(
@@ -316,35 +314,77 @@ def test_missing_or_malformed_sandbox_input_fails_staging(api: httpx.Client) -> 
     ],
 )
 def test_malicious_tarball_is_refused(
-    api: httpx.Client, srv: Server, members: list[Any], why: str
+    api: httpx.Client, server: Server, members: list[Any], why: str
 ) -> None:
-    sha = upload_sandbox(api, tarball(members))["sha256"]
-    job = run(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
+    content = tarball(members)
+    body = refused_upload(api, content)
+    name = members[0][0].name
+    assert body["errors"][0]["where"] == f"body: member {name!r}"
+    assert why in body["errors"][0]["what"] and name in body["message"]
+    sha = hashlib.sha256(content).hexdigest()
+    assert api.head(f"/sandboxes/{sha}").status_code == 404
+    assert list((server.data_dir / "sandboxes" / ".partial").iterdir()) == []
+    # Stored anyway (by an older version): staging refuses it.
+    plant_sandbox(server, content)
+    job = run_job(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
     assert job["state"] == "SYSTEM_ERROR"
-    assert "unsafe tarball refused" in system_logs(job) and why in system_logs(job)
-    assert not list(srv.data_dir.rglob("evil.txt"))
+    assert f"unsafe tarball refused: member {name!r}" in system_logs(job)
+    assert why in system_logs(job)
+    assert not list(server.data_dir.rglob("evil.txt"))
 
 
-def test_tarball_bombs_are_refused_before_unpacking(api: httpx.Client, srv: Server) -> None:
+def test_cve_2025_4517_tarball_cannot_reach_the_data_dir(api: httpx.Client, server: Server) -> None:
+    # dest is <data>/jobs/<id>/root/in/x: five levels below the data dir, where the
+    # archive's hard link aims at the admin token and then writes over it.
+    assert "admin-token" in data_dir_secrets(server)
+    before = data_dir_secrets(server)
+    content = tarball(cve_2025_4517(levels_up=5, target="admin-token"))
+    body = refused_upload(api, content)
+    assert body["errors"][0]["where"].startswith("body: member 'a/b/c/")
+    assert "through the symlink 'a'" in body["errors"][0]["what"]
+
+    sha = plant_sandbox(server, content)
+    job = run_job(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
+    assert job["state"] == "SYSTEM_ERROR"
+    logs = system_logs(job)
+    assert "unsafe tarball refused: member 'a/b/c/" in logs, logs
+    assert "through the symlink 'a'" in logs
+    assert data_dir_secrets(server) == before
+    for name in ("flaglink", "escape", "d" * 247):
+        assert not list(server.data_dir.rglob(name)), name
+
+
+def test_tarball_bombs_are_refused_before_unpacking(api: httpx.Client, server: Server) -> None:
     # 2x the unpack limit of zeros gzips to a few KiB: well under the sandbox size limit.
-    bomb = tarball([member("zeros.bin", bytes(2 * UNPACK_LIMIT))])
+    # The limit is crossed by the last member: nothing of the first ones is written either.
+    half = bytes(UNPACK_LIMIT // 2)
+    bomb = tarball([member(f"zeros{i}.bin", half) for i in range(4)])
     assert len(bomb) < LIMIT
-    sha = upload_sandbox(api, bomb)["sha256"]
-    job = run(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
+    body = refused_upload(api, bomb)
+    assert body["errors"] == [
+        {
+            "where": "body: member 'zeros2.bin'",
+            "what": f"the tarball unpacks to more than {UNPACK_LIMIT} bytes",
+        }
+    ]
+    sha = plant_sandbox(server, bomb)
+    job = run_job(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/x"}])
     assert job["state"] == "SYSTEM_ERROR"
     assert f"unpacks to more than {UNPACK_LIMIT} bytes" in system_logs(job)
-    assert not list(srv.data_dir.rglob("zeros.bin"))
+    assert not list(server.data_dir.rglob("zeros*.bin"))
 
     many = tarball([member(f"f{i}.txt", b"x") for i in range(60)])
-    sha = upload_sandbox(api, many)["sha256"]
-    job = run(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/y"}])
+    assert "more than 50 entries" in refused_upload(api, many)["message"]
+    sha = plant_sandbox(server, many)
+    job = run_job(api, script="true", inputs=[{"url": f"sandbox:{sha}", "path": "/in/y"}])
     assert job["state"] == "SYSTEM_ERROR"
     assert "more than 50 entries" in system_logs(job)
+    assert not list(server.data_dir.rglob("f0.txt"))
 
     # Within both limits the same shapes unpack.
-    ok = tarball([member("zeros.bin", bytes(UNPACK_LIMIT // 2)), member("a.txt", b"a")])
+    ok = tarball([member("zeros.bin", half), member("a.txt", b"a")])
     sha = upload_sandbox(api, ok)["sha256"]
-    job = run(
+    job = run_job(
         api,
         script="wc -c < /in/z/zeros.bin",
         inputs=[{"url": f"sandbox:{sha}", "path": "/in/z"}],
@@ -353,9 +393,15 @@ def test_tarball_bombs_are_refused_before_unpacking(api: httpx.Client, srv: Serv
     assert stdout(job).strip() == str(UNPACK_LIMIT // 2)
 
 
+def test_an_unreadable_tarball_is_refused_at_upload(api: httpx.Client) -> None:
+    cut = tarball([member("big", bytes(30_000))], mode="w")[:20_000]
+    body = refused_upload(api, cut)
+    assert "cannot be read" in body["message"] and body["errors"][0]["where"] == "body"
+
+
 def test_absolute_tarball_members_are_neutralised(api: httpx.Client) -> None:
     sha = upload_sandbox(api, tarball([member("/abs.txt", b"inside\n")]))["sha256"]
-    job = run(
+    job = run_job(
         api,
         script=CD + "cat in/abs.txt; test ! -e abs.txt && echo not-at-root",
         inputs=[{"url": f"sandbox:{sha}", "path": "/in"}],
@@ -370,7 +416,7 @@ def test_absolute_tarball_members_are_neutralised(api: httpx.Client) -> None:
 def test_output_sandbox_holds_the_declared_outputs(api: httpx.Client, tmp_path: Path) -> None:
     secret = tmp_path / "host.txt"
     secret.write_text("host file\n")
-    job = run(
+    job = run_job(
         api,
         script=CD + "echo a > out/a.txt; echo b > out/b.txt; echo skip > out/skip.log; "
         "mkdir -p out/res/sub; echo c > out/res/sub/c.dat; "
@@ -392,7 +438,7 @@ def test_output_sandbox_holds_the_declared_outputs(api: httpx.Client, tmp_path: 
     assert links == []
     # It is a sandbox like any other: downloadable, and usable as the next job's input.
     assert api.get(f"/sandboxes/{sha}").content == r.content
-    nxt = run(
+    nxt = run_job(
         api,
         script=CD + "cat prev/out/a.txt prev/out/res/sub/c.dat",
         inputs=[{"url": f"sandbox:{sha}", "path": "/prev"}],
@@ -401,17 +447,17 @@ def test_output_sandbox_holds_the_declared_outputs(api: httpx.Client, tmp_path: 
 
 
 def test_output_sandbox_missing_is_404_with_a_reason(api: httpx.Client) -> None:
-    job = run(api, script="true")
+    job = run_job(api, script="true")
     r = api.get(f"/jobs/{job['id']}/output-sandbox")
     assert r.status_code == 404 and "no output sandbox" in r.json()["message"]
-    job = run(api, script="true", output_sandbox=["/nothing/here"])
+    job = run_job(api, script="true", output_sandbox=["/nothing/here"])
     assert job["state"] == "COMPLETE"
     assert api.get(f"/jobs/{job['id']}/output-sandbox").status_code == 404
     assert api.get("/jobs/no-such-job/output-sandbox").status_code == 404
 
 
-def test_output_sandbox_over_the_limit_fails_the_job(api: httpx.Client, srv: Server) -> None:
-    job = run(
+def test_output_sandbox_over_the_limit_fails_the_job(api: httpx.Client, server: Server) -> None:
+    job = run_job(
         api,
         script=CD + f"head -c {4 * LIMIT} /dev/urandom > out/big.bin",
         output_sandbox=["/out/big.bin"],
@@ -419,7 +465,7 @@ def test_output_sandbox_over_the_limit_fails_the_job(api: httpx.Client, srv: Ser
     assert job["state"] == "SYSTEM_ERROR"
     assert "output_sandbox not kept: the archive exceeds the limit" in system_logs(job)
     assert api.get(f"/jobs/{job['id']}/output-sandbox").status_code == 404
-    assert list((srv.data_dir / "sandboxes" / ".partial").iterdir()) == []
+    assert list((server.data_dir / "sandboxes" / ".partial").iterdir()) == []
 
 
 def test_output_sandbox_paths_are_validated(api: httpx.Client) -> None:

@@ -11,7 +11,6 @@ import json
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TERMINAL, Server
+from tests.conftest import Server
+from tests.support import TERMINAL, assert_error, get_job, post_job, uid, wait_job
 
 Job = dict[str, Any]
 ALL_FIELDS = [
@@ -56,67 +56,11 @@ SORTABLE = [
 ]
 
 
-def uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-@pytest.fixture()
-def api(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
-        yield client
-
-
-@pytest.fixture()
-def tes(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/ga4gh/tes/v1", timeout=60) as client:
-        yield client
-
-
-def submit(api: httpx.Client, **job: Any) -> Job:
-    r = api.post("/jobs", json=job)
-    assert r.status_code == 201, r.text
-    body: Job = r.json()
-    return body
-
-
-def get(api: httpx.Client, job_id: str) -> Job:
-    r = api.get(f"/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    body: Job = r.json()
-    return body
-
-
-def wait_for(api: httpx.Client, job_id: str, states: set[str], timeout: float = 30) -> Job:
-    deadline = time.monotonic() + timeout
-    job = get(api, job_id)
-    while job["state"] not in states:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} never reached {states}: {job}")
-        time.sleep(0.05)
-        job = get(api, job_id)
-    return job
-
-
 def events(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     r = api.get(f"/jobs/{job_id}/events")
     assert r.status_code == 200, r.text
     out: list[dict[str, Any]] = r.json()["events"]
     return out
-
-
-def assert_error(r: httpx.Response, status: int, where: str | None = None) -> dict[str, Any]:
-    """A JSON error of ``status``; with ``where``, one of its errors is located there."""
-    assert r.status_code == status, r.text
-    body: dict[str, Any] = r.json()
-    assert body["status"] == status
-    assert isinstance(body["message"], str) and body["message"]
-    if where is not None:
-        assert body["code"] == "invalid_request"
-        assert body["errors"], body
-        for e in body["errors"]:
-            assert set(e) == {"where", "what"} and e["what"], e
-        assert where in [e["where"] for e in body["errors"]], body
-    return body
 
 
 def search(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +135,7 @@ def test_submit_json_returns_the_job_and_tes_sees_labels_as_tags(
     assert job["reschedules"] == 0
     assert job["spec"]["script"] == "echo hi"
     assert job["spec"]["executors"][0]["command"] == ["/bin/sh", "-c", "echo hi"]
-    assert get(api, job["id"]) == job
+    assert get_job(api, job["id"]) == job
     # The same job through TES: labels are its tags, held is PAUSED.
     task = tes.get(f"/tasks/{job['id']}", params={"view": "BASIC"}).json()
     assert task["tags"] == {"project": u, "stage": "one"}
@@ -208,7 +152,7 @@ def test_submit_json_returns_the_job_and_tes_sees_labels_as_tags(
             "executors": [{"image": "alpine", "command": ["true"]}],
         },
     ).json()["id"]
-    assert get(api, tid)["labels"] == {"project": f"tes-{u}"}
+    assert get_job(api, tid)["labels"] == {"project": f"tes-{u}"}
     assert ids_with_label(api, "project", f"tes-{u}") == [tid]
 
 
@@ -220,14 +164,14 @@ def test_submit_yaml_script_runs_to_completion(api: httpx.Client) -> None:
     job = r.json()
     assert job["name"] == f"yaml-{u}"
     assert job["labels"] == {"suite": u}
-    done = wait_for(api, job["id"], TERMINAL)
+    done = wait_job(api, job["id"], TERMINAL)
     assert done["state"] == "COMPLETE", done
     assert done["logs"][0]["logs"][0]["stdout"] == f"one-{u}\ntwo\n"
     assert done["attempt"] == 1
 
 
 def test_submit_executors_run_in_order(api: httpx.Client) -> None:
-    job = submit(
+    job = post_job(
         api,
         name=f"exec-{uid()}",
         executors=[
@@ -235,21 +179,21 @@ def test_submit_executors_run_in_order(api: httpx.Client) -> None:
             {"image": "alpine", "command": ["/bin/sh", "-c", "echo second; exit 4"]},
         ],
     )
-    done = wait_for(api, job["id"], TERMINAL)
+    done = wait_job(api, job["id"], TERMINAL)
     assert done["state"] == "EXECUTOR_ERROR"
     logs = done["logs"][0]["logs"]
     assert [(x["stdout"], x["exit_code"]) for x in logs] == [("first\n", 0), ("second\n", 4)]
 
 
 def test_hold_keeps_a_job_paused_until_started(api: httpx.Client) -> None:
-    job = submit(api, name=f"held-{uid()}", script="echo started", hold=True)
+    job = post_job(api, name=f"held-{uid()}", script="echo started", hold=True)
     assert job["state"] == "PAUSED"
     time.sleep(1.2)  # more than two dispatcher polls: it must not be picked up
-    assert get(api, job["id"])["state"] == "PAUSED"
+    assert get_job(api, job["id"])["state"] == "PAUSED"
     r = api.post(f"/jobs/{job['id']}/start")
     assert r.status_code == 200, r.text
     assert r.json() == {"id": job["id"], "state": "QUEUED"}
-    done = wait_for(api, job["id"], TERMINAL)
+    done = wait_job(api, job["id"], TERMINAL)
     assert done["state"] == "COMPLETE"
     assert done["logs"][0]["logs"][0]["stdout"] == "started\n"
     history = events(api, job["id"])
@@ -265,11 +209,11 @@ def test_hold_keeps_a_job_paused_until_started(api: httpx.Client) -> None:
 
 def test_priority_and_backend_routing(api: httpx.Client) -> None:
     u = uid()
-    default = submit(api, name=f"prio-{u}", script="true", hold=True)
+    default = post_job(api, name=f"prio-{u}", script="true", hold=True)
     assert default["priority"] == 0 and default["backend"] == "local"
-    low = submit(api, name=f"prio-{u}", script="true", hold=True, priority=-1_000_000)
+    low = post_job(api, name=f"prio-{u}", script="true", hold=True, priority=-1_000_000)
     assert low["priority"] == -1_000_000
-    via_params = submit(
+    via_params = post_job(
         api,
         name=f"prio-{u}",
         script="true",
@@ -415,7 +359,7 @@ def test_bulk_submits_10000_held_jobs(api: httpx.Client) -> None:
     groups = summary(api, {"group_by": ["state", "labels.big"], "filters": [label_is("big", u)]})
     assert groups == [{"state": "PAUSED", "labels.big": u, "count": 10_000}]
     # Input order is kept: the 1234th result is the job named so.
-    assert get(api, ids[1234])["name"] == f"big-{u}-1234"
+    assert get_job(api, ids[1234])["name"] == f"big-{u}-1234"
     delete_all(api, ids)
     assert summary(api, {"group_by": ["state"], "filters": [label_is("big", u)]}) == []
 
@@ -456,7 +400,7 @@ def test_parametric_submits_10000_held_jobs_in_one_group(api: httpx.Client) -> N
     )
     assert groups == [{"group": group, "state": "PAUSED", "count": 10_000}]
     # Cartesian product, first parameter outermost: index 2*i + (s == "b").
-    job = get(api, ids[2 * 4321 + 1])
+    job = get_job(api, ids[2 * 4321 + 1])
     assert job["name"] == f"sweep-{u}-4321-b"
     assert job["labels"] == {"sweep": u, "param.i": "4321", "param.s": "b"}
     assert job["spec"]["script"] == "echo 4321 b"
@@ -490,6 +434,22 @@ def test_parametric_cap_is_10000_jobs(api: httpx.Client) -> None:
     assert ids_with_label(api, "capped", u) == []
 
 
+def test_a_huge_range_is_refused_without_being_listed(api: httpx.Client) -> None:
+    """A range is counted, not expanded: 10**30 values answer 400 at once."""
+    job = {"script": "true", "hold": True}
+    for parameters in (
+        {"i": {"stop": 10**30}},
+        {"i": {"stop": 10**12}, "j": {"stop": 10**12}},
+    ):
+        r = api.post("/jobs/parametric", json={"job": job, "parameters": parameters}, timeout=10)
+        assert "the limit is 10000" in assert_error(r, 400, "body.parameters")["errors"][0]["what"]
+    # An empty list among huge ranges: zero combinations, no job, and no listing either.
+    r = api.post(
+        "/jobs/parametric", json={"job": job, "parameters": {"i": {"stop": 10**30}, "e": []}}
+    )
+    assert r.status_code == 200 and r.json()["results"] == [], r.text
+
+
 def test_parametric_placeholders_in_names_scripts_and_labels(api: httpx.Client) -> None:
     u = uid()
     r = api.post(
@@ -510,7 +470,7 @@ def test_parametric_placeholders_in_names_scripts_and_labels(api: httpx.Client) 
     ids = [x["id"] for x in body["results"]]
     combos = [(n, s) for n in (2, 5, 8) for s in ("x", "y")]
     for job_id, (n, s) in zip(ids, combos, strict=True):
-        job = wait_for(api, job_id, TERMINAL)
+        job = wait_job(api, job_id, TERMINAL)
         assert job["state"] == "COMPLETE", job
         assert job["name"] == f"pp-{n}-{s}-{u}"
         assert job["group"] == body["group"]
@@ -750,7 +710,7 @@ def corpus(server: Server) -> Corpus:
         for i in (0, 3, 9):
             assert api.post(f"/jobs/{ids[i]}/start").status_code == 200
         for i in (0, 3, 9):
-            wait_for(api, ids[i], TERMINAL)
+            wait_job(api, ids[i], TERMINAL)
         jobs, _ = search_all(
             api,
             {
@@ -1062,7 +1022,7 @@ def test_paging_is_stable_while_jobs_are_added(api: httpx.Client) -> None:
     while True:
         seen += [j["id"] for j in page["jobs"]]
         # New jobs arrive between pages: newest-first paging must neither repeat nor skip.
-        submit(api, script="true", hold=True, labels={"grow": u})
+        post_job(api, script="true", hold=True, labels={"grow": u})
         if page["next_cursor"] is None:
             break
         page = search(api, {**body, "cursor": page["next_cursor"]})
@@ -1299,14 +1259,14 @@ def test_bad_summaries_are_400(api: httpx.Client, body: dict[str, Any], where: s
 
 
 def test_events_are_the_ordered_status_history(api: httpx.Client) -> None:
-    job = submit(api, name=f"ev-{uid()}", script="echo x")
-    wait_for(api, job["id"], TERMINAL)
+    job = post_job(api, name=f"ev-{uid()}", script="echo x")
+    wait_job(api, job["id"], TERMINAL)
     history = events(api, job["id"])
     assert [e["state"] for e in history] == ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"]
     assert [e["from_state"] for e in history] == [None, "QUEUED", "INITIALIZING", "RUNNING"]
     assert [e["source"] for e in history] == ["api", "dispatcher", "dispatcher", "dispatcher"]
     assert history[0]["detail"] == "submitted"
-    assert history[-1]["detail"] == get(api, job["id"])["detail"]
+    assert history[-1]["detail"] == get_job(api, job["id"])["detail"]
     seqs = [e["seq"] for e in history]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     times = [_time(e["at"]) for e in history]
@@ -1317,10 +1277,10 @@ def test_events_are_the_ordered_status_history(api: httpx.Client) -> None:
 
 
 def test_events_record_control_actions(api: httpx.Client) -> None:
-    job = submit(api, script="exit 1", hold=True)
+    job = post_job(api, script="exit 1", hold=True)
     api.post(f"/jobs/{job['id']}/cancel")
     api.post(f"/jobs/{job['id']}/reschedule")
-    wait_for(api, job["id"], {"EXECUTOR_ERROR"})
+    wait_job(api, job["id"], {"EXECUTOR_ERROR"})
     history = events(api, job["id"])
     assert [(e["from_state"], e["state"], e["source"]) for e in history[:3]] == [
         (None, "PAUSED", "api"),
@@ -1337,30 +1297,30 @@ def test_events_record_control_actions(api: httpx.Client) -> None:
 
 
 def test_cancel_held_running_and_final_jobs(api: httpx.Client) -> None:
-    held = submit(api, script="true", hold=True)
+    held = post_job(api, script="true", hold=True)
     r = api.post(f"/jobs/{held['id']}/cancel")
     assert r.status_code == 200 and r.json() == {"id": held["id"], "state": "CANCELED"}
-    running = submit(api, script="sleep 60")
-    wait_for(api, running["id"], {"RUNNING"})
+    running = post_job(api, script="sleep 60")
+    wait_job(api, running["id"], {"RUNNING"})
     r = api.post(f"/jobs/{running['id']}/cancel")
     assert r.json()["state"] in ("CANCELING", "CANCELED")
-    assert wait_for(api, running["id"], TERMINAL)["state"] == "CANCELED"
+    assert wait_job(api, running["id"], TERMINAL)["state"] == "CANCELED"
     # Canceling a final job changes nothing.
     assert api.post(f"/jobs/{running['id']}/cancel").json()["state"] == "CANCELED"
-    done = submit(api, script="true")
-    wait_for(api, done["id"], TERMINAL)
+    done = post_job(api, script="true")
+    wait_job(api, done["id"], TERMINAL)
     assert api.post(f"/jobs/{done['id']}/cancel").json()["state"] == "COMPLETE"
     assert_error(api.post(f"/jobs/{uid()}/cancel"), 404)
 
 
 def test_reschedule_runs_a_failed_job_again(api: httpx.Client) -> None:
-    job = submit(api, name=f"again-{uid()}", script="echo attempt; exit 3")
-    first = wait_for(api, job["id"], TERMINAL)
+    job = post_job(api, name=f"again-{uid()}", script="echo attempt; exit 3")
+    first = wait_job(api, job["id"], TERMINAL)
     assert first["state"] == "EXECUTOR_ERROR" and first["reschedules"] == 0
     r = api.post(f"/jobs/{job['id']}/reschedule")
     assert r.status_code == 200, r.text
     assert r.json() == {"id": job["id"], "state": "QUEUED"}
-    second = wait_for(api, job["id"], TERMINAL)
+    second = wait_job(api, job["id"], TERMINAL)
     assert second["state"] == "EXECUTOR_ERROR"
     assert second["reschedules"] == 1
     assert len(second["logs"]) == 2  # one entry per run
@@ -1368,25 +1328,25 @@ def test_reschedule_runs_a_failed_job_again(api: httpx.Client) -> None:
     running = [e for e in events(api, job["id"]) if e["state"] == "RUNNING"]
     assert len(running) == 2
     api.post(f"/jobs/{job['id']}/reschedule")
-    assert wait_for(api, job["id"], TERMINAL)["reschedules"] == 2
+    assert wait_job(api, job["id"], TERMINAL)["reschedules"] == 2
 
 
 def test_reschedule_refuses_complete_active_and_unknown_jobs(api: httpx.Client) -> None:
-    done = submit(api, script="true")
-    wait_for(api, done["id"], TERMINAL)
+    done = post_job(api, script="true")
+    wait_job(api, done["id"], TERMINAL)
     assert "COMPLETE" in assert_error(api.post(f"/jobs/{done['id']}/reschedule"), 409)["message"]
-    held = submit(api, script="true", hold=True)
+    held = post_job(api, script="true", hold=True)
     assert_error(api.post(f"/jobs/{held['id']}/reschedule"), 409)
-    assert get(api, held["id"])["state"] == "PAUSED"
+    assert get_job(api, held["id"])["state"] == "PAUSED"
     assert_error(api.post(f"/jobs/{uid()}/reschedule"), 404)
 
 
 def test_delete_only_final_or_held_jobs_then_404(api: httpx.Client, tes: httpx.Client) -> None:
     u = uid()
-    done = submit(api, script="true", labels={"del": u})
-    wait_for(api, done["id"], TERMINAL)
-    running = submit(api, script="sleep 60", labels={"del": u})
-    wait_for(api, running["id"], {"RUNNING"})
+    done = post_job(api, script="true", labels={"del": u})
+    wait_job(api, done["id"], TERMINAL)
+    running = post_job(api, script="sleep 60", labels={"del": u})
+    wait_job(api, running["id"], {"RUNNING"})
     assert "cancel it first" in assert_error(api.delete(f"/jobs/{running['id']}"), 409)["message"]
     r = api.delete(f"/jobs/{done['id']}")
     assert r.status_code == 204 and r.content == b""
@@ -1394,18 +1354,18 @@ def test_delete_only_final_or_held_jobs_then_404(api: httpx.Client, tes: httpx.C
     assert_error(api.get(f"/jobs/{done['id']}/events"), 404)
     assert tes.get(f"/tasks/{done['id']}").status_code == 404
     assert_error(api.delete(f"/jobs/{done['id']}"), 404)
-    held = submit(api, script="true", hold=True, labels={"del": u})
+    held = post_job(api, script="true", hold=True, labels={"del": u})
     assert api.delete(f"/jobs/{held['id']}").status_code == 204
     assert ids_with_label(api, "del", u) == [running["id"]]
     api.post(f"/jobs/{running['id']}/cancel")
-    wait_for(api, running["id"], TERMINAL)
+    wait_job(api, running["id"], TERMINAL)
     assert api.delete(f"/jobs/{running['id']}").status_code == 204
     assert ids_with_label(api, "del", u) == []
 
 
 def test_patch_priority_labels_and_app_status(api: httpx.Client, tes: httpx.Client) -> None:
     u = uid()
-    job = submit(api, script="true", hold=True, labels={"pt": u, "keep": "1", "drop": "x"})
+    job = post_job(api, script="true", hold=True, labels={"pt": u, "keep": "1", "drop": "x"})
     r = api.patch(
         f"/jobs/{job['id']}",
         json={
@@ -1420,7 +1380,7 @@ def test_patch_priority_labels_and_app_status(api: httpx.Client, tes: httpx.Clie
     assert patched["labels"] == {"pt": u, "keep": "2", "new": "n"}
     assert patched["app_status"] == "50%"
     assert patched["state"] == "PAUSED"
-    assert get(api, job["id"]) == patched
+    assert get_job(api, job["id"]) == patched
     # Labels are tags for TES and searchable at once; the removed one is gone everywhere.
     assert tes.get(f"/tasks/{job['id']}", params={"view": "BASIC"}).json()["tags"] == {
         "pt": u,
@@ -1450,9 +1410,9 @@ def test_patch_priority_labels_and_app_status(api: httpx.Client, tes: httpx.Clie
     ],
 )
 def test_bad_patches_are_400(api: httpx.Client, body: dict[str, Any], where: str) -> None:
-    job = submit(api, script="true", hold=True, labels={"bp": "1"})
+    job = post_job(api, script="true", hold=True, labels={"bp": "1"})
     assert_error(api.patch(f"/jobs/{job['id']}", json=body), 400, where)
-    after = get(api, job["id"])
+    after = get_job(api, job["id"])
     assert after["priority"] == 0 and after["labels"] == {"bp": "1"}
 
 
@@ -1482,62 +1442,62 @@ def outcome(result: dict[str, Any]) -> str | int | None:
 
 
 def test_bulk_start_and_cancel(api: httpx.Client) -> None:
-    a = submit(api, script="true", hold=True)["id"]
-    b = submit(api, script="true", hold=True)["id"]
-    c = submit(api, script="true", hold=True)["id"]
+    a = post_job(api, script="true", hold=True)["id"]
+    b = post_job(api, script="true", hold=True)["id"]
+    c = post_job(api, script="true", hold=True)["id"]
     missing = uid()
     out = bulk(api, "start", {"ids": [a, missing, b]})
     assert [outcome(x) for x in out["results"]] == ["QUEUED", 404, "QUEUED"]
     assert out["succeeded"] == 2 and out["failed"] == 1
     assert out["results"][1]["error"]["code"] == "not_found"
     for j in (a, b):
-        assert wait_for(api, j, TERMINAL)["state"] == "COMPLETE"
+        assert wait_job(api, j, TERMINAL)["state"] == "COMPLETE"
     out = bulk(api, "start", {"ids": [a]})  # not held any more
     assert [outcome(x) for x in out["results"]] == [409]
     out = bulk(api, "cancel", {"ids": [c, a, missing]})
     assert [outcome(x) for x in out["results"]] == ["CANCELED", "COMPLETE", 404]
-    assert get(api, c)["state"] == "CANCELED"
+    assert get_job(api, c)["state"] == "CANCELED"
 
 
 def test_bulk_reschedule(api: httpx.Client) -> None:
-    failed = submit(api, script="exit 5")["id"]
-    done = submit(api, script="true")["id"]
-    canceled = submit(api, script="true", hold=True)["id"]
+    failed = post_job(api, script="exit 5")["id"]
+    done = post_job(api, script="true")["id"]
+    canceled = post_job(api, script="true", hold=True)["id"]
     api.post(f"/jobs/{canceled}/cancel")
     for j in (failed, done):
-        wait_for(api, j, TERMINAL)
+        wait_job(api, j, TERMINAL)
     out = bulk(api, "reschedule", {"ids": [failed, done, uid(), canceled]})
     assert [outcome(x) for x in out["results"]] == ["QUEUED", 409, 404, "QUEUED"]
     assert out["succeeded"] == 2 and out["failed"] == 2
-    assert wait_for(api, failed, TERMINAL)["reschedules"] == 1
-    assert wait_for(api, canceled, TERMINAL)["state"] == "COMPLETE"
+    assert wait_job(api, failed, TERMINAL)["reschedules"] == 1
+    assert wait_job(api, canceled, TERMINAL)["state"] == "COMPLETE"
 
 
 def test_bulk_delete(api: httpx.Client) -> None:
-    done = submit(api, script="true")["id"]
-    held = submit(api, script="true", hold=True)["id"]
-    running = submit(api, script="sleep 60")["id"]
-    wait_for(api, done, TERMINAL)
-    wait_for(api, running, {"RUNNING"})
+    done = post_job(api, script="true")["id"]
+    held = post_job(api, script="true", hold=True)["id"]
+    running = post_job(api, script="sleep 60")["id"]
+    wait_job(api, done, TERMINAL)
+    wait_job(api, running, {"RUNNING"})
     out = bulk(api, "delete", {"ids": [done, running, held, uid()]})
     assert [outcome(x) for x in out["results"]] == [None, 409, None, 404]
     assert out["succeeded"] == 2 and out["failed"] == 2
     assert api.get(f"/jobs/{done}").status_code == 404
     assert api.get(f"/jobs/{held}").status_code == 404
-    assert get(api, running)["state"] == "RUNNING"
+    assert get_job(api, running)["state"] == "RUNNING"
     api.post(f"/jobs/{running}/cancel")
 
 
 def test_bulk_patch(api: httpx.Client) -> None:
     u = uid()
-    a = submit(api, script="true", hold=True, labels={"bpatch": u, "x": "1"})["id"]
-    b = submit(api, script="true", hold=True, labels={"bpatch": u})["id"]
+    a = post_job(api, script="true", hold=True, labels={"bpatch": u, "x": "1"})["id"]
+    b = post_job(api, script="true", hold=True, labels={"bpatch": u})["id"]
     out = bulk(
         api, "patch", {"ids": [a, uid(), b], "priority": -5, "labels": {"x": None, "y": "2"}}
     )
     assert [outcome(x) for x in out["results"]] == ["PAUSED", 404, "PAUSED"]
     for j in (a, b):
-        job = get(api, j)
+        job = get_job(api, j)
         assert job["priority"] == -5 and job["labels"] == {"bpatch": u, "y": "2"}
     assert_error(
         api.post("/jobs/patch", json={"ids": [a], "priority": 10**7}), 400, "body.priority"
@@ -1566,18 +1526,18 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_reschedule_limit_is_a_409(limited: Server) -> None:
     with httpx.Client(base_url=limited.url + "/api/v1", timeout=60) as api:
-        job = submit(api, script="exit 1")["id"]
+        job = post_job(api, script="exit 1")["id"]
         for _ in (1, 2):
-            wait_for(api, job, TERMINAL)
+            wait_job(api, job, TERMINAL)
             r = api.post(f"/jobs/{job}/reschedule")
             assert r.status_code == 200, r.text
-        final = wait_for(api, job, TERMINAL)
+        final = wait_job(api, job, TERMINAL)
         assert final["reschedules"] == 2 and len(final["logs"]) == 3
         details = [e["detail"] for e in events(api, job) if e["source"] == "api"]
         assert details == ["submitted", "rescheduled (1 of 2)", "rescheduled (2 of 2)"]
         body = assert_error(api.post(f"/jobs/{job}/reschedule"), 409)
         assert "limit" in body["message"]
-        assert get(api, job)["state"] == "EXECUTOR_ERROR"
+        assert get_job(api, job)["state"] == "EXECUTOR_ERROR"
         out = bulk(api, "reschedule", {"ids": [job]})
         assert [outcome(x) for x in out["results"]] == [409]
 

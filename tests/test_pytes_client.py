@@ -20,7 +20,8 @@ from tes.client import append_suffixes_to_url, send_request
 from tes.models import ListTasksResponse
 from tes.utils import unmarshal
 
-from tests.conftest import TERMINAL, Server, requires_bwrap
+from tests.conftest import Server
+from tests.support import pytes_final, pytes_run, pytes_sh, requires_bwrap, uid
 
 IMAGE = "alpine"
 
@@ -28,28 +29,6 @@ IMAGE = "alpine"
 @pytest.fixture()
 def client(server: Server) -> tes.HTTPClient:
     return tes.HTTPClient(server.url, timeout=30)
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def sh(script: str, **kwargs: Any) -> tes.Executor:
-    return tes.Executor(image=IMAGE, command=["sh", "-c", script], **kwargs)
-
-
-def final(client: tes.HTTPClient, task_id: str, timeout: float = 30) -> tes.Task:
-    """Poll (faster than ``client.wait``) until the task is final; return its FULL view."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get_task(task_id, view="MINIMAL").state in TERMINAL:
-            return client.get_task(task_id, view="FULL")
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} not final: {client.get_task(task_id, view='FULL')}")
-
-
-def run(client: tes.HTTPClient, task: tes.Task, timeout: float = 30) -> tes.Task:
-    return final(client, client.create_task(task), timeout)
 
 
 def list_filtered(client: tes.HTTPClient, **params: Any) -> ListTasksResponse:
@@ -93,8 +72,8 @@ def test_create_wait_and_full_view(client: tes.HTTPClient) -> None:
         tags={"suite": "pytes"},
         resources=tes.Resources(cpu_cores=1),
         executors=[
-            sh("echo out-1; echo err-1 >&2"),
-            sh("echo out-2; exit 0"),
+            pytes_sh("echo out-1; echo err-1 >&2"),
+            pytes_sh("echo out-2; exit 0"),
         ],
     )
     task_id = client.create_task(task)
@@ -128,7 +107,7 @@ def test_create_wait_and_full_view(client: tes.HTTPClient) -> None:
 def test_minimal_basic_full_views_hold_what_the_spec_says(
     client: tes.HTTPClient, http_files: tuple[str, Path]
 ) -> None:
-    ok = run(
+    ok = pytes_run(
         client,
         tes.Task(
             name=f"views-{uid()}",
@@ -154,7 +133,7 @@ def test_minimal_basic_full_views_hold_what_the_spec_says(
 
     # system_logs: FULL only.
     base, _root = http_files
-    failed = run(
+    failed = pytes_run(
         client,
         tes.Task(
             name=f"views-err-{uid()}",
@@ -224,10 +203,10 @@ def test_list_filters_parse_through_pytes(client: tes.HTTPClient) -> None:
         "50%_off": ({"run": run_id}, "true"),
     }
     for suffix, (tags, script) in specs.items():
-        final(
+        pytes_final(
             client,
             client.create_task(
-                tes.Task(name=f"{prefix}-{suffix}", tags=tags, executors=[sh(script)])
+                tes.Task(name=f"{prefix}-{suffix}", tags=tags, executors=[pytes_sh(script)])
             ),
         )
 
@@ -278,7 +257,7 @@ def test_cancel_running_task(client: tes.HTTPClient) -> None:
     assert client.cancel_task(task_id) is None
     # py-tes's wait() returns once the task leaves QUEUED/INITIALIZING/RUNNING.
     assert client.wait(task_id, timeout=10).state in ("CANCELING", "CANCELED")
-    canceled = final(client, task_id, timeout=10)
+    canceled = pytes_final(client, task_id, timeout=10)
     assert canceled.state == "CANCELED"
     assert time.monotonic() - t0 < 10, "the sleep was not killed"
 
@@ -287,7 +266,7 @@ def test_cancel_running_task(client: tes.HTTPClient) -> None:
 
 
 def test_cancel_of_a_finished_task_changes_nothing(client: tes.HTTPClient) -> None:
-    done = run(client, tes.Task(executors=[tes.Executor(image=IMAGE, command=["echo", "x"])]))
+    done = pytes_run(client, tes.Task(executors=[tes.Executor(image=IMAGE, command=["echo", "x"])]))
     client.cancel_task(done.id)
     assert client.get_task(done.id, view="FULL") == done
 
@@ -296,13 +275,17 @@ def test_cancel_of_a_finished_task_changes_nothing(client: tes.HTTPClient) -> No
 
 
 def test_executor_error_stops_unless_ignore_error(client: tes.HTTPClient) -> None:
-    failed = run(client, tes.Task(executors=[sh("echo first; exit 3"), sh("echo never")]))
+    failed = pytes_run(
+        client, tes.Task(executors=[pytes_sh("echo first; exit 3"), pytes_sh("echo never")])
+    )
     assert failed.state == "EXECUTOR_ERROR"
     assert [(e.stdout, e.exit_code) for e in failed.logs[0].logs] == [("first\n", 3)]
 
-    tolerated = run(
+    tolerated = pytes_run(
         client,
-        tes.Task(executors=[sh("echo first; exit 3", ignore_error=True), sh("echo second")]),
+        tes.Task(
+            executors=[pytes_sh("echo first; exit 3", ignore_error=True), pytes_sh("echo second")]
+        ),
     )
     assert tolerated.state == "COMPLETE"
     assert tolerated.executors[0].ignore_error is True
@@ -314,24 +297,24 @@ def test_executor_error_stops_unless_ignore_error(client: tes.HTTPClient) -> Non
 
 @requires_bwrap
 def test_volumes_env_workdir_stdin_stdout_stderr(client: tes.HTTPClient) -> None:
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(path="/in/lines.txt", content="one\ntwo\nthree\n")],
             volumes=["/shared"],
             executors=[
-                sh(
+                pytes_sh(
                     'echo "$GREETING" > /shared/msg; pwd',
                     env={"GREETING": "hello volume"},
                     workdir="/work/dir",
                     stdout="/out/first.stdout",
                 ),
-                sh(
+                pytes_sh(
                     'cat /shared/msg; wc -l; echo "[$GREETING]"; echo oops >&2',
                     stdin="/in/lines.txt",
                     stderr="/out/second.stderr",
                 ),
-                sh("cat /out/first.stdout /out/second.stderr"),
+                pytes_sh("cat /out/first.stdout /out/second.stderr"),
             ],
         ),
     )
@@ -368,12 +351,14 @@ def test_inputs_content_file_directory_and_http(
         tes.Input(url=tree.as_uri(), path="/in/tree", type="DIRECTORY"),
         tes.Input(url=f"{base}/web-{tag}.txt", path="/in/web.txt"),
     ]
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=inputs,
             executors=[
-                sh("cat /in/content.txt /in/file.txt /in/web.txt /in/tree/a.txt /in/tree/sub/b.txt")
+                pytes_sh(
+                    "cat /in/content.txt /in/file.txt /in/web.txt /in/tree/a.txt /in/tree/sub/b.txt"
+                )
             ],
         ),
     )
@@ -388,7 +373,7 @@ def test_inputs_content_file_directory_and_http(
     ]
 
     # A file:// URL outside the allowed directories is refused, with the reason.
-    refused = run(
+    refused = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url="file:///etc/hostname", path="/in/h")],
@@ -408,7 +393,7 @@ def test_file_directory_and_wildcard_outputs(client: tes.HTTPClient, allowed_dir
         "mkdir -p /out/many; printf 1 > /out/many/x.csv; printf 22 > /out/many/y.csv; "
         "printf skip > /out/many/z.txt"
     )
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             outputs=[
@@ -418,7 +403,7 @@ def test_file_directory_and_wildcard_outputs(client: tes.HTTPClient, allowed_dir
                     url=(dest / "csv").as_uri(), path="/out/many/*.csv", path_prefix="/out/many"
                 ),
             ],
-            executors=[sh(script)],
+            executors=[pytes_sh(script)],
         ),
     )
     assert task.state == "COMPLETE", task.logs
@@ -451,7 +436,7 @@ def test_pytes_prefixes_all_work(server: Server) -> None:
     def exercise(c: tes.HTTPClient) -> None:
         assert c.get_service_info().type["artifact"] == "tes"
         task_id = c.create_task(tes.Task(executors=[tes.Executor(image=IMAGE, command=["true"])]))
-        assert final(c, task_id).state == "COMPLETE"
+        assert pytes_final(c, task_id).state == "COMPLETE"
         assert task_id in {t.id for t in c.list_tasks(page_size=2048).tasks}
         c.cancel_task(task_id)
 

@@ -30,7 +30,8 @@ import tes
 from jobgate.service.jobs import JobService
 from jobgate.store.database import make_engine
 from jobgate.store.jobs import JobStore
-from tests.conftest import TERMINAL, Server, wait_final, wait_state
+from tests.conftest import Server
+from tests.support import TERMINAL, create, serve_http, wait_final, wait_state
 
 FINAL_STATES = tuple(sorted(TERMINAL))
 
@@ -68,18 +69,10 @@ def stalled_http() -> Iterator[tuple[str, threading.Event]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    class Quiet(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass  # the crashed server's connection is gone
-
-    httpd = Quiet(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/input.txt", release
-    release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    # Quiet: the crashed server's connection is gone.
+    with serve_http(Handler, quiet_errors=True) as base:
+        yield f"{base}/input.txt", release
+        release.set()
 
 
 def sleeper(name: str, seconds: int, marker: str, *, then: str = "") -> dict[str, Any]:
@@ -89,12 +82,6 @@ def sleeper(name: str, seconds: int, marker: str, *, then: str = "") -> dict[str
 
 def echo(name: str, text: str) -> dict[str, Any]:
     return {"name": name, "executors": [{"image": "alpine", "command": ["echo", text]}]}
-
-
-def submit(client: httpx.Client, task: dict[str, Any]) -> str:
-    r = client.post("/tasks", json=task)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
 
 
 def marked_processes(marker: str) -> dict[int, float]:
@@ -206,9 +193,9 @@ def test_kill9_every_accepted_task_finishes_exactly_once(
         # Two sleepers and one task staging its input take the three slots; the ten behind
         # them stay queued.
         running = [
-            submit(client, sleeper(f"run-{i}", 2, marker, then=f"done-{i}")) for i in range(2)
+            create(client, sleeper(f"run-{i}", 2, marker, then=f"done-{i}")) for i in range(2)
         ]
-        staging = submit(
+        staging = create(
             client,
             {
                 "name": "staging",
@@ -217,9 +204,9 @@ def test_kill9_every_accepted_task_finishes_exactly_once(
             },
         )
         queued = [
-            submit(client, sleeper(f"q-{i}", 0, marker, then=f"late-{i}"))
+            create(client, sleeper(f"q-{i}", 0, marker, then=f"late-{i}"))
             if i % 2
-            else submit(client, echo(f"q-{i}", f"quick-{i}"))
+            else create(client, echo(f"q-{i}", f"quick-{i}"))
             for i in range(10)
         ]
         for job_id in running:
@@ -308,9 +295,9 @@ def test_kill9_gives_up_after_max_attempts_and_settles_canceling(
     servers.append(srv)
     assert srv.proc is not None
     with httpx.Client(base_url=srv.url + "/ga4gh/tes/v1", timeout=30) as client:
-        interrupted = submit(client, sleeper("interrupted", 30, marker))
-        canceling = submit(client, sleeper("canceling", 30, marker))
-        waiting = submit(client, echo("waiting", "still ran"))
+        interrupted = create(client, sleeper("interrupted", 30, marker))
+        canceling = create(client, sleeper("canceling", 30, marker))
+        waiting = create(client, echo("waiting", "still ran"))
         wait_state(client, interrupted, {"RUNNING"}, timeout=15)
         wait_state(client, canceling, {"RUNNING"}, timeout=15)
         old = wait_for_processes(marker, 2)
@@ -360,7 +347,7 @@ def test_sigterm_restart_keeps_tasks_and_their_data(
     assert srv.proc is not None
     with httpx.Client(base_url=srv.url + "/ga4gh/tes/v1", timeout=30) as client:
         finished = [
-            submit(
+            create(
                 client,
                 {
                     "name": "ok",
@@ -370,14 +357,14 @@ def test_sigterm_restart_keeps_tasks_and_their_data(
                     "executors": [{"image": "alpine", "command": ["cat", "/data/in.txt"]}],
                 },
             ),
-            submit(
+            create(
                 client,
                 {"name": "fails", "executors": [{"image": "a", "command": ["sh", "-c", "exit 4"]}]},
             ),
         ]
         for job_id in finished:
             wait_final(client, job_id)
-        long = submit(client, sleeper("long", 1, marker, then="after restart"))
+        long = create(client, sleeper("long", 1, marker, then="after restart"))
         wait_state(client, long, {"RUNNING"})
         old = wait_for_processes(marker, 1)
         before = {j: client.get(f"/tasks/{j}", params={"view": "FULL"}).json() for j in finished}
@@ -412,7 +399,7 @@ def test_starting_a_second_server_leaves_the_first_ones_tasks_alone(
     first = Server(tmp_path / "a", {"JOBGATE_SLOTS": "1"}).start()
     servers.append(first)
     with httpx.Client(base_url=first.url + "/ga4gh/tes/v1", timeout=30) as client:
-        job_id = submit(client, sleeper("busy", 1, marker, then="undisturbed"))
+        job_id = create(client, sleeper("busy", 1, marker, then="undisturbed"))
         wait_state(client, job_id, {"RUNNING"})
         wait_for_processes(marker, 1)
         # Start-up cleans up after crashed servers; a live one on the same host is not crashed.

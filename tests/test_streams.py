@@ -23,40 +23,21 @@ from jobgate.service.events import EventBus
 from jobgate.service.feed import follow_events
 from jobgate.store.database import make_engine, migrate
 from jobgate.store.jobs import JobStore, NewJob
-from tests.conftest import TERMINAL, Server
+from tests.conftest import Server
+from tests.support import TERMINAL, submit_job, wait_job
 
 CD = 'cd "${JOBGATE_TASK_ROOT:-/}" && '
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's server (a short SSE heartbeat), in place of the session's: the ``api`` and
+    ``tes`` fixtures use it."""
+    srv = Server(
         tmp_path_factory.mktemp("streams") / "data", {"JOBGATE_SSE_HEARTBEAT": "0.5"}
     ).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def api(srv: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url + "/api/v1", timeout=30) as client:
-        yield client
-
-
-def submit(api: httpx.Client, **job: Any) -> str:
-    r = api.post("/jobs", json=job)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def wait_final(api: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
-        if job["state"] in TERMINAL:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not final after {timeout}s")
+    yield srv
+    srv.stop()
 
 
 def history(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
@@ -107,7 +88,7 @@ def check_messages(events: list[dict[str, Any]], expected: list[dict[str, Any]])
 
 
 def test_job_stream_delivers_every_transition_then_ends(api: httpx.Client) -> None:
-    job_id = submit(api, script="sleep 0.5; echo done")
+    job_id = submit_job(api, script="sleep 0.5; echo done")
     events, _ = read_stream(api, f"/jobs/{job_id}/events/stream")
     states = [e["data"]["state"] for e in events]
     assert states == ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"]
@@ -116,7 +97,7 @@ def test_job_stream_delivers_every_transition_then_ends(api: httpx.Client) -> No
 
 
 def test_job_stream_replays_then_continues_live(api: httpx.Client) -> None:
-    job_id = submit(api, script="echo held", hold=True)
+    job_id = submit_job(api, script="echo held", hold=True)
     seen: list[dict[str, Any]] = []
     comments = 0
     with api.stream("GET", f"/jobs/{job_id}/events/stream") as r:
@@ -146,7 +127,7 @@ def test_all_jobs_stream_delivers_every_transition_in_order(api: httpx.Client) -
         for m in messages(r):
             if "comment" in m:
                 if not ids:  # the first comment: subscribed, nothing is missed from now on
-                    ids = [submit(api, script="echo a"), submit(api, script="exit 3")]
+                    ids = [submit_job(api, script="echo a"), submit_job(api, script="exit 3")]
                     got = {i: [] for i in ids}
                 continue
             order.append(int(m["id"]))
@@ -161,8 +142,8 @@ def test_all_jobs_stream_delivers_every_transition_in_order(api: httpx.Client) -
 
 
 def test_resume_with_last_event_id_gives_exactly_the_missed_events(api: httpx.Client) -> None:
-    job_id = submit(api, script="true")
-    wait_final(api, job_id)
+    job_id = submit_job(api, script="true")
+    wait_job(api, job_id)
     full = history(api, job_id)
     assert len(full) == 4
     # Per-job stream: the header, or ?after=, resumes after that seq; then it ends.
@@ -217,7 +198,7 @@ def test_idle_stream_sends_heartbeats(api: httpx.Client) -> None:
 def test_event_stream_errors(api: httpx.Client) -> None:
     r = api.get("/jobs/no-such-job/events/stream")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
-    job_id = submit(api, script="true")
+    job_id = submit_job(api, script="true")
     r = api.get(f"/jobs/{job_id}/events/stream", headers={"Last-Event-ID": "x"})
     assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
     assert api.get("/events/stream?after=-1").status_code == 400
@@ -227,7 +208,7 @@ def test_event_stream_errors(api: httpx.Client) -> None:
 
 
 def test_follow_streams_lines_as_they_are_printed(api: httpx.Client) -> None:
-    job_id = submit(api, script="for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.2; done")
+    job_id = submit_job(api, script="for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.2; done")
     arrivals: list[tuple[float, str]] = []
     with api.stream("GET", f"/jobs/{job_id}/logs", params={"follow": "true"}) as r:
         assert r.status_code == 200
@@ -244,15 +225,15 @@ def test_follow_streams_lines_as_they_are_printed(api: httpx.Client) -> None:
 
 
 def test_follow_waits_for_a_queued_job(api: httpx.Client) -> None:
-    job_id = submit(api, script="echo late; echo oops >&2", hold=True)
+    job_id = submit_job(api, script="echo late; echo oops >&2", hold=True)
     with api.stream("GET", f"/jobs/{job_id}/logs?follow=true&stream=stderr") as r:
         api.post(f"/jobs/{job_id}/start")
         body = r.read()
     assert body == b"oops\n"
 
 
-def test_logs_after_completion_full_and_per_stream(api: httpx.Client, srv: Server) -> None:
-    job_id = submit(
+def test_logs_after_completion_full_and_per_stream(api: httpx.Client, server: Server) -> None:
+    job_id = submit_job(
         api,
         executors=[
             {"image": "x", "command": ["sh", "-c", "seq 1 100000; echo e0 >&2"]},
@@ -265,7 +246,7 @@ def test_logs_after_completion_full_and_per_stream(api: httpx.Client, srv: Serve
             },
         ],
     )
-    job = wait_final(api, job_id)
+    job = wait_job(api, job_id)
     assert job["state"] == "COMPLETE"
     full = "".join(f"{i}\n" for i in range(1, 100001))
     # More than the 64 KiB tail kept in the task's logs: the whole output is kept.
@@ -278,11 +259,11 @@ def test_logs_after_completion_full_and_per_stream(api: httpx.Client, srv: Serve
     # An executor with its own stdout/stderr files: those are its logs.
     assert api.get(f"/jobs/{job_id}/logs?executor=2").text == "to-file\n"
     assert api.get(f"/jobs/{job_id}/logs?executor=2&stream=stderr").text == "err-file\n"
-    kept = srv.data_dir / "logs" / job_id
+    kept = server.data_dir / "logs" / job_id
     assert sorted(p.name for p in kept.iterdir()) == [
         f"{i}.{s}" for i in range(3) for s in ("stderr", "stdout")
     ]
-    assert not (srv.data_dir / "jobs" / job_id).exists()
+    assert not (server.data_dir / "jobs" / job_id).exists()
 
     # Deleting the job deletes its logs.
     assert api.delete(f"/jobs/{job_id}").status_code == 204
@@ -291,15 +272,15 @@ def test_logs_after_completion_full_and_per_stream(api: httpx.Client, srv: Serve
 
 
 def test_logs_of_a_job_that_never_ran_are_empty(api: httpx.Client) -> None:
-    job_id = submit(api, script="echo x", hold=True)
+    job_id = submit_job(api, script="echo x", hold=True)
     r = api.get(f"/jobs/{job_id}/logs")
     assert r.status_code == 200 and r.text == ""
 
 
-def test_logs_errors(api: httpx.Client, srv: Server) -> None:
+def test_logs_errors(api: httpx.Client, server: Server) -> None:
     r = api.get("/jobs/no-such-job/logs")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
-    job_id = submit(api, script="true")
+    job_id = submit_job(api, script="true")
     r = api.get(f"/jobs/{job_id}/logs?executor=1")
     assert r.status_code == 400 and "no executor 1" in r.json()["message"]
     assert api.get(f"/jobs/{job_id}/logs?stream=stdin").status_code == 400
@@ -311,7 +292,7 @@ def test_logs_never_follow_a_symlink_out_of_the_task(api: httpx.Client, tmp_path
     secret.write_text("host secret\n")
     secret.chmod(0o644)
     # The executor swaps its stdout file for a link to a host file while it runs.
-    job_id = submit(
+    job_id = submit_job(
         api,
         executors=[
             {
@@ -327,7 +308,7 @@ def test_logs_never_follow_a_symlink_out_of_the_task(api: httpx.Client, tmp_path
     )
     time.sleep(0.5)
     assert "host secret" not in api.get(f"/jobs/{job_id}/logs").text
-    wait_final(api, job_id)
+    wait_job(api, job_id)
     assert "host secret" not in api.get(f"/jobs/{job_id}/logs").text
 
 

@@ -7,7 +7,6 @@ shared, so every test names and tags its tasks with a unique prefix and only loo
 from __future__ import annotations
 
 import copy
-import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,87 +16,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TERMINAL, Server, wait_final
-
-# Property names of the spec's schemas (tes-v1.1.openapi.yaml): nothing else may appear.
-TASK_FIELDS = {
-    "id",
-    "state",
-    "name",
-    "description",
-    "inputs",
-    "outputs",
-    "resources",
-    "executors",
-    "volumes",
-    "tags",
-    "logs",
-    "creation_time",
-}
-INPUT_FIELDS = {"name", "description", "url", "path", "type", "content", "streamable"}
-OUTPUT_FIELDS = {"name", "description", "url", "path", "path_prefix", "type"}
-RESOURCES_FIELDS = {
-    "cpu_cores",
-    "preemptible",
-    "ram_gb",
-    "disk_gb",
-    "zones",
-    "backend_parameters",
-    "backend_parameters_strict",
-}
-EXECUTOR_FIELDS = {
-    "image",
-    "command",
-    "workdir",
-    "stdin",
-    "stdout",
-    "stderr",
-    "env",
-    "ignore_error",
-}
-TASK_LOG_FIELDS = {"logs", "metadata", "start_time", "end_time", "outputs", "system_logs"}
-EXECUTOR_LOG_FIELDS = {"start_time", "end_time", "stdout", "stderr", "exit_code"}
-OUTPUT_LOG_FIELDS = {"url", "path", "size_bytes"}
-STATES = {
-    "UNKNOWN",
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELED",
-    "CANCELING",
-    "PREEMPTED",
-}
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-
+from tests.conftest import Server
+from tests.support import (
+    EXECUTOR_LOG_FIELDS,
+    TERMINAL,
+    assert_error,
+    assert_rfc3339,
+    assert_tes_shape,
+    create,
+    run,
+    sh,
+    uid,
+    wait_final,
+)
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def sh(script: str, **extra: Any) -> dict[str, Any]:
-    return {"image": "alpine", "command": ["sh", "-c", script], **extra}
-
-
-def create(tes: httpx.Client, task: dict[str, Any]) -> str:
-    r = tes.post("/tasks", json=task)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) == {"id"}, body
-    assert isinstance(body["id"], str) and body["id"]
-    return str(body["id"])
-
-
-def run(tes: httpx.Client, task: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    final = wait_final(tes, create(tes, task), timeout)
-    assert_tes_shape(final)
-    return final
 
 
 def list_ids(tes: httpx.Client, **params: Any) -> list[str]:
@@ -124,62 +57,6 @@ def wait_all_final(tes: httpx.Client, name_prefix: str, timeout: float = 30) -> 
             return
         time.sleep(0.1)
     raise AssertionError(f"tasks {name_prefix}* not final after {timeout}s")
-
-
-def assert_rfc3339(value: Any) -> datetime:
-    assert isinstance(value, str) and RFC3339.match(value), value
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.tzinfo is not None
-    return parsed
-
-
-def assert_error(r: httpx.Response, status: int) -> dict[str, Any]:
-    """The one error shape: {code, status, message[, errors[{where, what}]]}."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = r.json()
-    assert isinstance(body.get("code"), str) and body["code"]
-    assert body.get("status") == status
-    assert isinstance(body.get("message"), str) and body["message"]
-    for err in body.get("errors", []):
-        assert set(err) == {"where", "what"}, err
-        assert isinstance(err["where"], str) and isinstance(err["what"], str) and err["what"]
-    return body
-
-
-def assert_tes_shape(task: dict[str, Any]) -> None:
-    """Only spec fields, with the spec's types, at every level of a tesTask."""
-    assert set(task) <= TASK_FIELDS, set(task) - TASK_FIELDS
-    assert isinstance(task["id"], str) and task["state"] in STATES
-    if "creation_time" in task:
-        assert_rfc3339(task["creation_time"])
-    for inp in task.get("inputs", []):
-        assert set(inp) <= INPUT_FIELDS, inp
-    for out in task.get("outputs", []):
-        assert set(out) <= OUTPUT_FIELDS, out
-    assert set(task.get("resources", {})) <= RESOURCES_FIELDS, task["resources"]
-    for ex in task.get("executors", []):
-        assert set(ex) <= EXECUTOR_FIELDS, ex
-    for tlog in task.get("logs", []):
-        assert set(tlog) <= TASK_LOG_FIELDS, tlog
-        assert isinstance(tlog["logs"], list) and isinstance(tlog["outputs"], list)
-        for key in ("start_time", "end_time"):
-            if key in tlog:
-                assert_rfc3339(tlog[key])
-        for k, v in (tlog.get("metadata") or {}).items():
-            assert isinstance(k, str) and isinstance(v, str), (k, v)
-        for line in tlog.get("system_logs", []):
-            assert isinstance(line, str)
-        for elog in tlog["logs"]:
-            assert set(elog) <= EXECUTOR_LOG_FIELDS, elog
-            code = elog["exit_code"]
-            assert isinstance(code, int) and not isinstance(code, bool), elog
-            for key in ("start_time", "end_time"):
-                if key in elog:
-                    assert_rfc3339(elog[key])
-        for olog in tlog["outputs"]:
-            assert set(olog) == OUTPUT_LOG_FIELDS, olog
-            assert isinstance(olog["size_bytes"], str) and olog["size_bytes"].isdigit(), olog
 
 
 # -- views ------------------------------------------------------------------------------
@@ -682,10 +559,12 @@ def test_service_info(tes: httpx.Client, allowed_dir: Path) -> None:
 def test_legacy_paths(server: Server, allowed_dir: Path) -> None:
     """Old clients (TES 1.0 era, e.g. Funnel-style) use /v1/tasks and /v1/tasks/service-info."""
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        for path in ("/v1/tasks/service-info", "/v1/service-info"):
-            r = c.get(path)
-            assert r.status_code == 200, (path, r.text)
-            _check_service_info(r.json(), allowed_dir)
+        r = c.get("/v1/service-info")
+        assert r.status_code == 200, r.text
+        _check_service_info(r.json(), allowed_dir)
+        legacy = c.get("/v1/tasks/service-info").json()
+        assert set(legacy) == {"name", "doc", "storage"}
+        assert allowed_dir.resolve().as_uri() in legacy["storage"]
         name = f"legacy-{uid()}"
         r = c.post("/v1/tasks", json={"name": name, "executors": [sh("echo legacy")]})
         assert r.status_code == 200, r.text

@@ -1,4 +1,6 @@
-"""What TES tasks do when they run: executors, inputs, outputs, cancel, memory limits.
+"""What TES tasks do when they run on the local backend: processes, inputs and outputs
+(URL forms, staging rules), cancel, memory limits. What every backend and runtime must do
+alike (executors, env, workdir, volumes, directories, cancel) is in ``test_contract.py``.
 
 Real HTTP against the session's ``jobgate serve`` subprocess; real processes. Commands use
 paths relative to ``/`` (``data/x``) where they can, which reach the same file under every
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 import shlex
 import socket
 import threading
@@ -17,226 +18,34 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
-import psutil
 import pytest
 
 from jobgate.runtimes.cgroups import CgroupLayout
-from tests.conftest import requires_bwrap, wait_final, wait_state
-from tests.test_tes_api import assert_error, assert_tes_shape
+from tests.support import (
+    assert_error,
+    assert_tes_shape,
+    create,
+    exit_codes,
+    requires_bwrap,
+    run,
+    sh,
+    sleep_marker,
+    stdouts,
+    system_logs,
+    uid,
+    wait_final,
+    wait_procs,
+    wait_procs_gone_now,
+    wait_state,
+)
 
 # -- helpers ----------------------------------------------------------------------------
 
 
-def uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def sh(script: str, **extra: Any) -> dict[str, Any]:
-    return {"image": "alpine", "command": ["sh", "-c", script], **extra}
-
-
-def create(tes: httpx.Client, task: dict[str, Any]) -> str:
-    r = tes.post("/tasks", json=task)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
-
-
-def run(tes: httpx.Client, task: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    final = wait_final(tes, create(tes, task), timeout)
-    assert_tes_shape(final)
-    return final
-
-
-def exit_codes(task: dict[str, Any]) -> list[int]:
-    return [e["exit_code"] for e in task["logs"][-1]["logs"]]
-
-
-def stdouts(task: dict[str, Any]) -> list[str]:
-    return [e.get("stdout", "") for e in task["logs"][-1]["logs"]]
-
-
-def system_logs(task: dict[str, Any]) -> str:
-    return "\n".join(line for tl in task.get("logs", []) for line in tl.get("system_logs", []))
-
-
-def sleep_marker() -> str:
-    """A ``sleep`` argument no other process on the machine has in its command line."""
-    return f"300.{random.randrange(10**8):08d}"
-
-
-def procs_with(marker: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line contains ``marker``."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if marker in " ".join(p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
-def wait_procs(marker: str, present: bool, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if bool(procs_with(marker)) == present:
-            return
-        time.sleep(0.05)
-    state = "appeared" if present else "died"
-    raise AssertionError(f"processes with {marker!r} never {state}: {procs_with(marker)}")
-
-
-def wait_procs_gone_now(marker: str, grace: float = 2.0) -> None:
-    """The processes are gone at once (reaping may lag the kill by a moment)."""
-    deadline = time.monotonic() + grace
-    while procs_with(marker):
-        assert time.monotonic() < deadline, f"still alive: {procs_with(marker)}"
-        time.sleep(0.05)
-
-
 # -- executors ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("ignore_error", [None, False])
-def test_executor_error_stops_later_executors(tes: httpx.Client, ignore_error: bool | None) -> None:
-    first = sh("echo first; exit 3")
-    if ignore_error is not None:
-        first["ignore_error"] = ignore_error
-    task = run(tes, {"executors": [first, sh("echo second")]})
-    assert task["state"] == "EXECUTOR_ERROR"
-    assert exit_codes(task) == [3]  # the second executor never ran
-    assert stdouts(task) == ["first\n"]
-
-
-def test_ignore_error_continues(tes: httpx.Client) -> None:
-    task = run(
-        tes,
-        {
-            "executors": [
-                sh("exit 3", ignore_error=True),
-                sh("echo second"),
-                sh("exit 4", ignore_error=True),
-            ]
-        },
-    )
-    assert task["state"] == "COMPLETE"
-    assert exit_codes(task) == [3, 0, 4]
-    assert stdouts(task)[1] == "second\n"
-
-
-def test_executors_run_in_order(tes: httpx.Client) -> None:
-    task = run(
-        tes,
-        {
-            "executors": [
-                sh("echo one > data/log"),
-                sh("echo two >> data/log"),
-                sh("cat data/log"),
-            ],
-            "volumes": ["/data"],
-        },
-    )
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task)[2] == "one\ntwo\n"
-    starts = [e["start_time"] for e in task["logs"][0]["logs"]]
-    assert starts == sorted(starts)
-
-
-def test_stdin_stdout_stderr_files(tes: httpx.Client, allowed_dir: Path) -> None:
-    out = allowed_dir / uid()
-    task = run(
-        tes,
-        {
-            "inputs": [{"path": "/data/in.txt", "content": "line one\nline two\n"}],
-            "executors": [
-                sh(
-                    "tr a-z A-Z; echo warned >&2",
-                    stdin="/data/in.txt",
-                    stdout="/data/out/upper.txt",
-                    stderr="/data/out/err.txt",
-                )
-            ],
-            "outputs": [
-                {"path": "/data/out/upper.txt", "url": (out / "upper.txt").as_uri()},
-                {"path": "/data/out/err.txt", "url": (out / "err.txt").as_uri()},
-            ],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert (out / "upper.txt").read_text() == "LINE ONE\nLINE TWO\n"
-    assert (out / "err.txt").read_text() == "warned\n"
-    sizes = {o["path"]: o["size_bytes"] for o in task["logs"][0]["outputs"]}
-    assert sizes == {"/data/out/upper.txt": "18", "/data/out/err.txt": "7"}
-
-
-def test_env_is_set_and_host_env_is_not_leaked(tes: httpx.Client) -> None:
-    task = run(
-        tes,
-        {
-            "executors": [
-                sh(
-                    'printf "%s|%s|%s" "$GREETING" "${EMPTY-unset}" '
-                    '"${JOBGATE_ALLOWED_DIRS-hidden}"',
-                    env={"GREETING": "hello world", "EMPTY": ""},
-                )
-            ]
-        },
-    )
-    assert task["state"] == "COMPLETE"
-    assert stdouts(task) == ["hello world||hidden"]
-
-
-def test_env_is_per_executor(tes: httpx.Client) -> None:
-    task = run(
-        tes,
-        {"executors": [sh("true", env={"ONLY_FIRST": "1"}), sh('printf %s "${ONLY_FIRST-no}"')]},
-    )
-    assert stdouts(task)[1] == "no"
-
-
-@requires_bwrap
-def test_workdir(tes: httpx.Client, allowed_dir: Path) -> None:
-    url = (allowed_dir / uid() / "rel.txt").as_uri()
-    task = run(
-        tes,
-        {
-            "executors": [sh("pwd; echo relative > rel.txt", workdir="/data/wd")],
-            "outputs": [{"path": "/data/wd/rel.txt", "url": url}],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert stdouts(task) == ["/data/wd\n"]
-    assert Path(url.removeprefix("file://")).read_text() == "relative\n"
-
-
-@requires_bwrap
-def test_volumes_are_shared_between_executors(tes: httpx.Client) -> None:
-    task = run(
-        tes,
-        {
-            "volumes": ["/vol/shared"],
-            "executors": [sh("echo from-first > /vol/shared/x"), sh("cat /vol/shared/x")],
-        },
-    )
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task)[1] == "from-first\n"
-
-
-@requires_bwrap
-def test_tmp_is_shared_by_executors_and_private_to_the_task(tes: httpx.Client) -> None:
-    name = f"jobgate-test-{uid()}"
-    task = run(tes, {"executors": [sh(f"echo t > /tmp/{name}"), sh(f"cat /tmp/{name}")]})
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task)[1] == "t\n"
-    assert not (Path("/tmp") / name).exists()  # not the host's /tmp
-    other = run(tes, {"executors": [sh(f"cat /tmp/{name}")]})
-    assert other["state"] == "EXECUTOR_ERROR"  # nor another task's
 
 
 @requires_bwrap
@@ -256,14 +65,6 @@ def test_exit_code_of_a_signal_killed_executor(tes: httpx.Client) -> None:
     )
     assert task["state"] == "EXECUTOR_ERROR"
     assert exit_codes(task) == [128 + 15, 128 + 9]
-
-
-def test_missing_command_is_an_executor_error(tes: httpx.Client) -> None:
-    task = run(tes, {"executors": [{"image": "alpine", "command": ["no-such-command-xyz"]}]})
-    # The user's mistake, not the system's: an executor error that says what went wrong.
-    assert task["state"] == "EXECUTOR_ERROR"
-    assert exit_codes(task)[0] != 0
-    assert "no-such-command-xyz" in task["logs"][0]["logs"][0]["stderr"]
 
 
 def test_processes_left_behind_die_with_the_executor(tes: httpx.Client) -> None:
@@ -309,23 +110,6 @@ def test_file_input(tes: httpx.Client, allowed_dir: Path) -> None:
     assert task["state"] == "COMPLETE", system_logs(task)
     assert stdouts(task) == ["from-file-url\nfrom-bare-path\n"]
     assert [i["type"] for i in task["inputs"]] == ["FILE", "FILE"]
-
-
-def test_directory_input(tes: httpx.Client, allowed_dir: Path) -> None:
-    src = allowed_dir / uid() / "dir"
-    (src / "sub").mkdir(parents=True)
-    (src / "a.txt").write_text("A")
-    (src / "sub" / "b.txt").write_text("B")
-    task = run(
-        tes,
-        {
-            "inputs": [{"path": "/data/d", "url": src.as_uri()}],
-            "executors": [sh("find data/d -type f | sort; cat data/d/a.txt data/d/sub/b.txt")],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert stdouts(task) == ["data/d/a.txt\ndata/d/sub/b.txt\nAB"]
-    assert task["inputs"][0]["type"] == "DIRECTORY"  # filled in by the server
 
 
 def test_http_input(tes: httpx.Client, http_files: tuple[str, Path]) -> None:
@@ -413,38 +197,6 @@ def test_file_output(tes: httpx.Client, allowed_dir: Path) -> None:
         {"url": dest.as_uri(), "path": "/data/out.txt", "size_bytes": "5"}
     ]
     assert task["outputs"][0]["type"] == "FILE"
-
-
-def test_directory_output_is_recursive(tes: httpx.Client, allowed_dir: Path) -> None:
-    dest = allowed_dir / uid() / "res"
-    url = dest.as_uri()
-    task = run(
-        tes,
-        {
-            "executors": [
-                sh(
-                    "mkdir -p data/res/sub/deeper && printf a > data/res/a.txt && "
-                    "printf bb > data/res/sub/b.txt && : > data/res/sub/deeper/empty"
-                )
-            ],
-            "outputs": [{"path": "/data/res", "url": url}],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert (dest / "a.txt").read_text() == "a"
-    assert (dest / "sub" / "b.txt").read_text() == "bb"
-    assert (dest / "sub" / "deeper" / "empty").read_bytes() == b""
-    logs = sorted(task["logs"][0]["outputs"], key=lambda o: o["path"])
-    assert logs == [
-        {"url": f"{url}/a.txt", "path": "/data/res/a.txt", "size_bytes": "1"},
-        {"url": f"{url}/sub/b.txt", "path": "/data/res/sub/b.txt", "size_bytes": "2"},
-        {
-            "url": f"{url}/sub/deeper/empty",
-            "path": "/data/res/sub/deeper/empty",
-            "size_bytes": "0",
-        },
-    ]
-    assert task["outputs"][0]["type"] == "DIRECTORY"
 
 
 def test_wildcard_output_strips_path_prefix(tes: httpx.Client, allowed_dir: Path) -> None:
@@ -626,30 +378,6 @@ def test_unsupported_output_scheme_is_system_error(tes: httpx.Client) -> None:
 # -- cancel -----------------------------------------------------------------------------
 
 
-def test_cancel_queued_task_is_immediate(tes: httpx.Client) -> None:
-    # One task taking all 4 slots of the test server keeps the next one queued.
-    blocker_marker = sleep_marker()
-    blocker = create(
-        tes, {"resources": {"cpu_cores": 4}, "executors": [sh(f"sleep {blocker_marker}")]}
-    )
-    try:
-        wait_state(tes, blocker, {"RUNNING"})
-        queued = create(tes, {"executors": [sh("echo should-not-run")]})
-        assert tes.get(f"/tasks/{queued}").json()["state"] == "QUEUED"
-        r = tes.post(f"/tasks/{queued}:cancel")
-        assert r.status_code == 200 and r.json() == {}
-        task = tes.get(f"/tasks/{queued}", params={"view": "FULL"}).json()
-        assert task["state"] == "CANCELED"
-        assert_tes_shape(task)
-        assert not any(tl["logs"] for tl in task.get("logs", []))  # it never ran
-        time.sleep(0.3)  # the dispatcher does not pick it up later either
-        assert tes.get(f"/tasks/{queued}").json()["state"] == "CANCELED"
-    finally:
-        tes.post(f"/tasks/{blocker}:cancel")
-    assert wait_final(tes, blocker)["state"] == "CANCELED"
-    wait_procs_gone_now(blocker_marker)
-
-
 def test_cancel_running_task_kills_its_process(tes: httpx.Client) -> None:
     marker = sleep_marker()
     task_id = create(tes, {"executors": [sh(f"sleep {marker}"), sh("echo never")]})
@@ -764,15 +492,3 @@ def test_ram_gb_is_enforced(tes: httpx.Client) -> None:
     assert task["state"] == "EXECUTOR_ERROR", task
     assert exit_codes(task)[0] != 0
     assert any(w in system_logs(task).lower() for w in ("memory", "oom")), system_logs(task)
-
-
-def test_ram_gb_leaves_room_for_tasks_within_it(tes: httpx.Client) -> None:
-    script = "x = b'a' * (20 * 1024 * 1024)"
-    task = run(
-        tes,
-        {
-            "resources": {"ram_gb": 0.5},
-            "executors": [{"image": "python", "command": ["python3", "-c", script]}],
-        },
-    )
-    assert task["state"] == "COMPLETE", task

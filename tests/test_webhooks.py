@@ -3,7 +3,11 @@
 The receiver records every request; what it answers depends on the path:
 ``/ok/<tag>`` 204, ``/flaky/<n>/<tag>`` 503 for the first n requests then 204,
 ``/busy/<n>/<tag>`` 429 (Retry-After: 0) for the first n, ``/status/<code>/<tag>`` always
-<code>, ``/hang/<tag>`` sleeps 5 s, ``/gate/<tag>`` 503 until the test opens the gate.
+<code>, ``/hang/<tag>`` sleeps 5 s, ``/gate/<tag>`` 503 until the test opens the gate,
+``/redirect/<tag>`` 302 to ``/ok/<tag>``.
+
+The receiver listens on 127.0.0.1, which the SSRF guard refuses by default: the servers
+here allow-list it (JOBGATE_WEBHOOK_ALLOWED_HOSTS), the module's gateway by host and port.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import asyncio
 import hashlib
 import hmac
 import http.server
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,12 +34,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate.domain.models import new_job_id
 from jobgate.service.events import EventBus
-from jobgate.service.webhooks import Cursor, RetryPolicy, Webhooks, load_secret, sign, verify
+from jobgate.service.webhooks import (
+    Cursor,
+    RetryPolicy,
+    Webhooks,
+    load_secret,
+    refusal,
+    sign,
+    verify,
+)
+from jobgate.staging.guard import Guard
 from jobgate.store.database import make_engine, migrate
 from jobgate.store.jobs import JobStore, NewJob
 from jobgate.store.webhooks import Target, callback_targets, max_event_seq
 from tests.conftest import Server
 from tests.store.conftest import engine  # noqa: F401 - the SQLite/PostgreSQL fixture
+from tests.support import wait_until
 
 SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: the key is the secret's UTF-8 bytes
 LIFECYCLE = ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"]
@@ -102,6 +118,8 @@ class Receiver:
             time.sleep(5)
         if kind == "gate" and path not in self.gates:
             return 503, {}
+        if kind == "redirect":
+            return 302, {"Location": f"{self.url}/ok/{parts[1]}"}
         return 204, {}
 
     def delivered(self, path: str) -> list[Hit]:
@@ -131,15 +149,25 @@ ENV = {
     "JOBGATE_WEBHOOK_BACKOFF_MAX": "0.2",
     "JOBGATE_WEBHOOK_MAX_ATTEMPTS": "5",
     "JOBGATE_WEBHOOK_TIMEOUT": "1",
+    "JOBGATE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
 }
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    srv = Server(tmp_path_factory.mktemp("webhooks") / "data", ENV).start()
-    with httpx.Client(base_url=srv.url, timeout=30) as client:
-        yield client
+def gateway_server(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> Iterator[Server]:
+    """Only the receiver's host:port allow-listed: 127.0.0.1 on other ports is refused."""
+    env = {**ENV, "JOBGATE_WEBHOOK_ALLOWED_HOSTS": receiver.url.removeprefix("http://")}
+    srv = Server(tmp_path_factory.mktemp("webhooks") / "data", env).start()
+    yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway_server.url, timeout=30) as client:
+        yield client
 
 
 def submit(client: httpx.Client, callback: str | None, script: str = "echo hi") -> str:
@@ -149,15 +177,6 @@ def submit(client: httpx.Client, callback: str | None, script: str = "echo hi") 
     r = client.post("/api/v1/jobs", json=body)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def states(hits: list[Hit]) -> list[str]:
@@ -172,7 +191,7 @@ def stored_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 20) -> float:
     """Wait until the job is COMPLETE; seconds it took."""
     start = time.monotonic()
-    wait_for(
+    wait_until(
         lambda: client.get(f"/api/v1/jobs/{job_id}").json()["state"] == "COMPLETE",
         timeout,
         f"job {job_id} to complete",
@@ -186,7 +205,7 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 20) -> float:
 def test_events_arrive_signed_and_in_order(gateway: httpx.Client, receiver: Receiver) -> None:
     path = f"/ok/{new_job_id()}"
     job_id = submit(gateway, receiver.url + path)
-    wait_for(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
     hits = receiver.delivered(path)
     assert states(hits) == LIFECYCLE
     stored = stored_events(gateway, job_id)
@@ -214,7 +233,7 @@ def test_failing_receiver_gets_retries_then_every_event(
 ) -> None:
     path = f"/flaky/3/{new_job_id()}"
     submit(gateway, receiver.url + path)
-    wait_for(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
     attempts = receiver.all(path)
     # The first event was tried four times (503, 503, 503, 204) before any later one.
     assert [h.status for h in attempts[:4]] == [503, 503, 503, 204]
@@ -226,7 +245,7 @@ def test_failing_receiver_gets_retries_then_every_event(
 def test_429_is_retried(gateway: httpx.Client, receiver: Receiver) -> None:
     path = f"/busy/2/{new_job_id()}"
     submit(gateway, receiver.url + path)
-    wait_for(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(path)), what="COMPLETE webhook")
     assert states(receiver.delivered(path)) == LIFECYCLE
     assert len(receiver.all(path)) == len(LIFECYCLE) + 2
 
@@ -234,7 +253,7 @@ def test_429_is_retried(gateway: httpx.Client, receiver: Receiver) -> None:
 def test_client_errors_are_not_retried(gateway: httpx.Client, receiver: Receiver) -> None:
     path = f"/status/410/{new_job_id()}"
     submit(gateway, receiver.url + path)
-    wait_for(lambda: len(receiver.all(path)) == len(LIFECYCLE), what="one try per event")
+    wait_until(lambda: len(receiver.all(path)) == len(LIFECYCLE), what="one try per event")
     time.sleep(0.5)  # more than the backoff: a retry would have come by now
     assert states(receiver.all(path)) == LIFECYCLE
 
@@ -243,7 +262,7 @@ def test_retries_are_bounded(gateway: httpx.Client, receiver: Receiver) -> None:
     path = f"/status/500/{new_job_id()}"
     submit(gateway, receiver.url + path)
     # Five attempts per event (JOBGATE_WEBHOOK_MAX_ATTEMPTS), then the next event.
-    wait_for(lambda: len(receiver.all(path)) == 5 * len(LIFECYCLE), what="all attempts")
+    wait_until(lambda: len(receiver.all(path)) == 5 * len(LIFECYCLE), what="all attempts")
     time.sleep(0.5)
     hits = receiver.all(path)
     assert len(hits) == 5 * len(LIFECYCLE)
@@ -260,7 +279,7 @@ def test_hanging_receiver_slows_neither_dispatch_nor_other_jobs(
     assert wait_job(gateway, slow_job, timeout=10) < 5
     submit(gateway, receiver.url + ok)
     start = time.monotonic()
-    wait_for(lambda: "COMPLETE" in states(receiver.delivered(ok)), 10, "the other job's events")
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(ok)), 10, "the other job's events")
     assert time.monotonic() - start < 5
     assert states(receiver.delivered(ok)) == LIFECYCLE
     with receiver.lock:
@@ -269,18 +288,22 @@ def test_hanging_receiver_slows_neither_dispatch_nor_other_jobs(
 
 def test_job_without_callback_sends_nothing(gateway: httpx.Client, receiver: Receiver) -> None:
     silent = submit(gateway, None)
-    task = gateway.post(
-        "/ga4gh/tes/v1/tasks", json={"executors": [{"image": "alpine", "command": ["true"]}]}
-    ).json()["id"]
+    # TES has no callback: an extra field or a tag of that name is no way to set one.
+    tes_task = {
+        "executors": [{"image": "alpine", "command": ["true"]}],
+        "callback": f"{receiver.url}/ok/tes",
+        "tags": {"callback": f"{receiver.url}/ok/tes"},
+    }
+    task = gateway.post("/ga4gh/tes/v1/tasks", json=tes_task).json()["id"]
     wait_job(gateway, silent)
-    wait_for(
+    wait_until(
         lambda: gateway.get(f"/ga4gh/tes/v1/tasks/{task}").json()["state"] == "COMPLETE",
         what="the TES task",
     )
     # A job with a callback submitted afterwards: once its events are in, earlier ones would be.
     marker = f"/ok/{new_job_id()}"
     submit(gateway, receiver.url + marker)
-    wait_for(lambda: "COMPLETE" in states(receiver.delivered(marker)), what="marker webhooks")
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(marker)), what="marker webhooks")
     with receiver.lock:
         bodies = [h.event for h in receiver.hits]
     assert not [b for b in bodies if b["job_id"] in (silent, task)]
@@ -301,7 +324,7 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path, receiver: Receiver
             job_id = submit(client, receiver.url + path)
             wait_job(client, job_id)
             stored = [e["seq"] for e in stored_events(client, job_id)]
-        wait_for(lambda: len(receiver.all(path)) >= 3, what="failing attempts")
+        wait_until(lambda: len(receiver.all(path)) >= 3, what="failing attempts")
         if how == "kill -9":
             srv.kill9()
         else:
@@ -309,7 +332,7 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path, receiver: Receiver
         receiver.gates.add(path)
         secret_before = (tmp_path / "data" / "webhook-secret").read_bytes()
         srv.start()
-        wait_for(lambda: "COMPLETE" in states(receiver.delivered(path)), what="replayed events")
+        wait_until(lambda: "COMPLETE" in states(receiver.delivered(path)), what="replayed events")
     finally:
         srv.stop()
     assert (tmp_path / "data" / "webhook-secret").read_bytes() == secret_before
@@ -331,15 +354,142 @@ def test_graceful_restart_resumes_from_the_cursor(tmp_path: Path, receiver: Rece
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as client:
             submit(client, receiver.url + path)
-            wait_for(lambda: "COMPLETE" in states(receiver.delivered(path)), what="webhooks")
+            wait_until(lambda: "COMPLETE" in states(receiver.delivered(path)), what="webhooks")
             srv.stop()
             srv.start()
             submit(client, receiver.url + path)
-            wait_for(lambda: len(receiver.delivered(path)) == 2 * len(LIFECYCLE), what="2nd job")
+            wait_until(lambda: len(receiver.delivered(path)) == 2 * len(LIFECYCLE), what="2nd job")
             time.sleep(0.3)
     finally:
         srv.stop()
     assert states(receiver.delivered(path)) == LIFECYCLE * 2
+
+
+# -- the SSRF guard --------------------------------------------------------------------
+
+
+def test_callbacks_to_internal_addresses_are_refused_at_submit(
+    gateway: httpx.Client, receiver: Receiver
+) -> None:
+    port = int(receiver.url.rsplit(":", 1)[1])
+    other = port + 1 if port < 65535 else port - 1
+    before = len(receiver.hits)
+    cases = {
+        f"http://127.0.0.1:{other}/ok/x": "127.0.0.1 is a loopback address",
+        f"http://localhost:{port}/ok/x": "localhost is a loopback name",
+        f"http://2130706433:{other}/ok/x": "127.0.0.1 is a loopback address",  # one number
+        f"http://0x7f.1:{other}/ok/x": "127.0.0.1 is a loopback address",
+        f"http://[::1]:{port}/ok/x": "[::1] is a loopback address",
+        f"http://[::ffff:127.0.0.1]:{port}/ok/x": "is a loopback address",
+        "http://169.254.169.254/latest/meta-data/": "cloud metadata",
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/": "6to4 form of a cloud metadata",
+        "http://10.1.2.3/hook": "private",
+        # Userinfo would become a Basic header; refused even for the allow-listed receiver.
+        f"http://u:p@127.0.0.1:{port}/ok/x": "must not carry a user name or password",
+        f"http://u@127.0.0.1:{port}/ok/x": "must not carry a user name or password",
+        f"ftp://127.0.0.1:{port}/x": "URL scheme should be 'http' or 'https'",
+    }
+    for url, why in cases.items():
+        body = {"script": "true", "callback": url}
+        r = gateway.post("/api/v1/jobs", json=body)
+        assert r.status_code == 400, (url, r.text)
+        errors = r.json()["errors"]
+        assert errors[0]["where"] == "body.callback", (url, errors)
+        assert why in errors[0]["what"], (url, errors)
+        if "password" not in why and "scheme" not in why:
+            assert "JOBGATE_WEBHOOK_ALLOWED_HOSTS" in errors[0]["what"]
+    # In a bulk submission the refused item fails alone; the other is created.
+    bulk = gateway.post(
+        "/api/v1/jobs/bulk",
+        json={
+            "jobs": [
+                {"script": "true", "callback": f"http://localhost:{port}/ok/y"},
+                {"script": "true"},
+            ]
+        },
+    )
+    assert bulk.status_code == 200, bulk.text
+    first, second = bulk.json()["results"]
+    assert first["error"]["errors"][0]["where"] == "body.jobs[0].callback"
+    assert "id" in second and "error" not in second
+    time.sleep(0.3)
+    # Nothing was sent to the refused URLs (other tests' retries may still arrive).
+    assert not [h for h in receiver.hits[before:] if h.path in ("/ok/x", "/ok/y")]
+
+
+def loopback_name() -> str:
+    """A name (not an address, not "localhost") this machine resolves to loopback only."""
+    name = socket.gethostname()
+    try:
+        infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        pytest.skip(f"this host's name {name!r} does not resolve")
+    if name.lower().endswith("localhost") or not all(
+        ipaddress.ip_address(i[4][0]).is_loopback for i in infos
+    ):
+        pytest.skip(f"this host's name {name!r} does not resolve to loopback only")
+    return name
+
+
+def test_a_name_resolving_to_loopback_is_refused_at_delivery(
+    gateway_server: Server, gateway: httpx.Client, receiver: Receiver
+) -> None:
+    """Submission cannot know where a name leads; delivery resolves it, and refuses."""
+    name = loopback_name()
+    port = receiver.url.rsplit(":", 1)[1]
+    refused = f"/ok/{new_job_id()}"
+    ok = f"/ok/{new_job_id()}"
+    job_id = submit(gateway, f"http://{name}:{port}{refused}")
+    submit(gateway, receiver.url + ok)
+    wait_job(gateway, job_id)
+    wait_until(lambda: "COMPLETE" in states(receiver.delivered(ok)), what="the other job's events")
+    assert states(receiver.delivered(ok)) == LIFECYCLE
+
+    def gave_up() -> list[str]:
+        return [ln for ln in gateway_server.log().splitlines() if job_id in ln and "gave up" in ln]
+
+    wait_until(lambda: len(gave_up()) == len(LIFECYCLE), what="every event given up")
+    time.sleep(0.5)  # more than the backoff: a retry would have come by now
+    lines = gave_up()
+    assert len(lines) == len(LIFECYCLE), lines  # once each, not retried
+    for line in lines:
+        assert f"{name} resolves to 127.0.0.1, which is a loopback address: refused" in line
+        assert "JOBGATE_WEBHOOK_ALLOWED_HOSTS" in line
+    assert receiver.all(refused) == []
+
+
+def test_redirects_are_not_followed(
+    gateway_server: Server, gateway: httpx.Client, receiver: Receiver
+) -> None:
+    tag = new_job_id()
+    job_id = submit(gateway, f"{receiver.url}/redirect/{tag}")
+    wait_until(lambda: len(receiver.all(f"/redirect/{tag}")) == len(LIFECYCLE), what="4 tries")
+    time.sleep(0.5)
+    assert len(receiver.all(f"/redirect/{tag}")) == len(LIFECYCLE)  # one try per event
+    assert receiver.all(f"/ok/{tag}") == []  # the Location was never requested
+    lines = [ln for ln in gateway_server.log().splitlines() if job_id in ln and "gave up" in ln]
+    assert len(lines) == len(LIFECYCLE) and all("HTTP 302" in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://u:p@example.org/x", "user name or password"),
+        ("http://127.0.0.1:9/x", "loopback"),
+        ("http://localhost/x", "loopback name"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+    ],
+)
+def test_stored_callbacks_are_checked_again_before_sending(url: str, why: str) -> None:
+    """Callbacks stored before submission checked them are refused at delivery too."""
+    reason = refusal(url, Guard())
+    assert reason is not None and why in reason
+
+
+def test_allow_listed_and_public_callbacks_pass_the_delivery_check() -> None:
+    guard = Guard.from_entries(["127.0.0.1:9"])
+    assert refusal("http://127.0.0.1:9/x", guard) is None
+    assert refusal("https://example.org/hook", guard) is None  # resolved when sent
 
 
 # -- in process: the sender over a real store and bus ---------------------------------------
@@ -361,7 +511,14 @@ def sender(store: JobStore, tmp_path: Path) -> Webhooks:
     bus = EventBus()
     store.listeners.append(bus.publish)
     policy = RetryPolicy(max_attempts=3, backoff=0.01, backoff_max=0.05, timeout=1)
-    return Webhooks(store, bus, secret=b"k", cursor=Cursor(tmp_path / "cursor"), policy=policy)
+    return Webhooks(
+        store,
+        bus,
+        secret=b"k",
+        cursor=Cursor(tmp_path / "cursor"),
+        policy=policy,
+        guard=Guard.from_entries(["127.0.0.1"], "JOBGATE_WEBHOOK_ALLOWED_HOSTS"),
+    )
 
 
 def hooked(url: str) -> NewJob:
@@ -421,6 +578,36 @@ async def test_a_reused_event_seq_of_a_new_job_is_delivered(
         await hooks.stop()
     seqs = [h.event["event_seq"] for h in receiver.delivered(first) + receiver.delivered(second)]
     assert len(seqs) == 2  # equal on SQLite, different on PostgreSQL: delivered either way
+
+
+async def test_stored_callbacks_with_userinfo_or_to_refused_hosts_are_not_sent(
+    store: JobStore, tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Callbacks stored before submission refused them: given up once each, nothing sent,
+    and the next job's events still go out."""
+    port = receiver.url.rsplit(":", 1)[1]
+    creds, loop6, ok = (f"/ok/{new_job_id()}" for _ in range(3))
+    hooks = sender(store, tmp_path)  # allow-lists 127.0.0.1 (any port)
+    await hooks.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobgate.service.webhooks"):
+            await store.create(
+                [
+                    hooked(f"http://u:p@127.0.0.1:{port}{creds}"),
+                    hooked(f"http://[::1]:{port}{loop6}"),
+                    hooked(receiver.url + ok),
+                ]
+            )
+            await until(lambda: receiver.delivered(ok))
+            await until(lambda: hooks.pending == 0)
+    finally:
+        await hooks.stop()
+    assert receiver.all(creds) == [] and receiver.all(loop6) == []
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert len(gave_up) == 2, gave_up
+    assert any("u:***@127.0.0.1" in m and "user name or password" in m for m in gave_up)
+    assert not any("u:p@" in m for m in gave_up)  # the password stays out of the log
+    assert any("::1 is a loopback address" in m and "WEBHOOK_ALLOWED" in m for m in gave_up)
 
 
 async def test_falling_behind_the_bus_reads_back_from_the_store(

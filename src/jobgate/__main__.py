@@ -1,3 +1,3 @@
-from jobgate.cli import app
+from jobgate.cli_fast import main
 
-app()
+main()

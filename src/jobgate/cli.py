@@ -15,17 +15,9 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TextIO, TypeVar, cast
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from jobgate import __version__
 from jobgate.cli_support import (
@@ -44,9 +36,12 @@ from jobgate.cli_support import (
     status_table,
     summary_table,
 )
-from jobgate.client import ApiError, Client, Job, JobgateClientError, State, WaitTimeout
-from jobgate.client.calls import FilterInput, Stream
-from jobgate.domain.native import DEFAULT_IMAGE
+
+# The client (httpx, pydantic models) is imported by the commands that talk to a server,
+# the server stack only by ``serve``: ``jobgate version`` and ``--help`` import neither.
+if TYPE_CHECKING:
+    from jobgate.client import Client, Job
+    from jobgate.client.calls import FilterInput, Stream
 
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 124  # like coreutils' timeout(1)
@@ -130,8 +125,23 @@ def _as_json(ctx: typer.Context) -> bool:
 
 
 def _client(ctx: typer.Context) -> Client:
+    from jobgate.client import Client
+
     g = _globals(ctx)
     return Client(g.url, g.token, user=g.user)
+
+
+def client_errors() -> Any:
+    """The client's error module (imported on first use)."""
+    from jobgate.client import errors
+
+    return errors
+
+
+def default_image() -> str:
+    from jobgate.domain.native import DEFAULT_IMAGE
+
+    return DEFAULT_IMAGE
 
 
 def api_command(fn: Callable[P, R]) -> Callable[P, R]:
@@ -144,6 +154,8 @@ def api_command(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         # typer passes its own (vendored click) Context: typed here, not isinstance-checked.
         ctx = cast(typer.Context, kwargs["ctx"])
+        from jobgate.client import JobgateClientError, WaitTimeout
+
         try:
             return fn(*args, **kwargs)
         except WaitTimeout as exc:
@@ -158,6 +170,17 @@ def api_command(fn: Callable[P, R]) -> Callable[P, R]:
 
 def _wait(jg: Client, ids: Sequence[str], timeout: float | None) -> list[Job]:
     """``jg.wait`` with a progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from jobgate.client import State
+
     console = err()
     failed = 0
     with Progress(
@@ -191,6 +214,8 @@ def _show_jobs(ctx: typer.Context, jobs: list[Job]) -> None:
 def _filters(
     states: Sequence[str], name: str | None, labels: Sequence[str], group: str | None
 ) -> list[FilterInput]:
+    from jobgate.client import State
+
     filters: list[FilterInput] = []
     wanted = [s.upper() for s in split_list(states)]
     unknown = [s for s in wanted if s not in State.__members__]
@@ -240,7 +265,8 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="YAML or TOML file declaring named backends (local, slurm) and their options."
+            help="YAML or TOML file declaring named backends and their options "
+            "(`jobgate backends` lists the kinds and options)."
         ),
     ] = None,
 ) -> None:
@@ -251,9 +277,8 @@ def serve(
     JOBGATE_SLOTS, JOBGATE_CONFIG_FILE; JOBGATE_BACKEND=slurm makes Slurm the default
     backend (JOBGATE_SLURM_SHARED_DIR: the job directory root the nodes see).
     """
-    import uvicorn
-
     from jobgate.api.app import create_app
+    from jobgate.api.server import serve as run_server
     from jobgate.config import Settings
 
     overrides: dict[str, Any] = {
@@ -275,19 +300,64 @@ def serve(
     except ValueError as exc:  # pydantic's ValidationError is one too
         err().print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        asgi,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-    )
+    try:
+        run_server(asgi, settings, log_level=log_level)
+    except ValueError as exc:  # limits that cannot be met (the open-files limit)
+        err().print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command(rich_help_panel=SERVER)
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+@app.command("backends", rich_help_panel=SERVER)
+def backend_kinds(
+    ctx: typer.Context,
+    json_out: JsonFlag = False,
+    schema: Annotated[
+        bool,
+        typer.Option("--schema", help="Print the config file's JSON schema (for editors)."),
+    ] = False,
+) -> None:
+    """List the backend kinds this installation has (a config file's `type`), whether each
+    is available (else why not), and the options each takes in `serve --config FILE`.
+
+    Reads this machine's installation, not a server: kinds come from the
+    `jobgate.backends` entry points of the installed packages.
+    """
+    from rich.markup import escape
+
+    from jobgate.backends import config_file, registry
+
+    found = registry.catalog()
+    if schema:
+        print_json(config_file.file_model(found).model_json_schema())
+        return
+    kinds = found.describe()
+    if _as_json(ctx):
+        print_json(kinds)
+        return
+    console = out()
+    for kind in kinds:
+        console.print()
+        if not kind["available"]:
+            # Names, summaries and errors come from installed packages: never markup.
+            name = escape(kind["kind"])
+            console.print(f"[bold]{name}[/bold]  [red]unavailable[/red]: ", end="")
+            console.print(kind["error"], markup=False, highlight=False)
+            continue
+        name, summary = escape(kind["kind"]), escape(kind["summary"])
+        console.print(f"[bold]{name}[/bold]  {summary}", highlight=False)
+        for opt in kind["options"]:
+            default = "required" if opt["required"] else f"default {opt['default']}"
+            console.print(
+                f"  {opt['name']}: {opt['type']} ({default})", markup=False, highlight=False
+            )
+            if opt["description"]:
+                console.print(f"      {opt['description']}", markup=False, highlight=False)
 
 
 # -- submitting --------------------------------------------------------------------------
@@ -430,7 +500,7 @@ def run(
     """
     job: dict[str, Any] = {
         "name": name or shlex.join(command)[:200],
-        "executors": [{"image": image or DEFAULT_IMAGE, "command": command}],
+        "executors": [{"image": image or default_image(), "command": command}],
     }
     if env:
         job["executors"][0]["env"] = parse_pairs(env, "--env")
@@ -446,9 +516,9 @@ def run(
             if live:
                 _copy(jg.logs(job_id, follow=True), sys.stdout)
             done = jg.wait(job_id, timeout, interval=0.5)
-        except (KeyboardInterrupt, WaitTimeout) as exc:
+        except (KeyboardInterrupt, client_errors().WaitTimeout) as exc:
             jg.cancel(job_id)
-            if isinstance(exc, WaitTimeout):
+            if isinstance(exc, client_errors().WaitTimeout):
                 raise
             err().print(f"canceled job {job_id}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -517,7 +587,7 @@ def status(ctx: typer.Context, ids: Ids, json_out: JsonFlag = False) -> None:
         for job_id in ids:
             try:
                 jobs.append(jg.get(job_id))
-            except ApiError as exc:  # this id; a connection failure ends the command
+            except client_errors().ApiError as exc:  # this id; a connection failure ends it
                 print_error(exc, _as_json(ctx))
                 missing = True
     if jobs or not missing:
@@ -694,7 +764,11 @@ def whoami(ctx: typer.Context, json_out: JsonFlag = False) -> None:
 def token_create(
     ctx: typer.Context,
     owner: Annotated[
-        str | None, typer.Option(help="Identity the token acts as (default: yours).")
+        str | None,
+        typer.Option(
+            help="Owner the token acts as: iam:alice, basic:carol as written; "
+            "a bare name is the robot token:<name> (default: you)."
+        ),
     ] = None,
     scope: Annotated[
         list[str] | None,

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobgate.client import BulkResult, Event, Job, JobgateClientError
+# typer (and the client) load where they are used: ``jobgate.cli_fast`` prints tables and
+# errors through this module without importing either.
+if TYPE_CHECKING:
+    from jobgate.client import BulkResult, Event, Job, JobgateClientError
 
 STATE_STYLE = {
     "COMPLETE": "green",
@@ -43,7 +44,9 @@ PIPE_WIDTH = 200
 
 def _console(stderr: bool) -> Console:
     # Made per call: CliRunner (and redirections) swap sys.stdout between commands.
-    console = Console(stderr=stderr, highlight=False)
+    # No emoji codes: a job named ``:fire:`` is shown as written (and rich's emoji table,
+    # a large module, is not loaded).
+    console = Console(stderr=stderr, highlight=False, emoji=False)
     if not console.is_terminal:
         console.width = max(console.width, PIPE_WIDTH)
     return console
@@ -62,6 +65,8 @@ def err() -> Console:
 
 def parse_param(text: str) -> tuple[str, list[str] | dict[str, int]]:
     """``i=0..9`` (inclusive; ``0..9..2`` steps by 2) or ``s=a,b,c`` → (name, values)."""
+    import typer
+
     name, sep, values = text.partition("=")
     name = name.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -83,6 +88,8 @@ def parse_param(text: str) -> tuple[str, list[str] | dict[str, int]]:
 
 
 def parse_params(texts: Sequence[str]) -> dict[str, list[str] | dict[str, int]]:
+    import typer
+
     params: dict[str, list[str] | dict[str, int]] = {}
     for text in texts:
         name, values = parse_param(text)
@@ -94,6 +101,8 @@ def parse_params(texts: Sequence[str]) -> dict[str, list[str] | dict[str, int]]:
 
 def parse_pairs(texts: Sequence[str], what: str) -> dict[str, str]:
     """``k=v`` options (``--label``, ``--env``) as a dict."""
+    import typer
+
     pairs = {}
     for text in texts:
         key, sep, value = text.partition("=")
@@ -110,6 +119,9 @@ def split_list(values: Sequence[str]) -> list[str]:
 
 def read_document(source: str) -> Any:
     """A YAML or JSON document from a file path, or stdin for ``-``."""
+    import typer
+    import yaml
+
     try:
         text = sys.stdin.read() if source == "-" else open(source).read()  # noqa: SIM115
     except OSError as exc:
@@ -128,6 +140,8 @@ def read_document(source: str) -> Any:
 
 
 def jsonable(value: Any) -> Any:
+    from jobgate.client import BulkResult, Event, Job
+
     if isinstance(value, Job | Event):
         return value.model_dump(mode="json")
     if isinstance(value, BulkResult):
@@ -163,11 +177,15 @@ def error_json(exc: JobgateClientError) -> dict[str, Any]:
 
 
 def print_json(value: Any) -> None:
+    import typer
+
     typer.echo(json.dumps(jsonable(value), indent=2, ensure_ascii=False, default=str))
 
 
 def print_error(exc: JobgateClientError, as_json: bool) -> None:
     if as_json:
+        import typer
+
         typer.echo(json.dumps({"error": error_json(exc)}, ensure_ascii=False), err=True)
     else:
         err().print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -214,19 +232,31 @@ def jobs_table(rows: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
-def status_table(jobs: Iterable[Job]) -> Table:
+def status_table(jobs: Iterable[Job | Mapping[str, Any]]) -> Table:
+    """Jobs (the client's, or the server's JSON of ``GET /jobs/{id}``) as a table."""
     table = _table("ID", "STATE", "NAME", "EXIT", "UPDATED", "DETAIL")
     for job in jobs:
-        exit_code = job.exit_code
+        if isinstance(job, Mapping):
+            fields, exit_code = job, json_exit_code(job)
+        else:
+            fields, exit_code = vars(job), job.exit_code
         table.add_row(
-            job.id,
-            state_text(job.state),
-            escape(job.name or ""),
+            fields["id"],
+            state_text(fields["state"]),
+            escape(fields.get("name") or ""),
             "-" if exit_code is None else str(exit_code),
-            when(job.updated_at or job.created_at),
-            escape(job.detail or ""),
+            when(fields.get("updated_at") or fields.get("created_at")),
+            escape(fields.get("detail") or ""),
         )
     return table
+
+
+def json_exit_code(job: Mapping[str, Any]) -> int | None:
+    """:attr:`jobgate.client.Job.exit_code` read from the job's JSON."""
+    attempts = job.get("logs") or []
+    executors = (attempts[-1].get("logs") or []) if attempts else []
+    code = executors[-1].get("exit_code") if executors else None
+    return code if isinstance(code, int) else None
 
 
 def events_table(events: Iterable[Event]) -> Table:

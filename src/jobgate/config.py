@@ -2,17 +2,24 @@
 
 One flat class: the environment names are the interface (``JOBGATE_DATA_DIR``, …), and a
 flat class keeps each name exactly the field name. Instances are frozen.
+
+Grouped views of the same values, one frozen model per concern, are properties of
+:class:`Settings` (``settings.dispatch.poll_interval``, ``settings.webhooks.max_attempts``):
+a component can take only its group. Every flat field belongs to exactly one group.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobgate.auth.namespaces import issuer_namespaces, namespace_of
+from jobgate.datadir import default_data_dir
+from jobgate.runtimes.hostmounts import HostMount, parse_host_mounts
 from jobgate.runtimes.images import parse_image_map
 
 Runtime = Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"]
@@ -25,11 +32,6 @@ def default_podman_runtime() -> str:
     return "/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else ""
 
 
-def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "jobgate"
-
-
 class Settings(BaseSettings):
     """Everything the service needs to start; built once by the CLI or the tests."""
 
@@ -37,7 +39,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    max_connections: int = Field(default=4096, ge=1)
+    """Most client connections open at once; lowered at start to fit the open-files limit."""
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection may take to send a request head (after opening or a response)."""
+    http_keep_alive_timeout: int = Field(default=5, ge=1)
+    """Seconds an idle keep-alive connection stays open after a response."""
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     """SQLAlchemy async URL; empty means an SQLite file under ``data_dir``."""
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
@@ -55,6 +63,11 @@ class Settings(BaseSettings):
     """Seconds between backend polls and queue scans when nothing wakes the dispatcher."""
     max_attempts: int = Field(default=2, ge=1)
     """How many times a task interrupted by a gateway restart is run before SYSTEM_ERROR."""
+    submit_patience: float = Field(default=600.0, gt=0)
+    """Seconds transient submit errors (backend unreachable, busy) are retried before the
+    job is SYSTEM_ERROR, for every backend (Slurm: ``slurm_submit_patience`` when set)."""
+    submit_retry_max_delay: float = Field(default=60.0, gt=0)
+    """Longest wait between two submit retries (the backoff doubles up to it, with jitter)."""
     log_tail_bytes: int = Field(default=64 * 1024, ge=0)
     """How much of each executor's stdout/stderr is kept in the task logs."""
     max_content_bytes: int = Field(default=1024 * 1024, ge=128 * 1024)
@@ -63,6 +76,14 @@ class Settings(BaseSettings):
     """Most jobs one parametric submission may expand into."""
     max_reschedules: int = Field(default=10, ge=0)
     """How often one job may be rescheduled."""
+    task_max_pids: int = Field(default=1024, ge=0)
+    """Processes and threads one executor may hold at once (cgroup ``pids.max``); 0: no
+    limit. A fork past it fails, and the task ends EXECUTOR_ERROR saying so."""
+    task_uid_base: int = Field(default=1_900_000_000, ge=1, le=4_294_967_293)
+    """First host uid (and gid) tasks run as when the service runs as root: each running
+    task gets its own, from ``task_uid_base`` up; a non-root service runs tasks as itself."""
+    task_uid_count: int = Field(default=1024, ge=1)
+    """How many task uids there are: at least as many as tasks may run at once (slots)."""
     keep_task_dirs: bool = False
     """Keep each task's working directory after it ends (for debugging)."""
     http_timeout: float = Field(default=60.0, gt=0)
@@ -74,6 +95,10 @@ class Settings(BaseSettings):
     """Most entries a tarball sandbox may unpack."""
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest file uploaded into a held job (``PUT /api/v1/jobs/{id}/files/...``)."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    """Largest JSON request body (TES, native, worksteps, tokens); larger ones are a 413."""
+    max_yaml_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    """Largest YAML request body (YAML parses ~50x slower than JSON)."""
     sse_heartbeat: float = Field(default=15.0, gt=0)
     """Seconds between keep-alive comments on an idle event stream."""
 
@@ -87,6 +112,8 @@ class Settings(BaseSettings):
     """Longest wait between two webhook attempts (also caps a receiver's Retry-After)."""
     webhook_timeout: float = Field(default=10.0, gt=0)
     """Seconds one webhook request may take before it counts as failed."""
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """``host`` or ``host:port`` callback targets exempt from the SSRF rule (as for staging)."""
     src_nodes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """SKA SRCNet node → backend (``CHSRC=local,UKSRC=local``); empty: all nodes run locally."""
 
@@ -113,11 +140,43 @@ class Settings(BaseSettings):
     slurm_array_window: float = Field(default=0.05, ge=0)
     """Seconds a submission waits for others like it to go out as one job array."""
     slurm_submit_patience: float = Field(default=600.0, gt=0)
-    """Seconds a submission keeps retrying while the controller is unreachable or busy."""
+    """Seconds a submission keeps retrying while the controller is unreachable or busy;
+    only when set (environment or argument) does it override ``submit_patience``."""
     slurm_python: str | None = None
     """Python on the nodes with jobgate installed; unset: the gateway's own interpreter."""
     slurm_max_array: int = Field(default=1000, ge=1)
     """Most jobs one sbatch --array carries (below the site's MaxArraySize); 1: no arrays."""
+    gridengine_shared_dir: Path | None = None
+    """Job directory root the Grid Engine exec hosts see; unset: ``data_dir/gridengine``."""
+    gridengine_queue: str | None = None
+    """Queue (``qsub -q``) for jobs that name none (unset: the cell chooses)."""
+    gridengine_project: str | None = None
+    """Project (``qsub -P``) for jobs that name none."""
+    gridengine_time: str | None = None
+    """Run time limit (``h_rt``: seconds or H:MM:SS) for jobs that name none."""
+    gridengine_pe: str = Field(default="smp", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Parallel environment giving a job ``cpu_cores`` slots on one host ($pe_slots)."""
+    gridengine_memory_resource: str = Field(default="h_vmem", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Per-slot resource ``ram_gb`` is requested as (``mem_free``…); ``none``: not requested."""
+    gridengine_submit_rate: float = Field(default=20.0, gt=0)
+    """qsub calls per second at most (token bucket)."""
+    gridengine_submit_burst: int = Field(default=40, ge=1)
+    """qsub calls allowed back to back before the rate applies."""
+    gridengine_array_window: float = Field(default=0.05, ge=0)
+    """Seconds a submission waits for others like it to go out as one array job (-t)."""
+    gridengine_python: str | None = None
+    """Python on the exec hosts with jobgate installed; unset: the gateway's own."""
+    gridengine_max_array: int = Field(default=1000, ge=1)
+    """Most tasks one array job carries; 1: no arrays."""
+
+    # -- metrics (Prometheus /metrics) ------------------------------------------------------
+    metrics_access: Literal["loopback", "token", "open"] = "loopback"
+    """Who reads ``/metrics``: ``loopback`` clients without credentials (others: below),
+    ``token``: only callers with ``metrics_token`` or an admin's credentials, ``open``: all."""
+    metrics_token: SecretStr | None = None
+    """Bearer token a Prometheus scraper sends to read ``/metrics``."""
+    metrics_jobs_interval: float = Field(default=15.0, gt=0)
+    """Seconds between two counts of jobs per backend and state (``jobgate_jobs``)."""
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod
@@ -170,6 +229,49 @@ class Settings(BaseSettings):
         """Content-addressed sandboxes: ``sandboxes/<sha256>``."""
         return self.data_dir / "sandboxes"
 
+    # -- grouped views (frozen, built from the flat fields on each access) -----------------
+
+    @property
+    def server(self) -> ServerSettings:
+        return ServerSettings.of(self)
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings.of(self, url=self.db_url)
+
+    @property
+    def dispatch(self) -> DispatchSettings:
+        return DispatchSettings.of(self, jobs_dir=self.jobs_dir, logs_dir=self.logs_dir)
+
+    @property
+    def jobs(self) -> JobsSettings:
+        return JobsSettings.of(self, uploads_dir=self.uploads_dir, sandboxes_dir=self.sandboxes_dir)
+
+    @property
+    def staging(self) -> StagingSettings:
+        return StagingSettings.of(self)
+
+    @property
+    def auth_settings(self) -> AuthSettings:
+        """The ``auth`` group (``auth`` itself is the flat list of modes)."""
+        return AuthSettings.of(self)
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        return WebhookSettings.of(self)
+
+    @property
+    def runtimes(self) -> RuntimeSettings:
+        return RuntimeSettings.of(self)
+
+    @property
+    def backends(self) -> BackendSettings:
+        return BackendSettings.of(self)
+
+    @property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings.of(self)
+
     # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
     staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
@@ -194,7 +296,9 @@ class Settings(BaseSettings):
     staging_max_task_bytes: int = Field(default=0, ge=0)
     """Most bytes one task may stage in, and out (each); 0: no limit."""
 
-    @field_validator("staging_allowed_hosts", "staging_http_put_prefixes", mode="before")
+    @field_validator(
+        "staging_allowed_hosts", "staging_http_put_prefixes", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_staging_lists(cls, value: object) -> object:
         if isinstance(value, str):
@@ -207,7 +311,9 @@ class Settings(BaseSettings):
     auth_none_any_host: bool = False
     """With ``none`` on, serve on a non-loopback address anyway (anyone reaching it is admin)."""
     oidc_issuers: Annotated[tuple[str, ...], NoDecode] = ()
-    """Trusted OIDC issuer URLs (comma-separated); keys come from their discovery documents."""
+    """Trusted OIDC issuers (comma-separated), each ``url`` or ``alias=url``: the alias is the
+    issuer's owner namespace (``alias:sub``; derived from the URL when not given). Issuers
+    given one alias share a namespace, on purpose. Keys come from discovery documents."""
     oidc_audience: str = ""
     """The ``aud`` every OIDC token must carry (required when ``oidc`` is on)."""
     oidc_user_claim: str = "sub"
@@ -237,6 +343,9 @@ class Settings(BaseSettings):
     """Members of these groups see and control every job."""
     share_groups: Annotated[tuple[str, ...], NoDecode] = ()
     """A job is visible to the members of the first of these groups its submitter is in."""
+    legacy_owner_namespace: str | None = None
+    """Namespace given to owners written before namespaces existed (default: the sole OIDC
+    issuer's; else ``basic`` with basic users; else ``token``); see README."""
     basic_users_file: Path | None = None
     """``user:bcrypt-hash[:group,group]`` lines (``jobgate user set`` writes them)."""
     secret_key: SecretStr | None = None
@@ -247,6 +356,16 @@ class Settings(BaseSettings):
     """Submissions per minute allowed to one caller (0: unlimited); over it answers 429."""
     submit_burst: int = Field(default=20, ge=1)
     """Submissions one caller may make at once before ``submit_rate`` applies."""
+
+    # -- dashboard sign-in through OIDC (authorization code flow with PKCE) ----------------
+    dashboard_oidc_client_id: str | None = None
+    """The dashboard's client id at the OIDC provider; unset: no OIDC sign-in on the page."""
+    dashboard_oidc_client_secret: SecretStr | None = None
+    """Its secret, for a confidential client (sent as ``client_secret_post``)."""
+    dashboard_oidc_issuer: str | None = None
+    """The provider people sign in at (default: the first of ``JOBGATE_OIDC_ISSUERS``)."""
+    dashboard_oidc_scopes: str = "openid"
+    """Scopes asked for (space-separated); the access token must carry the audience."""
 
     @field_validator(
         "auth",
@@ -288,6 +407,18 @@ class Settings(BaseSettings):
             )
         if "basic" in self.auth and self.basic_users_file is None:
             raise ValueError("JOBGATE_AUTH=basic needs JOBGATE_BASIC_USERS_FILE")
+        spaces = set(issuer_namespaces(self.oidc_issuers).values())
+        legacy = self.legacy_owner_namespace
+        if legacy is not None and (not legacy or ":" in legacy or "," in legacy):
+            raise ValueError("JOBGATE_LEGACY_OWNER_NAMESPACE: a namespace name, without ':'")
+        for setting in ("submit_groups", "admin_groups", "share_groups"):
+            for entry in getattr(self, setting):
+                ns = namespace_of(entry)
+                if ns is not None and ns not in spaces:
+                    raise ValueError(
+                        f"JOBGATE_{setting.upper()} entry {entry!r}: {ns!r} is not the alias "
+                        f"of an OIDC issuer ({', '.join(sorted(spaces)) or 'none configured'})"
+                    )
         return self
 
     # -- container runtimes (issue 6) -------------------------------------------------
@@ -321,3 +452,278 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
+
+    # -- host directories shown in every task (workflow engines) ---------------------------
+    host_mounts: Annotated[tuple[HostMount, ...], NoDecode] = ()
+    """Host directories bound at their own path in every executor, ``PATH:rw`` or
+    ``PATH:ro`` (comma-separated); read-write ones are in service-info ``storage``."""
+
+    task_user: str = ""
+    """``UID:GID`` every task runs as under a root service, instead of a uid of its own per
+    task: the account that runs workflow engines and owns their shared directories (their
+    leader and workers must read and change each other's files). Empty: a uid per task."""
+
+    @field_validator("host_mounts", mode="before")
+    @classmethod
+    def _split_host_mounts(cls, value: object) -> object:
+        return parse_host_mounts(value) if isinstance(value, str) else value
+
+    @field_validator("task_user")
+    @classmethod
+    def _check_task_user(cls, value: str) -> str:
+        if value:
+            uid, sep, gid = value.partition(":")
+            if not (sep and uid.isdigit() and gid.isdigit() and int(uid) > 0 and int(gid) > 0):
+                raise ValueError(f"expected UID:GID of a non-root user, got {value!r}")
+        return value
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+class _Group(BaseModel):
+    """A frozen view of some flat settings. A field takes the flat field of its own name,
+    or of the name :attr:`flat_names` gives it; derived values are passed to :meth:`of`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flat_names: ClassVar[dict[str, str]] = {}
+    derived: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def flat_fields(cls) -> set[str]:
+        """The flat settings this group shows."""
+        return {cls.flat_names.get(f, f) for f in cls.model_fields if f not in cls.derived}
+
+    @classmethod
+    def of(cls, settings: Settings, **derived: Any) -> Self:
+        values = {
+            f: getattr(settings, cls.flat_names.get(f, f))
+            for f in cls.model_fields
+            if f not in cls.derived
+        }
+        return cls.model_validate({**values, **derived})
+
+
+class ServerSettings(_Group):
+    """The HTTP front end: where it listens, connection and body limits, service-info."""
+
+    host: str
+    port: int
+    max_connections: int
+    http_header_timeout: float
+    http_keep_alive_timeout: int
+    max_body_bytes: int
+    max_yaml_body_bytes: int
+    sse_heartbeat: float
+    service_id: str
+    service_name: str
+    organization_name: str
+    organization_url: str
+
+
+class StoreSettings(_Group):
+    """The data directory and the database."""
+
+    derived = ("url",)
+
+    data_dir: Path
+    database_url: str
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"]
+    url: str
+    """The database URL in use (``database_url``, else SQLite under ``data_dir``)."""
+
+
+class DispatchSettings(_Group):
+    """The dispatcher: polling, restarts, submit retries, task directories and logs."""
+
+    derived = ("jobs_dir", "logs_dir")
+
+    poll_interval: float
+    max_attempts: int
+    submit_patience: float
+    submit_retry_max_delay: float
+    log_tail_bytes: int
+    keep_task_dirs: bool
+    jobs_dir: Path
+    logs_dir: Path
+
+
+class JobsSettings(_Group):
+    """What one submission may hold and become: inline content, sweeps, files, sandboxes."""
+
+    derived = ("uploads_dir", "sandboxes_dir")
+
+    max_content_bytes: int
+    parametric_cap: int
+    max_reschedules: int
+    upload_max_bytes: int
+    sandbox_max_bytes: int
+    sandbox_extract_max_bytes: int
+    sandbox_extract_max_files: int
+    uploads_dir: Path
+    sandboxes_dir: Path
+
+
+class StagingSettings(_Group):
+    """Moving inputs and outputs: allowed places, stores, transfers and their retries."""
+
+    flat_names: ClassVar[dict[str, str]] = {
+        "allowed_hosts": "staging_allowed_hosts",
+        "http_put_prefixes": "staging_http_put_prefixes",
+        "parallel": "staging_parallel",
+        "attempts": "staging_attempts",
+        "backoff": "staging_backoff",
+        "backoff_max": "staging_backoff_max",
+        "chunk_bytes": "staging_chunk_bytes",
+        "max_task_bytes": "staging_max_task_bytes",
+    }
+
+    allowed_dirs: tuple[Path, ...]
+    allowed_hosts: tuple[str, ...]
+    http_put_prefixes: tuple[str, ...]
+    http_timeout: float
+    s3_endpoint_url: str
+    ftp_username: str
+    ftp_password: SecretStr | None
+    parallel: int
+    attempts: int
+    backoff: float
+    backoff_max: float
+    chunk_bytes: int
+    max_task_bytes: int
+
+
+class AuthSettings(_Group):
+    """Who may call: credential modes, OIDC, groups, secrets, per-caller rate limits."""
+
+    flat_names: ClassVar[dict[str, str]] = {
+        "modes": "auth",
+        "none_any_host": "auth_none_any_host",
+    }
+
+    modes: tuple[AuthMode, ...]
+    none_any_host: bool
+    oidc_issuers: tuple[str, ...]
+    oidc_audience: str
+    oidc_user_claim: str
+    oidc_groups_claim: str
+    oidc_algorithms: tuple[str, ...]
+    oidc_jwks_min_refresh: float
+    oidc_jwks_max_age: float
+    oidc_leeway: float
+    submit_groups: tuple[str, ...]
+    admin_groups: tuple[str, ...]
+    share_groups: tuple[str, ...]
+    legacy_owner_namespace: str | None
+    basic_users_file: Path | None
+    secret_key: SecretStr | None
+    credential_backends: tuple[str, ...]
+    submit_rate: float
+    submit_burst: int
+    dashboard_oidc_client_id: str | None
+    dashboard_oidc_client_secret: SecretStr | None
+    dashboard_oidc_issuer: str | None
+    dashboard_oidc_scopes: str
+
+
+class WebhookSettings(_Group):
+    """Webhook delivery: signing key, retries, timeouts, SSRF exemptions."""
+
+    flat_names: ClassVar[dict[str, str]] = {
+        "secret": "webhook_secret",
+        "max_attempts": "webhook_max_attempts",
+        "backoff": "webhook_backoff",
+        "backoff_max": "webhook_backoff_max",
+        "timeout": "webhook_timeout",
+        "allowed_hosts": "webhook_allowed_hosts",
+    }
+
+    secret: SecretStr | None
+    max_attempts: int
+    backoff: float
+    backoff_max: float
+    timeout: float
+    allowed_hosts: tuple[str, ...]
+
+
+class RuntimeSettings(_Group):
+    """How executors run on this machine (and on batch nodes): runtime, slots, limits,
+    task uids, container images and engines."""
+
+    flat_names: ClassVar[dict[str, str]] = {"name": "runtime"}
+
+    name: Runtime
+    slots: int
+    task_max_pids: int
+    task_uid_base: int
+    task_uid_count: int
+    image_map: dict[str, str]
+    image_dir: Path | None
+    pull_timeout: float
+    executor_network: bool
+    container_user: str
+    podman_runtime: str
+    container_ulimits: tuple[str, ...]
+    host_mounts: tuple[HostMount, ...]
+    task_user: str
+
+
+class BackendSettings(_Group):
+    """Which backends run jobs: the default, the config file, SRCNet nodes, and the flat
+    options of a one-cluster Slurm or Grid Engine site."""
+
+    flat_names: ClassVar[dict[str, str]] = {"default": "backend"}
+
+    default: str
+    config_file: Path | None
+    src_nodes: dict[str, str]
+    slurm_shared_dir: Path | None
+    slurm_partition: str | None
+    slurm_time: str | None
+    slurm_submit_rate: float
+    slurm_submit_burst: int
+    slurm_array_window: float
+    slurm_submit_patience: float
+    slurm_python: str | None
+    slurm_max_array: int
+    gridengine_shared_dir: Path | None
+    gridengine_queue: str | None
+    gridengine_project: str | None
+    gridengine_time: str | None
+    gridengine_pe: str
+    gridengine_memory_resource: str
+    gridengine_submit_rate: float
+    gridengine_submit_burst: int
+    gridengine_array_window: float
+    gridengine_python: str | None
+    gridengine_max_array: int
+
+
+class MetricsSettings(_Group):
+    """Who reads ``/metrics``, and how often jobs are counted for it."""
+
+    flat_names: ClassVar[dict[str, str]] = {
+        "access": "metrics_access",
+        "token": "metrics_token",
+        "jobs_interval": "metrics_jobs_interval",
+    }
+
+    access: Literal["loopback", "token", "open"]
+    token: SecretStr | None
+    jobs_interval: float
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "server": ServerSettings,
+    "store": StoreSettings,
+    "dispatch": DispatchSettings,
+    "jobs": JobsSettings,
+    "staging": StagingSettings,
+    "auth_settings": AuthSettings,
+    "webhooks": WebhookSettings,
+    "runtimes": RuntimeSettings,
+    "backends": BackendSettings,
+    "metrics": MetricsSettings,
+}
+"""Property name on :class:`Settings` → its group model."""

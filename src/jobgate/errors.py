@@ -37,6 +37,13 @@ class InvalidRequest(JobgateError):
     code = "invalid_request"
 
 
+class PayloadTooLarge(JobgateError):
+    """The request body is over a size limit (refused before it is read whole)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
 class JobNotFound(JobgateError):
     status = 404
     code = "not_found"

@@ -17,6 +17,13 @@ AUDIENCE = "jobgate"
 SUBMIT_GROUP = "src/production"
 ADMIN_GROUP = "src/admins"
 SHARE_GROUP = "src/team"
+A, B = "a", "b"
+"""Owner namespaces of the two issuers of :func:`auth_server` (``a=url,b=url``)."""
+
+
+def everywhere(group: str) -> str:
+    """A group setting naming ``group`` locally and at both issuers of :func:`auth_server`."""
+    return f"{group},{A}:{group},{B}:{group}"
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +81,15 @@ def auth_server(
     users_file: Path,
 ) -> Iterator[Server]:
     """A server with OIDC, service tokens and basic users on, as production runs it."""
-    env = auth_env(issuer, users_file, JOBGATE_CREDENTIAL_BACKENDS="local")
-    env["JOBGATE_OIDC_ISSUERS"] = f"{issuer.url},{second_issuer.url}/"
+    env = auth_env(
+        issuer,
+        users_file,
+        JOBGATE_CREDENTIAL_BACKENDS="local",
+        JOBGATE_OIDC_ISSUERS=f"{A}={issuer.url},{B}={second_issuer.url}/",
+        JOBGATE_SUBMIT_GROUPS=everywhere(SUBMIT_GROUP),
+        JOBGATE_ADMIN_GROUPS=everywhere(ADMIN_GROUP),
+        JOBGATE_SHARE_GROUPS=everywhere(SHARE_GROUP),
+    )
     srv = Server(tmp_path_factory.mktemp("authsrv") / "data", env, log_level="debug").start()
     yield srv
     srv.stop()

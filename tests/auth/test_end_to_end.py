@@ -19,16 +19,9 @@ from jobgate.cli import app
 from tests.auth.conftest import SUBMIT_GROUP, make_token
 from tests.conftest import Server
 
+pytestmark = pytest.mark.usefixtures("isolated_config")
+
 IMAGE = "alpine"
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No credentials from the shell, the user's config file or a local server."""
-    for var in ("JOBGATE_URL", "JOBGATE_TOKEN", "JOBGATE_USER", "JOBGATE_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("JOBGATE_CONFIG", str(tmp_path / "config.toml"))
-    monkeypatch.setenv("JOBGATE_DATA_DIR", str(tmp_path / "data"))
 
 
 def cli(server: Server, *args: str, **env: str) -> Result:
@@ -55,9 +48,9 @@ def test_basic_user_runs_jobs_through_the_cli(auth_server: Server) -> None:
     assert result.exit_code == 0, result.output
     assert word in result.stdout
     me = as_json(cli(auth_server, "whoami", "--json", **carol))
-    assert (me["name"], me["method"], me["groups"]) == ("carol", "basic", [SUBMIT_GROUP])
+    assert (me["name"], me["method"], me["groups"]) == ("basic:carol", "basic", [SUBMIT_GROUP])
     jobs = as_json(cli(auth_server, "ls", "--json", **carol))
-    assert jobs and {j["owner"] for j in jobs} == {"carol"}
+    assert jobs and {j["owner"] for j in jobs} == {"basic:carol"}
 
 
 def test_basic_wrong_password_and_missing_group(auth_server: Server) -> None:
@@ -125,7 +118,7 @@ def test_service_token_lifecycle_through_the_cli(auth_server: Server, admin_toke
     word = uuid.uuid4().hex
     result = cli(auth_server, "run", "--", "echo", word, **erin)
     assert result.exit_code == 0 and word in result.stdout, result.output
-    assert as_json(cli(auth_server, "whoami", "--json", **erin))["name"] == "erin"
+    assert as_json(cli(auth_server, "whoami", "--json", **erin))["name"] == "token:erin"
     # Listed by id, never with the secret or its hash.
     listing = cli(auth_server, "token", "list", "--json", **admin)
     assert row["id"] in listing.stdout and row["token"] not in listing.stdout

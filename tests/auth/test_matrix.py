@@ -227,6 +227,7 @@ MATRIX: dict[tuple[str, str], Case] = {
         _submit("200"),
     ),
     # native API: reading and listing
+    ("GET", "/api/v1/backends"): Case(lambda w: ("GET", "/api/v1/backends", {}), _ok("200")),
     ("POST", "/api/v1/jobs/search"): Case(
         lambda w: (
             "POST",
@@ -303,6 +304,22 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): Case(
         lambda w: ("DELETE", f"/api/v1/tokens/{w.token_id()}", {}), admin_only("200")
     ),
+    # the web dashboard: its page, files and sign-in are public; its data is not
+    ("GET", "/"): Case(lambda w: ("GET", "/", {}), PUBLIC),
+    ("GET", "/ui/static/{name}"): Case(lambda w: ("GET", "/ui/static/app.js", {}), PUBLIC),
+    ("GET", "/ui/session"): Case(lambda w: ("GET", "/ui/session", {}), PUBLIC),
+    ("POST", "/ui/login"): Case(lambda w: ("POST", "/ui/login", {"json": {}}), ("400",) * 5),
+    ("POST", "/ui/logout"): Case(lambda w: ("POST", "/ui/logout", {}), ("204",) * 5),
+    # OIDC sign-in is not configured for the dashboard on this server
+    ("GET", "/ui/oidc/login"): Case(lambda w: ("GET", "/ui/oidc/login", {}), ("404",) * 5),
+    ("GET", "/ui/oidc/callback"): Case(lambda w: ("GET", "/ui/oidc/callback", {}), ("404",) * 5),
+    ("GET", "/ui/overview"): Case(lambda w: ("GET", "/ui/overview", {}), _ok("200")),
+    # operator docs are public; /metrics is open to loopback clients (the matrix's own),
+    # token-only elsewhere (tests/observability)
+    **{
+        ("GET", p): Case(lambda w, p=p: ("GET", p, {}), PUBLIC)
+        for p in ("/v1/www/docs/oper", "/v1/www/docs/oper/rapidoc-min.js", "/metrics")
+    },
 }
 
 
@@ -312,7 +329,7 @@ def test_every_route_has_a_matrix_entry() -> None:
     assert set(MATRIX) - routes == set(), "matrix entries for routes that do not exist"
 
 
-def test_only_health_service_info_and_docs_are_public() -> None:
+def test_only_health_service_info_docs_metrics_and_the_dashboard_page_are_public() -> None:
     public = {k for k, case in MATRIX.items() if case.expect[0] != "401"}
     assert public == public_routes()
     assert {p for _m, p in public} == {
@@ -324,6 +341,16 @@ def test_only_health_service_info_and_docs_are_public() -> None:
         "/ga4gh/tes/v1/service-info",
         "/v1/service-info",
         "/v1/tasks/service-info",
+        "/",
+        "/ui/static/{name}",
+        "/ui/session",
+        "/ui/login",
+        "/ui/logout",
+        "/ui/oidc/login",
+        "/ui/oidc/callback",
+        "/v1/www/docs/oper",
+        "/v1/www/docs/oper/rapidoc-min.js",
+        "/metrics",
     }
 
 

@@ -57,22 +57,23 @@ def test_a_valid_token_identifies_the_user_and_groups(auth_server: Server, issue
     r = me(auth_server, token)
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "name": "alice",
+        "name": "a:alice",
         "method": "oidc",
         "scopes": ["read", "submit"],
-        "groups": ["other/group", SUBMIT_GROUP],
+        "groups": ["a:other/group", "a:" + SUBMIT_GROUP],
         "admin": False,
     }
     job = submit(auth_server, token)
     assert job.status_code == 201, job.text
-    assert job.json()["owner"] == "alice"
+    assert job.json()["owner"] == "a:alice"
 
 
 def test_every_trusted_issuer_is_accepted(
     auth_server: Server, issuer: Issuer, second_issuer: Issuer
 ) -> None:
-    assert me(auth_server, second_issuer.token("zoe")).json()["name"] == "zoe"
-    assert me(auth_server, issuer.token("zoe")).json()["name"] == "zoe"
+    # The same sub at two issuers: two owners, each in its issuer's namespace.
+    assert me(auth_server, second_issuer.token("zoe")).json()["name"] == "b:zoe"
+    assert me(auth_server, issuer.token("zoe")).json()["name"] == "a:zoe"
     # Each issuer's tokens are checked with that issuer's keys only.
     forged = issuer.token("zoe", iss=second_issuer.url)
     assert_401(me(auth_server, forged), "key")
@@ -201,13 +202,13 @@ async def test_cached_keys_expire_so_a_withdrawn_key_stops_working(issuer: Issue
     # The verifier in process, against the same real issuer over HTTP.
     async with httpx.AsyncClient() as http:
         verifier = OidcVerifier(
-            http, issuers=[issuer.url], audience="jobgate", min_refresh=60, max_age=0.3
+            http, issuers=[f"a={issuer.url}"], audience="jobgate", min_refresh=60, max_age=0.3
         )
         kid = issuer.new_key(publish=True)
         token = issuer.token("uma", kid=kid)
-        assert (await verifier.authenticate(token)).name == "uma"
+        assert (await verifier.authenticate(token)).name == "a:uma"
         issuer.published.remove(kid)  # the issuer withdraws the key
-        assert (await verifier.authenticate(token)).name == "uma"  # still cached
+        assert (await verifier.authenticate(token)).name == "a:uma"  # still cached
         await asyncio.sleep(0.35)
         with pytest.raises(OidcError, match="does not publish"):
             await verifier.authenticate(token)

@@ -32,7 +32,7 @@ def test_jobs_are_shared_with_the_submitters_share_group(
     bob = bearer(make_token(auth_server, admin_token, "bob", groups=[SUBMIT_GROUP]))
     url = auth_server.url + "/api/v1/jobs"
     job = httpx.post(url, json=HELD, headers=kim).json()
-    assert job["owner"] == "kim"
+    assert job["owner"] == "token:kim"
     assert httpx.get(f"{url}/{job['id']}", headers=lee).status_code == 200
     assert httpx.get(f"{url}/{job['id']}", headers=bob).status_code == 404
     search = {"filters": [{"field": "id", "op": "eq", "value": job["id"]}]}
@@ -96,7 +96,7 @@ def test_tokens_and_passwords_never_appear_in_answers_or_logs(
     for row in httpx.get(auth_server.url + "/api/v1/tokens", headers=bearer(admin_token)).json()[
         "tokens"
     ]:
-        if row["owner"] == "gone":
+        if row["owner"] == "token:gone":
             httpx.delete(
                 f"{auth_server.url}/api/v1/tokens/{row['id']}", headers=bearer(admin_token)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from jobgate.runtimes.bwrap import BwrapRuntime
 from jobgate.runtimes.cgroups import CgroupLayout
 from jobgate.runtimes.images import ImageCatalog
 from tests.conftest import requires_bwrap
-from tests.containers.conftest import build_rootfs, static_busybox
+from tests.containers.servers import build_rootfs, static_busybox
 
 pytestmark = [
     requires_bwrap,
@@ -30,7 +31,14 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-async def _run(tmp_path: Path, image: str, script: str, rootfs: Path, **extra: object) -> TaskRun:
+async def _run(
+    tmp_path: Path,
+    image: str,
+    script: str,
+    rootfs: Path,
+    run_as: tuple[int, int] | None = None,
+    **extra: object,
+) -> TaskRun:
     job = Job.model_validate(
         {
             "id": str(uuid.uuid4()),
@@ -42,7 +50,7 @@ async def _run(tmp_path: Path, image: str, script: str, rootfs: Path, **extra: o
     td = TaskDir(tmp_path / job.id)
     td.prepare(job)
     runtime = BwrapRuntime(catalog=ImageCatalog({"bb": f"dir:{rootfs}", "gone": "dir:/nowhere"}))
-    run = TaskRun(job, td, runtime, CgroupLayout.detect(), log_tail_bytes=4096)
+    run = TaskRun(job, td, runtime, CgroupLayout.detect(), log_tail_bytes=4096, run_as=run_as)
     await run.run()
     return run
 
@@ -59,6 +67,18 @@ async def test_the_image_directory_replaces_the_hosts_system_dirs(
     assert "No such file" in lines[1]  # no host /usr in this root
     assert lines[2] == "x"
     assert lines[3] == "65534"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as other uids")
+async def test_a_task_uid_applies_in_an_image_root_too(tmp_path: Path, rootfs: Path) -> None:
+    # The host's setpriv runs there through the host's own loader and libraries.
+    uid = 1_900_600_007
+    script = "cat /etc/image-release; id -u; echo x > /data/f; cat /data/f; cat /proc/1/environ"
+    run = await _run(tmp_path, "bb", script, rootfs, run_as=(uid, uid), volumes=["/data"])
+    assert run.result.state == State.EXECUTOR_ERROR, run.result  # the last cat fails
+    log = run.result.executor_logs[0]
+    assert (log.stdout or "").splitlines() == ["busybox-test", str(uid), "x"]
+    assert "Permission denied" in (log.stderr or "")
 
 
 async def test_other_images_still_get_the_host_dirs(tmp_path: Path, rootfs: Path) -> None:

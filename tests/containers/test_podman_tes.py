@@ -3,6 +3,8 @@
 The executors run in a busybox image imported locally (there is no registry here) and
 mapped from the names tasks use (``alpine``). Each test asserts what a user of a container
 runtime relies on: their image, their paths, their limits, and no container left behind.
+What every runtime does alike (executors, env, workdir, volumes, files) is tested on podman
+too, by ``tests/test_contract.py``.
 """
 
 from __future__ import annotations
@@ -11,30 +13,26 @@ import hashlib
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from tests.conftest import Server, wait_final, wait_state
-from tests.containers.conftest import PodmanSite, containers_named, podman, requires_podman
-from tests.test_tes_api import assert_tes_shape
-from tests.test_tes_execution import create, exit_codes, sh, stdouts, uid
+from tests.conftest import Server
+from tests.containers.servers import PodmanSite, containers_named, podman, requires_podman
+from tests.support import (
+    assert_tes_shape,
+    create,
+    exit_codes,
+    run,
+    sh,
+    stderrs,
+    stdouts,
+    system_logs,
+    uid,
+    wait_final,
+    wait_state,
+)
 
 pytestmark = requires_podman
-
-
-def run(tes: httpx.Client, task: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    final = wait_final(tes, create(tes, task), timeout)
-    assert_tes_shape(final)
-    return final
-
-
-def stderrs(task: dict[str, Any]) -> list[str]:
-    return [e.get("stderr", "") for e in task["logs"][-1]["logs"]]
-
-
-def system_logs(task: dict[str, Any]) -> str:
-    return "\n".join(line for tl in task.get("logs", []) for line in tl.get("system_logs", []))
 
 
 # -- the runtime ---------------------------------------------------------------------------
@@ -63,12 +61,6 @@ def test_executor_runs_in_its_image_as_an_unprivileged_user(ptes: httpx.Client) 
     assert "No such file" in out[3]
 
 
-def test_argv_is_not_a_shell_command(ptes: httpx.Client) -> None:
-    task = run(ptes, {"executors": [{"image": "alpine", "command": ["echo", "$HOME", "a;b"]}]})
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task) == ["$HOME a;b\n"]
-
-
 def test_network_is_off(ptes: httpx.Client) -> None:
     task = run(ptes, {"executors": [sh("cat /proc/net/dev")]})
     assert task["state"] == "COMPLETE", task
@@ -79,93 +71,6 @@ def test_network_is_off(ptes: httpx.Client) -> None:
 
 
 # -- executors -----------------------------------------------------------------------------
-
-
-def test_stdin_stdout_stderr_files(ptes: httpx.Client, podman_site: PodmanSite) -> None:
-    out = podman_site.allowed / uid()
-    task = run(
-        ptes,
-        {
-            "inputs": [{"path": "/data/in.txt", "content": "line one\nline two\n"}],
-            "executors": [
-                sh(
-                    "tr a-z A-Z; echo warned >&2",
-                    stdin="/data/in.txt",
-                    stdout="/data/out/upper.txt",
-                    stderr="/data/out/err.txt",
-                )
-            ],
-            "outputs": [
-                {"path": "/data/out/upper.txt", "url": (out / "upper.txt").as_uri()},
-                {"path": "/data/out/err.txt", "url": (out / "err.txt").as_uri()},
-            ],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert (out / "upper.txt").read_text() == "LINE ONE\nLINE TWO\n"
-    assert (out / "err.txt").read_text() == "warned\n"
-    # The captured stdout is what the executor wrote there.
-    assert stdouts(task) == ["LINE ONE\nLINE TWO\n"]
-
-
-def test_stdout_and_stderr_are_captured_in_the_logs(ptes: httpx.Client) -> None:
-    task = run(ptes, {"executors": [sh("echo to-out; echo to-err >&2; exit 2")]})
-    assert task["state"] == "EXECUTOR_ERROR"
-    assert exit_codes(task) == [2]
-    assert stdouts(task) == ["to-out\n"]
-    assert stderrs(task) == ["to-err\n"]
-
-
-def test_workdir(ptes: httpx.Client, podman_site: PodmanSite) -> None:
-    url = (podman_site.allowed / uid() / "rel.txt").as_uri()
-    task = run(
-        ptes,
-        {
-            "executors": [sh("pwd; echo relative > rel.txt", workdir="/data/wd")],
-            "outputs": [{"path": "/data/wd/rel.txt", "url": url}],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    assert stdouts(task) == ["/data/wd\n"]
-    assert Path(url.removeprefix("file://")).read_text() == "relative\n"
-
-
-def test_env_is_set_and_host_env_is_not_leaked(ptes: httpx.Client) -> None:
-    script = 'printf "%s|%s|%s" "$GREETING" "${EMPTY-unset}" "${JOBGATE_RUNTIME-hidden}"'
-    task = run(ptes, {"executors": [sh(script, env={"GREETING": "hello world", "EMPTY": ""})]})
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task) == ["hello world||hidden"]
-
-
-def test_volumes_and_tmp_are_shared_by_executors_and_private_to_the_task(
-    ptes: httpx.Client,
-) -> None:
-    name = f"jobgate-test-{uid()}"
-    task = run(
-        ptes,
-        {
-            "volumes": ["/vol/shared"],
-            "executors": [
-                sh(f"echo v > /vol/shared/x; echo t > /tmp/{name}"),
-                sh(f"cat /vol/shared/x /tmp/{name}"),
-            ],
-        },
-    )
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task)[1] == "v\nt\n"
-    assert not (Path("/tmp") / name).exists()
-    other = run(ptes, {"executors": [sh(f"cat /tmp/{name}")]})
-    assert other["state"] == "EXECUTOR_ERROR"
-
-
-def test_ignore_error_continues(ptes: httpx.Client) -> None:
-    task = run(
-        ptes,
-        {"executors": [sh("exit 3", ignore_error=True), sh("echo second"), sh("exit 4")]},
-    )
-    assert task["state"] == "EXECUTOR_ERROR"
-    assert exit_codes(task) == [3, 0, 4]
-    assert stdouts(task)[1] == "second\n"
 
 
 def test_exit_code_of_a_signal_killed_executor(ptes: httpx.Client) -> None:
@@ -185,45 +90,7 @@ def test_exit_code_of_a_signal_killed_executor(ptes: httpx.Client) -> None:
     assert exit_codes(task) == [0, 128 + 15]
 
 
-def test_missing_command_is_an_executor_error(ptes: httpx.Client) -> None:
-    task = run(ptes, {"executors": [{"image": "alpine", "command": ["no-such-command-xyz"]}]})
-    assert task["state"] == "EXECUTOR_ERROR"
-    assert exit_codes(task)[0] != 0
-    assert "no-such-command-xyz" in stderrs(task)[0]
-
-
 # -- inputs and outputs --------------------------------------------------------------------
-
-
-def test_file_and_directory_inputs_and_outputs(ptes: httpx.Client, podman_site: PodmanSite) -> None:
-    src = podman_site.allowed / uid()
-    (src / "dir" / "sub").mkdir(parents=True)
-    (src / "file.txt").write_text("payload")
-    (src / "dir" / "a.txt").write_text("a")
-    (src / "dir" / "sub" / "b.txt").write_text("b")
-    dest = podman_site.allowed / uid()
-    task = run(
-        ptes,
-        {
-            "inputs": [
-                {"path": "/inputs/file.txt", "url": (src / "file.txt").as_uri()},
-                {"path": "/inputs/dir", "url": (src / "dir").as_uri(), "type": "DIRECTORY"},
-            ],
-            "executors": [
-                sh(
-                    "mkdir -p /outputs/res && md5sum < /inputs/file.txt > /outputs/res/sum "
-                    "&& cat /inputs/dir/a.txt /inputs/dir/sub/b.txt > /outputs/res/ab"
-                )
-            ],
-            "outputs": [
-                {"path": "/outputs/res", "url": (dest / "res").as_uri(), "type": "DIRECTORY"}
-            ],
-        },
-    )
-    assert task["state"] == "COMPLETE", system_logs(task)
-    expected = hashlib.md5(b"payload").hexdigest()
-    assert (dest / "res" / "sum").read_text().split()[0] == expected
-    assert (dest / "res" / "ab").read_text() == "ab"
 
 
 def test_inputs_are_readable_but_the_image_is_not_writable(ptes: httpx.Client) -> None:
@@ -311,18 +178,6 @@ def test_ram_gb_is_a_container_memory_limit(ptes: httpx.Client) -> None:
     logs = system_logs(task)
     assert "memory limit" in logs and "ram_gb=0.05" in logs, logs
     assert containers_named(f"jobgate-{task['id']}") == []
-
-
-def test_ram_gb_leaves_room_for_tasks_within_it(ptes: httpx.Client) -> None:
-    task = run(
-        ptes,
-        {
-            "resources": {"ram_gb": 0.2, "cpu_cores": 1},
-            "executors": [sh('x=$(head -c 20000000 /dev/zero | tr "\\0" a); echo ok')],
-        },
-    )
-    assert task["state"] == "COMPLETE", task
-    assert stdouts(task) == ["ok\n"]
 
 
 def test_cpu_cores_and_ram_gb_are_the_containers_cgroup_limits(ptes: httpx.Client) -> None:

@@ -27,6 +27,9 @@ def test_final_states_lead_only_back_to_the_queue() -> None:
         ("RUNNING", "CANCELING"),
         ("CANCELING", "CANCELED"),
         ("RUNNING", "QUEUED"),  # recovery after a restart
+        ("INITIALIZING", "QUEUED"),  # in the backend's queue, or waiting for the backend
+        ("QUEUED", "RUNNING"),  # the backend's queue starts it
+        ("QUEUED", "CANCELING"),  # a cancel must reach the backend's queue
     ],
 )
 def test_allowed(src: str, dst: str) -> None:
@@ -37,6 +40,7 @@ def test_allowed(src: str, dst: str) -> None:
     ("src", "dst"),
     [
         ("QUEUED", "COMPLETE"),  # a job never completes without having run
+        ("QUEUED", "EXECUTOR_ERROR"),
         ("COMPLETE", "RUNNING"),
         ("COMPLETE", "QUEUED"),
         ("CANCELING", "COMPLETE"),  # once canceled, the user's word wins

@@ -285,3 +285,41 @@ def test_removal_takes_whatever_the_task_left(tmp_path: Path) -> None:
     td.prepare(job)
     td.remove()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs tasks as other uids")
+async def test_without_cgroups_a_task_uid_still_bounds_its_processes(tmp_path: Path) -> None:
+    # RLIMIT_NPROC counts the uid's processes: the task's own, since the uid is its alone.
+    os.chmod(tmp_path, 0o711)
+    script = (
+        "import os, signal\n"
+        "kids, refused = [], 0\n"
+        "for _ in range(40):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        refused += 1\n"
+        "        continue\n"
+        "    if pid == 0:\n"
+        "        signal.pause()\n"
+        "    kids.append(pid)\n"
+        "for pid in kids:\n"
+        "    os.kill(pid, signal.SIGKILL)\n"
+        "print(len(kids), refused)\n"
+    )
+    job = _job(["python3", "-c", script])
+    td = TaskDir(tmp_path / job.id)
+    td.prepare(job)
+    uid = 1_900_600_100
+    run = TaskRun(
+        job,
+        td,
+        ProcessRuntime(),
+        CgroupLayout(0),
+        log_tail_bytes=4096,
+        run_as=(uid, uid),
+        max_pids=8,
+    )
+    await run.run()
+    started, refused = (int(n) for n in (run.result.executor_logs[0].stdout or "").split())
+    assert started < 8 and refused == 40 - started

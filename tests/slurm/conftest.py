@@ -1,57 +1,17 @@
-"""The session's Slurm cluster and jobgate servers that submit to it."""
+"""Fixtures of the Slurm tests; the cluster and its server are in :mod:`tests.slurm.servers`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.slurm.cluster import SlurmCluster, unavailable
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """One real single-node cluster for the session; skips when Slurm can't run here."""
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        cluster.start()
-    except Exception as exc:
-        cluster.stop()
-        pytest.fail(f"the test Slurm cluster did not start: {exc}")
-    yield cluster
-    cluster.stop()
-
-
-def slurm_env(cluster: SlurmCluster, shared: Path, **extra: str) -> dict[str, str]:
-    """Environment of a jobgate server whose default backend is the test cluster."""
-    return {
-        "SLURM_CONF": str(cluster.conf),
-        "JOBGATE_BACKEND": "slurm",
-        "JOBGATE_SLURM_SHARED_DIR": str(shared),
-        "JOBGATE_POLL_INTERVAL": "0.3",
-        **extra,
-    }
-
-
-@pytest.fixture(scope="session")
-def slurm_server(
-    slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory, allowed_dir: Path
-) -> Iterator[Server]:
-    """One jobgate server for the session, submitting to the test cluster by default."""
-    base = tmp_path_factory.mktemp("slurmsrv")
-    env = slurm_env(slurm_cluster, base / "shared", JOBGATE_ALLOWED_DIRS=str(allowed_dir))
-    srv = Server(base / "data", env).start()
-    yield srv
-    srv.stop()
+from tests.support import tes_client
 
 
 @pytest.fixture()
 def slurm_tes(slurm_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=slurm_server.url + "/ga4gh/tes/v1", timeout=30) as client:
+    with tes_client(slurm_server, timeout=30) as client:
         yield client

@@ -122,7 +122,10 @@ def test_named_backends_route_jobs(slurm_cluster: SlurmCluster, tmp_path: Path) 
             done = {j: wait_final(client, j, timeout=60) for j in (default, by_zone, by_param)}
         backends = {j: t["logs"][0]["metadata"]["backend"] for j, t in done.items()}
         assert backends == {default: "hpc", by_zone: "local", by_param: "hpc-tiny"}
-        assert all(t["state"] == "COMPLETE" for t in done.values()), done
+        failed = {
+            j: t["logs"][-1].get("system_logs") for j, t in done.items() if t["state"] != "COMPLETE"
+        }
+        assert not failed, failed
         assert (tmp_path / "shared" / "tiny" / "jobs").is_dir()
         assert done[by_param]["logs"][0]["metadata"]["slurm_partition"] == "tiny"
         assert done[default]["logs"][0]["metadata"]["slurm_partition"] == "debug"

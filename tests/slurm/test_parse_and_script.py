@@ -8,9 +8,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from jobgate.backends.batch.scheduler import script_body
 from jobgate.backends.slurm import parse, script
 from jobgate.backends.slurm.states import TABLE, lookup
 from jobgate.domain.models import Job
@@ -214,7 +216,7 @@ def test_defaults_are_validated_too() -> None:
 
 
 def test_script_body_quotes_paths_and_runs_the_node_runner() -> None:
-    body = script.body("/opt/venv/bin/python", ["/shared/jobs/it's here; rm -rf /"])
+    body = script_body("/opt/venv/bin/python", Path("/shared/arrays/it's here; rm -rf ~"))
     assert body.startswith("#!/bin/sh\n")
     last = body.strip().splitlines()[-1]
     assert shlex.split(last) == [
@@ -222,12 +224,13 @@ def test_script_body_quotes_paths_and_runs_the_node_runner() -> None:
         "/opt/venv/bin/python",
         "-m",
         "jobgate.runner.node",
-        "/shared/jobs/it's here; rm -rf /",
+        "--list",
+        "/shared/arrays/it's here; rm -rf ~",
     ]
     # The shell agrees: it sees exactly these words.
     echo = last.replace("exec ", "printf '%s\\n' ", 1)
     out = subprocess.run(["sh", "-c", echo], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "/shared/jobs/it's here; rm -rf /"
+    assert out.splitlines()[-1] == "/shared/arrays/it's here; rm -rf ~"
 
 
 def test_ambiguous_failures_are_those_where_the_job_may_exist() -> None:
@@ -245,7 +248,7 @@ def test_ambiguous_failures_are_those_where_the_job_may_exist() -> None:
 
 
 def test_single_job_script_takes_the_task_dir_as_its_argument() -> None:
-    body = script.single_body("/opt/my venv/bin/python")
+    body = script_body("/opt/my venv/bin/python", None)
     path = "/shared/jobs/x y; $(id)"
     out = subprocess.run(
         ["sh", "-c", body.replace("exec ", "printf '%s\\n' ", 1), "sh", path],

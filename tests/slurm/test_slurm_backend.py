@@ -13,9 +13,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jobgate.backends.base import BackendStatus
+from jobgate.backends.base import BackendStatus, SubmitContext
+from jobgate.backends.batch.ratelimit import TokenBucket
 from jobgate.backends.slurm import SlurmBackend, SlurmConfig
-from jobgate.backends.slurm.ratelimit import TokenBucket
 from jobgate.domain.models import Job, JobRecord, new_job_id
 from jobgate.domain.states import FINAL, State
 from jobgate.runner.taskdir import TaskDir
@@ -60,7 +60,7 @@ def record(job: Job, state: State, native_id: str | None = None) -> JobRecord:
 async def submitted(b: SlurmBackend, job: Job) -> str:
     taskdir = TaskDir(b.task_root / job.id)
     await asyncio.to_thread(taskdir.prepare, job)
-    return await b.submit(job, taskdir)
+    return await b.submit(job, SubmitContext(attempt=1, taskdir=taskdir))
 
 
 async def final(b: SlurmBackend, nid: str, patience: float = 60) -> BackendStatus:
@@ -103,7 +103,7 @@ async def test_a_job_submitted_just_before_a_crash_is_found_by_name(
     status = await final(again, nid)
     assert status.state == State.COMPLETE
     assert status.executor_logs[0].stdout == "adopted\n"
-    assert again.sbatch_calls == 0
+    assert again.submit_calls == 0
 
 
 async def test_results_survive_slurm_forgetting_the_job(
@@ -149,7 +149,7 @@ async def test_alike_jobs_share_an_array_whose_files_go_when_settled(
     b.config = replace(b.config, array_window=0.2)
     jobs = [make_job(f"echo element {i}") for i in range(3)]
     ids = await asyncio.gather(*(submitted(b, j) for j in jobs))
-    assert b.sbatch_calls == 1
+    assert b.submit_calls == 1
     assert len({nid.split("_")[0] for nid in ids}) == 1
     assert sorted(nid.split("_")[1] for nid in ids) == ["0", "1", "2"]
     statuses = [await final(b, nid) for nid in ids]

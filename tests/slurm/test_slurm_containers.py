@@ -8,15 +8,16 @@ import httpx
 import pytest
 
 from tests.conftest import Server, wait_final
-from tests.containers.conftest import (
-    BUSYBOX_IMAGE,
+from tests.containers.servers import (
     build_rootfs,
+    busybox_ref,
     containers_named,
     import_image,
+    podman,
     requires_podman,
 )
 from tests.slurm.cluster import SlurmCluster
-from tests.slurm.conftest import slurm_env
+from tests.slurm.servers import slurm_env
 
 pytestmark = requires_podman
 
@@ -25,12 +26,13 @@ def test_podman_runs_the_executor_in_its_image_on_the_node(
     slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory, allowed_dir: Path
 ) -> None:
     base = tmp_path_factory.mktemp("slurmpodman")
-    import_image(build_rootfs(base / "root"), BUSYBOX_IMAGE)
+    image = busybox_ref()
+    import_image(build_rootfs(base / "root"), image)
     env = slurm_env(
         slurm_cluster,
         base / "shared",
         JOBGATE_RUNTIME="podman",
-        JOBGATE_IMAGE_MAP=f"alpine={BUSYBOX_IMAGE}",
+        JOBGATE_IMAGE_MAP=f"alpine={image}",
         JOBGATE_ALLOWED_DIRS=str(allowed_dir),
     )
     srv = Server(base / "data", env).start()
@@ -65,3 +67,4 @@ def test_podman_runs_the_executor_in_its_image_on_the_node(
             assert containers_named(f"jobgate-{task_id}") == []
     finally:
         srv.stop()
+        podman("rmi", "--force", image, check=False)

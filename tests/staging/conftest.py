@@ -6,12 +6,9 @@ thread of the test process on a free port. Every task goes through the real py-t
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import logging
 import threading
-import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +27,8 @@ with warnings.catch_warnings():
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
 
-from tests.conftest import TERMINAL, Server, free_port
+from tests.conftest import Server, free_port
+from tests.support import uid
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -38,10 +36,6 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 FTP_USER, FTP_PASSWORD = "jg", "s3cret"
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 @dataclass
@@ -124,20 +118,6 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def serve_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve ``handler`` on 127.0.0.1 in a thread; yields the base URL."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def storage_env(s3: S3, allowed_dir: Path, **extra: str | None) -> dict[str, str | None]:
     return {
         "JOBGATE_ALLOWED_DIRS": str(allowed_dir),
@@ -167,21 +147,6 @@ def stage_server(
 @pytest.fixture()
 def client(stage_server: Server) -> tes.HTTPClient:
     return tes.HTTPClient(stage_server.url, timeout=30)
-
-
-def sh(script: str) -> tes.Executor:
-    return tes.Executor(image="alpine", command=["sh", "-c", script])
-
-
-def run(client: tes.HTTPClient, task: tes.Task, timeout: float = 60) -> tes.Task:
-    """Create ``task`` and wait until it is final; its FULL view."""
-    task_id = client.create_task(task)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get_task(task_id, view="MINIMAL").state in TERMINAL:
-            return client.get_task(task_id, view="FULL")
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} not final: {client.get_task(task_id, view='FULL')}")
 
 
 def system_logs(task: tes.Task) -> str:

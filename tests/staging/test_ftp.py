@@ -14,13 +14,11 @@ from tests.staging.conftest import (
     S3,
     Ftp,
     outputs_log,
-    run,
-    sh,
     stdout,
     storage_env,
     system_logs,
-    uid,
 )
+from tests.support import pytes_run, pytes_sh, uid
 
 
 def test_ftp_file_in_and_out_with_credentials_in_the_url(client: tes.HTTPClient, ftp: Ftp) -> None:
@@ -28,12 +26,12 @@ def test_ftp_file_in_and_out_with_credentials_in_the_url(client: tes.HTTPClient,
     (ftp.root / base).mkdir()
     (ftp.root / base / "in.txt").write_bytes(b"over ftp\n")
     out_url = ftp.url(f"{base}/new/dir/out.txt")  # parents are created
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=ftp.url(f"{base}/in.txt"), path="/data/in.txt")],
             outputs=[tes.Output(url=out_url, path="/data/out.txt")],
-            executors=[sh("cat data/in.txt; rev data/in.txt > data/out.txt")],
+            executors=[pytes_sh("cat data/in.txt; rev data/in.txt > data/out.txt")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -51,7 +49,7 @@ def test_ftp_directories_both_ways(client: tes.HTTPClient, ftp: Ftp) -> None:
     (src / "sub" / "deeper").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"A")
     (src / "sub" / "deeper" / "c.txt").write_bytes(b"CCC")
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=ftp.url(f"{base}/in"), path="/data/d", type="DIRECTORY")],
@@ -62,7 +60,7 @@ def test_ftp_directories_both_ways(client: tes.HTTPClient, ftp: Ftp) -> None:
                 ),
             ],
             executors=[
-                sh(
+                pytes_sh(
                     "find data/d -type f | sort; mkdir -p data/res/s && "
                     "cat data/d/a.txt data/d/sub/deeper/c.txt > data/res/all.txt && "
                     "printf z > data/res/s/z.bin"
@@ -97,11 +95,11 @@ def test_ftp_credentials_from_settings(tmp_path: Path, s3: S3, ftp: Ftp, stage_d
     ).start()
     try:
         client = tes.HTTPClient(srv.url, timeout=30)
-        task = run(
+        task = pytes_run(
             client,
             tes.Task(
                 inputs=[tes.Input(url=ftp.url(f"{base}/blob", creds=False), path="/data/b")],
-                executors=[sh("sha256sum data/b")],
+                executors=[pytes_sh("sha256sum data/b")],
             ),
         )
     finally:
@@ -114,8 +112,9 @@ def test_missing_ftp_input_and_wrong_password(client: tes.HTTPClient, ftp: Ftp) 
     missing = ftp.url(f"{uid()}/none.txt")
     wrong = f"ftp://{FTP_USER}:wrong@127.0.0.1:{ftp.port}/x.txt"
     for url, cause in [(missing, "not found"), (wrong, "530")]:
-        task = run(
-            client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[sh("true")])
+        task = pytes_run(
+            client,
+            tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[pytes_sh("true")]),
         )
         assert task.state == "SYSTEM_ERROR", url
         shown = url.replace(FTP_PASSWORD, "***").replace(":wrong@", ":***@")
@@ -130,11 +129,11 @@ def test_ftp_directory_output_with_many_files_in_parallel(client: tes.HTTPClient
     script = "for d in a a/b a/b/c x x/y; do mkdir -p data/t/$d; " + (
         "for i in 1 2 3 4; do echo $d$i > data/t/$d/f$i; done; done"
     )
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             outputs=[tes.Output(url=ftp.url(f"{base}/t"), path="/data/t", type="DIRECTORY")],
-            executors=[sh(script)],
+            executors=[pytes_sh(script)],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)

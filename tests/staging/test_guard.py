@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import tes
 
 from jobgate.staging.guard import Guard, Refused, forbidden
 from tests.conftest import Server
-from tests.staging.conftest import S3, Ftp, run, serve_http, sh, stdout, storage_env, system_logs
+from tests.staging.conftest import S3, Ftp, stdout, storage_env, system_logs
+from tests.support import pytes_run, pytes_sh, serve_http
 
 # -- the address rule -------------------------------------------------------------------
 
@@ -51,9 +53,83 @@ def test_forbidden_addresses(address: str, reason: str) -> None:
     assert forbidden(ipaddress.ip_address(address)) == reason
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:a9fe:a9fe::1", "6to4 form of a cloud metadata"),  # 169.254.169.254 inside
+        ("2002:7f00:1::", "6to4 form of a loopback"),
+        ("2002:a00:1::1", "6to4 form of a private"),  # 10.0.0.1
+        # Teredo: server 65.54.227.120, then flags, port, and the client's address inverted.
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo form of a loopback"),
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "Teredo form of a cloud metadata"),
+        ("2001:0:a00:1:8000:63bf:f7f7:f7f7", "Teredo form of a private"),  # the server's
+    ],
+)
+def test_tunnelled_forms_are_judged_by_the_ipv4_address_inside(address: str, reason: str) -> None:
+    assert forbidden(ipaddress.ip_address(address)) == reason
+
+
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "2002:808:808::1"]
+)
 def test_global_addresses_pass(address: str) -> None:
     assert forbidden(ipaddress.ip_address(address)) is None
+
+
+# Loopback (and "this host") in the spellings resolvers and URL parsers accept.
+LOOPBACK_FORMS = [
+    "127.0.0.1",
+    "127.1",
+    "127.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0x7f.0.0.1",
+    "0x7f.1",
+    "0177.0.0.1",
+    "017700000001",
+    "127.000.000.001",
+    "127.255.255.254",
+    "localhost",
+    "LOCALHOST",
+    "localhost.",
+    "api.localhost",
+    "[::1]",
+    "[0:0:0:0:0:0:0:1]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::127.0.0.1]",  # IPv4-compatible (deprecated)
+    "[64:ff9b::7f00:1]",  # NAT64
+    "[2002:7f00:1::1]",  # 6to4
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",  # Teredo
+    "0.0.0.0",
+    "0",
+    "[::]",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+def test_loopback_forms_are_refused_without_and_with_dns(host: str) -> None:
+    assert len(LOOPBACK_FORMS) == 26
+    guard = Guard()
+    assert guard.precheck(host, 80) is not None
+    try:
+        asyncio.run(guard.resolve(host, 80))
+    except Refused:
+        pass
+    except socket.gaierror:
+        # Some resolvers know only "localhost" itself from /etc/hosts: nothing to reach.
+        assert host.lower().rstrip(".").endswith("localhost"), host
+    else:
+        raise AssertionError(f"{host} resolved and passed")
+
+
+def test_precheck_passes_names_and_global_addresses_and_the_allow_list() -> None:
+    guard = Guard.from_entries(["127.0.0.1:9000"], "JOBGATE_WEBHOOK_ALLOWED_HOSTS")
+    assert guard.precheck("example.org", 80) is None  # judged when resolved
+    assert guard.precheck("8.8.8.8", 443) is None
+    assert guard.precheck("127.0.0.1", 9000) is None
+    why = guard.precheck("127.0.0.1", 9001)
+    assert why is not None and "loopback" in why and "JOBGATE_WEBHOOK_ALLOWED_HOSTS" in why
 
 
 def test_allow_list_entries_match_host_and_port() -> None:
@@ -138,11 +214,13 @@ def refused_line(server: Server, url: str, *, output: bool = False) -> str:
     client = tes.HTTPClient(server.url, timeout=30)
     if output:
         task = tes.Task(
-            outputs=[tes.Output(url=url, path="/data/o")], executors=[sh("echo x > data/o")]
+            outputs=[tes.Output(url=url, path="/data/o")], executors=[pytes_sh("echo x > data/o")]
         )
     else:
-        task = tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[sh("cat data/x")])
-    done = run(client, task)
+        task = tes.Task(
+            inputs=[tes.Input(url=url, path="/data/x")], executors=[pytes_sh("cat data/x")]
+        )
+    done = pytes_run(client, task)
     assert done.state == "SYSTEM_ERROR", (url, done)
     assert "reachable" not in stdout(done)
     line = next((ln for ln in system_logs(done).splitlines() if "refused" in ln), "")
@@ -191,11 +269,11 @@ def test_allow_listed_host_port_passes_and_a_redirect_to_loopback_is_refused(
     listing_server: Server, redirector: str, target: str
 ) -> None:
     client = tes.HTTPClient(listing_server.url, timeout=30)
-    ok = run(
+    ok = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=f"{redirector}/plain", path="/data/x")],
-            executors=[sh("cat data/x")],
+            executors=[pytes_sh("cat data/x")],
         ),
     )
     assert ok.state == "COMPLETE", system_logs(ok)

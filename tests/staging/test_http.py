@@ -12,7 +12,8 @@ import pytest
 import tes
 
 from tests.conftest import Server
-from tests.staging.conftest import S3, run, serve_http, sh, stdout, storage_env, system_logs, uid
+from tests.staging.conftest import S3, stdout, storage_env, system_logs
+from tests.support import pytes_run, pytes_sh, serve_http, uid
 
 
 class Flaky(http.server.BaseHTTPRequestHandler):
@@ -102,11 +103,11 @@ def put_server(
 
 def test_transient_http_errors_are_retried(client: tes.HTTPClient, flaky: str) -> None:
     name = f"{uid()}-ok-after-2"
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=f"{flaky}/{name}", path="/data/x")],
-            executors=[sh("cat data/x")],
+            executors=[pytes_sh("cat data/x")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -115,8 +116,8 @@ def test_transient_http_errors_are_retried(client: tes.HTTPClient, flaky: str) -
 
 def test_http_gives_up_after_the_configured_attempts(client: tes.HTTPClient, flaky: str) -> None:
     url = f"{flaky}/{uid()}-ok-after-9"
-    task = run(
-        client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[sh("true")])
+    task = pytes_run(
+        client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[pytes_sh("true")])
     )
     assert task.state == "SYSTEM_ERROR"
     line = next(ln for ln in system_logs(task).splitlines() if url in ln)
@@ -126,11 +127,11 @@ def test_http_gives_up_after_the_configured_attempts(client: tes.HTTPClient, fla
 
 def test_redirects_are_followed(client: tes.HTTPClient, flaky: str) -> None:
     name = f"{uid()}-file"
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=f"{flaky}/redirect/{name}", path="/data/x")],
-            executors=[sh("cat data/x")],
+            executors=[pytes_sh("cat data/x")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -140,14 +141,16 @@ def test_redirects_are_followed(client: tes.HTTPClient, flaky: str) -> None:
 def test_http_put_outputs_where_configured(put_server: Server, flaky: str) -> None:
     client = tes.HTTPClient(put_server.url, timeout=30)
     base = uid()
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             outputs=[
                 tes.Output(url=f"{flaky}/put/{base}/one.txt", path="/data/one.txt"),
                 tes.Output(url=f"{flaky}/put/{base}/dir", path="/data/d", type="DIRECTORY"),
             ],
-            executors=[sh("echo one > data/one.txt; mkdir -p data/d && printf 2 > data/d/two")],
+            executors=[
+                pytes_sh("echo one > data/one.txt; mkdir -p data/d && printf 2 > data/d/two")
+            ],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -158,9 +161,11 @@ def test_http_put_outputs_where_configured(put_server: Server, flaky: str) -> No
 def test_http_put_elsewhere_is_refused(put_server: Server, flaky: str) -> None:
     client = tes.HTTPClient(put_server.url, timeout=30)
     url = f"{flaky}/not-put/{uid()}.txt"
-    task = run(
+    task = pytes_run(
         client,
-        tes.Task(outputs=[tes.Output(url=url, path="/data/o")], executors=[sh("echo x > data/o")]),
+        tes.Task(
+            outputs=[tes.Output(url=url, path="/data/o")], executors=[pytes_sh("echo x > data/o")]
+        ),
     )
     assert task.state == "SYSTEM_ERROR"
     line = next(ln for ln in system_logs(task).splitlines() if url in ln)
@@ -173,7 +178,7 @@ def _many_slow_inputs(client: tes.HTTPClient, flaky: str) -> int:
     Flaky.most_in_flight = 0
     base = uid()
     inputs = [tes.Input(url=f"{flaky}/slow/{base}-{i}", path=f"/data/{i}") for i in range(6)]
-    task = run(client, tes.Task(inputs=inputs, executors=[sh("cat data/*")]))
+    task = pytes_run(client, tes.Task(inputs=inputs, executors=[pytes_sh("cat data/*")]))
     assert task.state == "COMPLETE", system_logs(task)
     assert stdout(task) == "s\n" * 6
     return Flaky.most_in_flight

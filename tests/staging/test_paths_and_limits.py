@@ -11,11 +11,12 @@ import requests
 import tes
 
 from tests.conftest import Server
-from tests.staging.conftest import S3, run, sh, storage_env, system_logs, uid
+from tests.staging.conftest import S3, storage_env, system_logs
+from tests.support import pytes_run, pytes_sh, uid
 
 
 def _task(**parts: Any) -> tes.Task:
-    return tes.Task(executors=parts.pop("executors", [sh("true")]), **parts)
+    return tes.Task(executors=parts.pop("executors", [pytes_sh("true")]), **parts)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_store_names_with_dot_dot_cannot_steer_a_download(client: tes.HTTPClient
     base = uid()
     s3.put(f"{base}/d/ok.txt", b"ok")
     s3.put(f"{base}/d/../../../../../../tmp/jg-escape-{base}", b"planted")
-    task = run(
+    task = pytes_run(
         client,
         _task(
             inputs=[tes.Input(url=s3.url(f"{base}/d"), path="/data/d", type="DIRECTORY")],
@@ -71,11 +72,11 @@ def test_a_symlink_in_an_input_directory_cannot_lead_out(
     src.mkdir()
     (src / "fine.txt").write_text("fine")
     (src / "link.txt").symlink_to(secret)
-    task = run(
+    task = pytes_run(
         client,
         _task(
             inputs=[tes.Input(url=src.as_uri(), path="/data/d", type="DIRECTORY")],
-            executors=[sh("cat data/d/*")],
+            executors=[pytes_sh("cat data/d/*")],
         ),
     )
     assert task.state == "SYSTEM_ERROR"
@@ -85,7 +86,7 @@ def test_a_symlink_in_an_input_directory_cannot_lead_out(
 
 def test_unsupported_scheme_is_accepted_and_fails_at_staging(client: tes.HTTPClient) -> None:
     url = f"gs://bucket-{uid()}/key"
-    task = run(client, _task(inputs=[tes.Input(url=url, path="/data/x")]))
+    task = pytes_run(client, _task(inputs=[tes.Input(url=url, path="/data/x")]))
     assert task.state == "SYSTEM_ERROR"
     line = next(ln for ln in system_logs(task).splitlines() if url in ln)
     assert "unsupported URL scheme 'gs'" in line and "s3" in line and "ftp" in line
@@ -93,11 +94,11 @@ def test_unsupported_scheme_is_accepted_and_fails_at_staging(client: tes.HTTPCli
 
 def test_inline_content_of_128_kib_is_accepted(client: tes.HTTPClient) -> None:
     content = "z" * (128 * 1024)
-    task = run(
+    task = pytes_run(
         client,
         _task(
             inputs=[tes.Input(content=content, path="/data/c")],
-            executors=[sh("wc -c < data/c")],
+            executors=[pytes_sh("wc -c < data/c")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -122,9 +123,9 @@ def test_per_task_transfer_limit(limited: Server, s3: S3) -> None:
     base = uid()
     s3.put(f"{base}/a", b"a" * 6000)
     s3.put(f"{base}/b", b"b" * 6000)
-    one = run(client, _task(inputs=[tes.Input(url=s3.url(f"{base}/a"), path="/data/a")]))
+    one = pytes_run(client, _task(inputs=[tes.Input(url=s3.url(f"{base}/a"), path="/data/a")]))
     assert one.state == "COMPLETE", system_logs(one)
-    both = run(
+    both = pytes_run(
         client,
         _task(
             inputs=[
@@ -135,11 +136,11 @@ def test_per_task_transfer_limit(limited: Server, s3: S3) -> None:
     )
     assert both.state == "SYSTEM_ERROR"
     assert "transfer limit of 10000 bytes" in system_logs(both)
-    out = run(
+    out = pytes_run(
         client,
         _task(
             outputs=[tes.Output(url=s3.url(f"{base}/big"), path="/data/big")],
-            executors=[sh("head -c 20000 /dev/zero > data/big")],
+            executors=[pytes_sh("head -c 20000 /dev/zero > data/big")],
         ),
     )
     assert out.state == "SYSTEM_ERROR"

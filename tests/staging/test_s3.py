@@ -12,28 +12,20 @@ import psutil
 import tes
 
 from tests.conftest import Server, free_port, wait_final
-from tests.staging.conftest import (
-    S3,
-    outputs_log,
-    run,
-    sh,
-    stdout,
-    storage_env,
-    system_logs,
-    uid,
-)
+from tests.staging.conftest import S3, outputs_log, stdout, storage_env, system_logs
+from tests.support import pytes_run, pytes_sh, uid
 
 
 def test_s3_file_in_and_file_out(client: tes.HTTPClient, s3: S3) -> None:
     key = f"{uid()}/in.txt"
     s3.put(key, b"from s3\n")
     out_key = f"{uid()}/deep/out.txt"
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=s3.url(key), path="/data/in.txt")],
             outputs=[tes.Output(url=s3.url(out_key), path="/data/out.txt")],
-            executors=[sh("cat data/in.txt; tr a-z A-Z < data/in.txt > data/out.txt")],
+            executors=[pytes_sh("cat data/in.txt; tr a-z A-Z < data/in.txt > data/out.txt")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -47,13 +39,13 @@ def test_s3_directories_both_ways(client: tes.HTTPClient, s3: S3) -> None:
     s3.put(f"{base}/in/a.txt", b"A")
     s3.put(f"{base}/in/sub/b.txt", b"BB")
     s3.put(f"{base}/in-sibling/not-me.txt", b"x")  # shares the prefix, not the directory
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=s3.url(f"{base}/in"), path="/data/d", type="DIRECTORY")],
             outputs=[tes.Output(url=s3.url(f"{base}/out"), path="/data/res", type="DIRECTORY")],
             executors=[
-                sh(
+                pytes_sh(
                     "find data/d -type f | sort; mkdir -p data/res/x/y && "
                     "cp data/d/a.txt data/res/ && cat data/d/sub/b.txt > data/res/x/y/b2.txt"
                 )
@@ -72,14 +64,14 @@ def test_s3_directories_both_ways(client: tes.HTTPClient, s3: S3) -> None:
 
 def test_s3_wildcard_outputs_strip_path_prefix(client: tes.HTTPClient, s3: S3) -> None:
     base = uid()
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             outputs=[
                 tes.Output(url=s3.url(f"{base}/w/"), path="/data/*/r?.txt", path_prefix="/data/")
             ],
             executors=[
-                sh(
+                pytes_sh(
                     "mkdir -p data/a data/b && printf 1 > data/a/r1.txt && "
                     "printf 22 > data/b/r2.txt && printf no > data/a/skip.log"
                 )
@@ -96,8 +88,8 @@ def test_s3_wildcard_outputs_strip_path_prefix(client: tes.HTTPClient, s3: S3) -
 
 def test_missing_s3_input_is_system_error_naming_the_url(client: tes.HTTPClient, s3: S3) -> None:
     url = s3.url(f"{uid()}/nope.txt")
-    task = run(
-        client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[sh("true")])
+    task = pytes_run(
+        client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[pytes_sh("true")])
     )
     assert task.state == "SYSTEM_ERROR"
     line = next(line for line in system_logs(task).splitlines() if url in line)
@@ -109,14 +101,14 @@ def test_executor_error_with_a_missing_s3_output_stays_executor_error(
     client: tes.HTTPClient, s3: S3
 ) -> None:
     base = uid()
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             outputs=[
                 tes.Output(url=s3.url(f"{base}/log.txt"), path="/data/log.txt"),
                 tes.Output(url=s3.url(f"{base}/missing"), path="/data/missing"),
             ],
-            executors=[sh("echo partial > data/log.txt; exit 3")],
+            executors=[pytes_sh("echo partial > data/log.txt; exit 3")],
         ),
     )
     assert task.state == "EXECUTOR_ERROR"
@@ -133,8 +125,9 @@ def test_unreachable_s3_store_is_system_error(tmp_path: Path, s3: S3, stage_dir:
     try:
         client = tes.HTTPClient(srv.url, timeout=30)
         url = s3.url("any/key.txt")
-        task = run(
-            client, tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[sh("true")])
+        task = pytes_run(
+            client,
+            tes.Task(inputs=[tes.Input(url=url, path="/data/x")], executors=[pytes_sh("true")]),
         )
     finally:
         srv.stop()
@@ -148,12 +141,12 @@ def test_s3_large_file_round_trip_is_intact(client: tes.HTTPClient, s3: S3) -> N
     data = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32 + 7)  # ~20 MiB
     key = f"{uid()}/big.bin"
     s3.put(key, data)
-    task = run(
+    task = pytes_run(
         client,
         tes.Task(
             inputs=[tes.Input(url=s3.url(key), path="/data/big.bin")],
             outputs=[tes.Output(url=s3.url(key + ".out"), path="/data/big.bin")],
-            executors=[sh("sha256sum data/big.bin")],
+            executors=[pytes_sh("sha256sum data/big.bin")],
         ),
     )
     assert task.state == "COMPLETE", system_logs(task)
@@ -193,9 +186,11 @@ def test_s3_transfers_stream_in_bounded_memory(
     assert stage_server.proc is not None
     gateway = psutil.Process(stage_server.proc.pid)
     s3.put("warm-up", b"w")  # the first S3 use loads botocore & co. once: not measured
-    warm = run(
+    warm = pytes_run(
         client,
-        tes.Task(inputs=[tes.Input(url=s3.url("warm-up"), path="/w")], executors=[sh("true")]),
+        tes.Task(
+            inputs=[tes.Input(url=s3.url("warm-up"), path="/w")], executors=[pytes_sh("true")]
+        ),
     )
     assert warm.state == "COMPLETE", system_logs(warm)
 
@@ -214,12 +209,12 @@ def test_s3_transfers_stream_in_bounded_memory(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        task = run(
+        task = pytes_run(
             client,
             tes.Task(
                 inputs=[tes.Input(url=s3.url(key), path="/data/s.bin")],
                 outputs=[tes.Output(url=s3.url(key + ".out"), path="/data/s.bin")],
-                executors=[sh("true")],
+                executors=[pytes_sh("true")],
             ),
         )
     finally:

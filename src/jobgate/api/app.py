@@ -13,30 +13,58 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from jobgate import __version__
-from jobgate.api import errors, files, health, openapi, streams, tes, tokens, worksteps
+from jobgate.api import backends as backends_api
+from jobgate.api import (
+    bodies,
+    errors,
+    files,
+    health,
+    openapi,
+    operdocs,
+    streams,
+    tes,
+    tokens,
+    worksteps,
+)
 from jobgate.api import jobs as jobs_api
+from jobgate.api import metrics as metrics_api
+from jobgate.api.dashboard import pages as dashboard_pages
 from jobgate.api.deps import Services
 from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
-from jobgate.auth.basic import BasicUsers
+from jobgate.auth.basic import BasicUsers, parse_users
 from jobgate.auth.credentials import JobCredentials
+from jobgate.auth.namespaces import GroupRule, LegacyOwners, ambiguous_bare, issuer_namespaces
 from jobgate.auth.oidc import OidcVerifier
 from jobgate.auth.policy import Policy
 from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
 from jobgate.backends.base import Backend
-from jobgate.backends.choice import default_backend, make_backends
+from jobgate.backends.choice import (
+    default_backend,
+    make_backends,
+    make_router,
+    plan_backends,
+    tasks_reach_data_dir,
+)
 from jobgate.config import Settings
-from jobgate.dispatcher import Dispatcher
+from jobgate.datadir import secure_data_dir
+from jobgate.dispatcher import Dispatcher, DispatchSettings
+from jobgate.domain.models import build_validators
+from jobgate.domain.states import ACTIVE, State
+from jobgate.observability import tracing
+from jobgate.observability.metrics import count_transitions
 from jobgate.service.events import EventBus
+from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
 from jobgate.service.sandboxes import Sandboxes
 from jobgate.service.uploads import JobUploads
-from jobgate.service.webhooks import Webhooks
+from jobgate.service.webhooks import Webhooks, webhook_guard
 from jobgate.staging import Stager
+from jobgate.staging.tarball import ExtractLimits
 from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
 from jobgate.store.idempotency import IdempotencyStore
@@ -68,10 +96,34 @@ def check_listen_address(settings: Settings) -> None:
         )
 
 
+def oidc_namespaces(settings: Settings) -> tuple[str, ...]:
+    """The owner namespaces of the trusted OIDC issuers (none with ``oidc`` off)."""
+    if "oidc" not in settings.auth:
+        return ()
+    return tuple(dict.fromkeys(issuer_namespaces(settings.oidc_issuers).values()))
+
+
+def legacy_owners(settings: Settings) -> LegacyOwners:
+    """The rule naming owners written before namespaces existed (used once, by a migration)."""
+    names: frozenset[str] = frozenset()
+    basic_on = "basic" in settings.auth and settings.basic_users_file is not None
+    if basic_on and settings.basic_users_file is not None:
+        try:
+            names = frozenset(parse_users(settings.basic_users_file.read_text()))
+        except (OSError, ValueError):
+            names = frozenset()  # BasicUsers reports the file's problem itself
+    return LegacyOwners.choose(
+        setting=settings.legacy_owner_namespace,
+        oidc_namespaces=oidc_namespaces(settings),
+        basic_on=basic_on,
+        basic_names=names,
+    )
+
+
 def make_authenticator(
     settings: Settings, tokens: ServiceTokens, http: httpx.AsyncClient
 ) -> Authenticator:
-    admin_groups = frozenset(settings.admin_groups)
+    admin_groups = GroupRule.of(settings.admin_groups, oidc_namespaces(settings))
     oidc = None
     if "oidc" in settings.auth:
         oidc = OidcVerifier(
@@ -104,22 +156,49 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     """
     settings = settings or Settings()
     check_listen_address(settings)
+    plan_backends(settings)  # a bad config file or backend kind fails here, before serving
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir, traversable=tasks_reach_data_dir(settings))
+        tracing.configure()
         engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
-        await migrate(engine)
+        await migrate(engine, legacy_owner=legacy_owners(settings).full)
         db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
         store = JobStore(db)
         bus = EventBus()
         store.listeners.append(bus.publish)
+        store.listeners.append(count_transitions)
         backends = make_backends(settings)
         stager = Stager.from_settings(settings)
         sandboxes = Sandboxes(
-            SandboxStore(db), settings.sandboxes_dir, max_bytes=settings.sandbox_max_bytes
+            SandboxStore(db),
+            settings.sandboxes_dir,
+            max_bytes=settings.sandbox_max_bytes,
+            extract_limits=ExtractLimits(
+                settings.sandbox_extract_max_bytes, settings.sandbox_extract_max_files
+            ),
         )
-        dispatcher = Dispatcher(store, backends, stager, settings, sandboxes=sandboxes)
+        secrets = SecretBox.from_settings(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        carry_credentials(settings, backends)
+        # Routing (config file `routing:`): one policy for the service and the dispatcher.
+        router = make_router(settings, backends)
+        if router is not None:
+            store.listeners.append(router.observe)
+            for rec in await store.in_states(ACTIVE | {State.QUEUED}):
+                router.placed(rec.id, rec.backend)
+        dispatcher = Dispatcher(
+            store,
+            backends,
+            stager,
+            dispatch_settings(settings),
+            packer=sandboxes,
+            credentials=JobCredentials(store, secrets).reveal,
+            router=router,
+        )
         jobs = JobService(
             store,
             backends=backends,
@@ -127,24 +206,22 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             max_content_bytes=settings.max_content_bytes,
             notifier=dispatcher if dispatch else None,
             credential_backends=settings.credential_backends,
+            router=router,
         )
         native = NativeJobs(
             jobs,
             jobs_dir=settings.jobs_dir,
             parametric_cap=settings.parametric_cap,
             max_reschedules=settings.max_reschedules,
+            callback_guard=webhook_guard(settings),
         )
-        secrets = SecretBox.from_settings(
-            settings.secret_key.get_secret_value() if settings.secret_key else None,
-            settings.data_dir,
-        )
-        carry_credentials(settings, backends, JobCredentials(store, secrets))
         tokens = ServiceTokens(TokenStore(db))
         # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         policy = Policy(
             submit_groups=settings.submit_groups,
             share_groups=settings.share_groups,
+            oidc_namespaces=oidc_namespaces(settings),
             limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
         )
         app.state.services = Services(
@@ -156,13 +233,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             events=bus,
             sandboxes=sandboxes,
             uploads=JobUploads(native, max_bytes=settings.upload_max_bytes),
-            logs=JobLogs(
-                store,
-                bus,
-                jobs_dir=settings.jobs_dir,
-                logs_dir=settings.logs_dir,
-                backend_dirs={n: b.jobs_dir for n, b in backends.items() if b.jobs_dir},
-            ),
+            logs=JobLogs(store, bus, backends=backends, logs_dir=settings.logs_dir),
             auth=make_authenticator(settings, tokens, http),
             policy=policy,
             tokens=tokens,
@@ -172,6 +243,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.state.dispatcher = dispatcher
         # Webhooks run where jobs run: one sender per database, resuming from its cursor.
         webhooks = Webhooks.from_settings(store, bus, settings)
+        job_counts = JobCounts(store, settings.metrics.jobs_interval, list(backends))
+        await job_counts.start()
         if dispatch:
             await webhooks.start()
             await dispatcher.start()
@@ -182,6 +255,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             {n: b.describe() for n, b in backends.items()},
             jobs.default_backend,
         )
+        build_validators()
         # Keep start-up objects (modules, classes, caches: ~120k) out of the cyclic GC:
         # otherwise every full collection walks them all, a 70-90 ms pause on a slow core.
         gc.collect()
@@ -189,6 +263,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         try:
             yield
         finally:
+            await job_counts.stop()
+            tracing.shutdown()
             await dispatcher.stop()
             await webhooks.stop()
             await stager.aclose()
@@ -202,38 +278,58 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         description="GA4GH TES v1.1 and a native jobs API over local and batch backends.",
         lifespan=lifespan,
         # Every API route authenticates unless its endpoint is marked @public.
-        dependencies=[Depends(authenticate)],
+        # Then the URL is checked; bodies are read later, by the routes (401 comes first).
+        dependencies=[Depends(authenticate), Depends(bodies.check_url)],
     )
     errors.install(app)
+    app.add_middleware(metrics_api.HttpMetrics)
     app.include_router(health.make_router())
+    app.include_router(metrics_api.make_router())
+    app.include_router(backends_api.make_router())
     app.include_router(jobs_api.make_router())
     app.include_router(streams.make_router())
     app.include_router(files.make_router())
     app.include_router(worksteps.make_router())
     app.include_router(tokens.make_router())
-    tes_router = tes.make_router()
-    app.include_router(tes_router, prefix="/ga4gh/tes/v1")
+    app.include_router(dashboard_pages.make_router())  # the web dashboard at /
+    app.include_router(tes.make_router(), prefix="/ga4gh/tes/v1")
 
+    # /v1 is TES 1.0 for the clients that use it (py-tes 0.4: Toil, Snakemake).
     # Before the /v1 router: its /v1/tasks/{task_id} would take "service-info" as an id.
     @app.get("/v1/tasks/service-info", include_in_schema=False)
     @public
     async def legacy_service_info() -> JSONResponse:
-        return JSONResponse(tes.service_info(app.state.services))
+        return JSONResponse(tes.legacy_service_info(app.state.services))
 
-    app.include_router(tes_router, prefix="/v1", include_in_schema=False)
+    # Before the /v1 TES router, like the legacy service-info above.
+    app.include_router(operdocs.make_router(app.title))
+    app.include_router(tes.make_router(legacy=True), prefix="/v1", include_in_schema=False)
     openapi.install(app, settings)
     return app
 
 
-def carry_credentials(
-    settings: Settings, backends: dict[str, Backend], credentials: JobCredentials
-) -> None:
-    """Give the backends of ``JOBGATE_CREDENTIAL_BACKENDS`` their jobs' tokens."""
+def carry_credentials(settings: Settings, backends: dict[str, Backend]) -> None:
+    """Have the dispatcher pass their jobs' tokens to the backends of
+    ``JOBGATE_CREDENTIAL_BACKENDS``."""
     for name in settings.credential_backends:
         if name in backends:
-            backends[name].credentials = credentials.reveal
+            backends[name].wants_credential = True
         else:
             log.warning("JOBGATE_CREDENTIAL_BACKENDS names %r, which is not configured", name)
+
+
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    """The dispatcher's share of the settings (its group's, less what backends hold:
+    each backend's ``submit_patience``)."""
+    group = settings.dispatch
+    return DispatchSettings(
+        jobs_dir=group.jobs_dir,
+        logs_dir=group.logs_dir,
+        poll_interval=group.poll_interval,
+        max_attempts=group.max_attempts,
+        keep_task_dirs=group.keep_task_dirs,
+        retry_max_delay=group.submit_retry_max_delay,
+    )
 
 
 async def announce_auth(settings: Settings, tokens: ServiceTokens) -> None:
@@ -245,6 +341,18 @@ async def announce_auth(settings: Settings, tokens: ServiceTokens) -> None:
             "anonymous admin (listening on %s)",
             settings.host,
         )
+    spaces = oidc_namespaces(settings)
+    if spaces:
+        log.info("OIDC owner namespaces: %s", ", ".join(spaces))
+    for setting in ("submit_groups", "admin_groups", "share_groups"):
+        for entry in ambiguous_bare(getattr(settings, setting), spaces):
+            log.warning(
+                "JOBGATE_%s entry %r matches local groups only (several OIDC namespaces); "
+                "write <namespace>:%s for an OIDC group",
+                setting.upper(),
+                entry,
+                entry,
+            )
     if "token" in settings.auth:
         path = await tokens.ensure_admin_token(settings.data_dir)
         if path is not None:

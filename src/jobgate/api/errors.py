@@ -7,9 +7,54 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobgate.errors import JobgateError
+
+
+class ErrorItem(BaseModel):
+    """One problem of a request."""
+
+    where: str
+    """Where: ``body.executors[0].image``, ``query.view``, ``header.Authorization``…"""
+    what: str
+
+
+class Error(BaseModel):
+    """The body of every error answer."""
+
+    code: str
+    """Machine-readable: ``invalid_request``, ``unauthorized``, ``not_found``, ``conflict``…"""
+    status: int
+    message: str
+    errors: list[ErrorItem] | None = None
+    """Each problem, when there is more to say than ``message`` (absent otherwise)."""
+
+
+ERROR_ANSWERS: dict[int, str] = {
+    400: "Invalid request: a parameter or the body is malformed; `errors` says where",
+    401: "No valid credentials; `WWW-Authenticate` says which schemes are accepted",
+    403: "The credential lacks the scope or group this needs",
+    404: "No such resource (another caller's job answers the same)",
+    409: "The resource is not in a state that allows this",
+    413: "The body is larger than the server's limit",
+    422: "This Idempotency-Key was used with a different request",
+    429: "Too many submissions; `Retry-After` says when to try again",
+}
+
+
+ERROR_HEADERS: dict[int, str] = {401: "WWW-Authenticate", 429: "Retry-After"}
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries of a route for the error answers it gives, with their body."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": Error, "description": ERROR_ANSWERS[status]}
+        if status in ERROR_HEADERS:
+            out[status]["headers"] = {ERROR_HEADERS[status]: {"schema": {"type": "string"}}}
+    return out
 
 
 def _where(loc: tuple[Any, ...]) -> str:

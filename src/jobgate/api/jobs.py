@@ -12,30 +12,33 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from jobgate.api import openapi
+from jobgate.api.bodies import body_of, parse_body, read_body, validate
 from jobgate.api.deps import Services, services
+from jobgate.api.errors import answers
 from jobgate.api.security import Acc, submitter
 from jobgate.auth.identity import Scope
 from jobgate.auth.policy import Access
+from jobgate.domain import jsontext
+from jobgate.domain import limits as lim
 from jobgate.domain.models import JobEvent, JobRecord, rfc3339
 from jobgate.domain.native import MAX_PRIORITY, JobRequest, ParametricRequest
-from jobgate.domain.query import SearchRequest, SummaryRequest
+from jobgate.domain.query import Filter, SearchRequest, SummaryRequest
 from jobgate.domain.states import State
 from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
-from jobgate.service.native import ItemResult, NativeJobs, validation_errors
+from jobgate.service.native import ItemResult, NativeJobs
 
 Svc = Annotated[Services, Depends(services)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-MAX_BODY = 64 * 1024 * 1024
 
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
+        jsontext.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
         status_code=status,
         media_type="application/json",
     )
@@ -77,33 +80,6 @@ def event_view(e: JobEvent) -> dict[str, Any]:
     }
 
 
-async def parse_body(request: Request) -> Any:
-    """The request body as data, from JSON or YAML; a 400 that says why otherwise."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"request body larger than {MAX_BODY} bytes")
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    try:
-        if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "YAML" if "yaml" in ctype else "JSON"
-        raise InvalidRequest(
-            f"the body is not valid {kind}", errors=[{"where": "body", "what": str(exc)[:500]}]
-        ) from exc
-
-
-def _model(cls: type[BaseModel], data: Any, where: str = "body") -> Any:
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        errors = validation_errors(exc, where)
-        raise InvalidRequest(
-            "; ".join(f"{e['where']}: {e['what']}" for e in errors[:5]), errors=errors
-        ) from exc
-
-
 def caller(request: Request) -> str | None:
     """The authenticated caller's name (None: the anonymous caller of JOBGATE_AUTH=none)."""
     who = getattr(request.state, "caller", None)
@@ -132,9 +108,8 @@ async def idempotent(
     if key is None:
         return await run()
     scope = caller(request) or "anonymous"
-    digest = hashlib.sha256(
-        request.method.encode() + b" " + request.url.path.encode() + b"\n" + await request.body()
-    ).hexdigest()
+    head = request.method.encode() + b" " + request.url.path.encode() + b"\n"
+    digest = hashlib.sha256(head + await read_body(request)).hexdigest()
     claim = await svc.idempotency.begin(scope, key, digest)
     if claim.status == "mismatch":
         return _json(
@@ -166,14 +141,28 @@ async def idempotent(
     return response
 
 
+SUBMISSION_ANSWERS = answers(403, 409, 422, 429)
+"""Besides 400: 409 while a request with the same Idempotency-Key runs, 422 when the key
+came with another body."""
+
+
+class BulkRequest(BaseModel):
+    """``POST /jobs/bulk``: the jobs to submit in one transaction."""
+
+    jobs: list[JobRequest] = Field(min_length=1)
+
+
+JobId = Annotated[str, Field(max_length=lim.ID)]
+
+
 class IdList(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=10_000)
+    ids: list[JobId] = Field(min_length=1, max_length=lim.IDS)
 
 
 class Patch(BaseModel):
-    priority: int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
-    labels: dict[str, str | None] | None = None
-    app_status: str | None = None
+    priority: lim.Int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    labels: dict[lim.TagKey, lim.TagValue | None] | None = Field(default=None, max_length=lim.TAGS)
+    app_status: lim.Text | None = None
 
     @field_validator("labels")
     @classmethod
@@ -184,7 +173,31 @@ class Patch(BaseModel):
 
 
 class BulkPatch(Patch):
-    ids: list[str] = Field(min_length=1, max_length=10_000)
+    ids: list[JobId] = Field(min_length=1, max_length=lim.IDS)
+
+
+IdBody = Annotated[IdList, Depends(body_of(IdList))]
+IDS_BODY = openapi.body(openapi.ref(IdList))
+PatchBody = Annotated[Patch, Depends(body_of(Patch))]
+BulkPatchBody = Annotated[BulkPatch, Depends(body_of(BulkPatch))]
+
+
+def owner_filters(filters: list[Filter], acc: Access) -> list[Filter]:
+    """Owner filters with bare names (``owner = alice``) meaning that name in every namespace."""
+
+    def names(value: Any) -> list[Any]:
+        values = value if isinstance(value, list) else [value]
+        return [
+            n for v in values for n in (acc.policy.owner_names(v) if isinstance(v, str) else [v])
+        ]
+
+    out = []
+    for f in filters:
+        if f.field == "owner" and f.op in ("eq", "neq", "in", "not_in"):
+            op = {"eq": "in", "neq": "not_in"}.get(f.op, f.op)
+            f = Filter(field="owner", op=op, value=names(f.value))
+        out.append(f)
+    return out
 
 
 def _results(results: list[ItemResult]) -> dict[str, Any]:
@@ -201,19 +214,38 @@ def make_router() -> APIRouter:
     def native(svc: Services) -> NativeJobs:
         return svc.native
 
-    @router.post("/jobs", status_code=201, summary="Submit one job (JSON or YAML)")
+    @router.post(
+        "/jobs",
+        status_code=201,
+        summary="Submit one job (JSON or YAML)",
+        responses=SUBMISSION_ANSWERS,
+        openapi_extra=openapi.body(openapi.ref(JobRequest)),
+    )
     async def submit(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
         # Before the idempotency record: a 403 or 429 must not be replayed for this key.
         who = await submitter(acc, svc)
 
         async def run() -> Response:
-            req = _model(JobRequest, await parse_body(request))
+            req = validate(JobRequest, await parse_body(request))
             rec = await native(svc).submit(req, owner=who)
             return _json(job_view(rec), 201)
 
         return await idempotent(svc, request, key, run)
 
-    @router.post("/jobs/bulk", summary="Submit many jobs in one transaction")
+    @router.post(
+        "/jobs/bulk",
+        summary="Submit many jobs in one transaction",
+        responses=SUBMISSION_ANSWERS,
+        openapi_extra=openapi.body(
+            {
+                "anyOf": [
+                    openapi.ref(BulkRequest),
+                    {"type": "array", "items": openapi.ref(JobRequest), "minItems": 1},
+                ]
+            },
+            'Either {"jobs": [...]} or the list of jobs itself',
+        ),
+    )
     async def submit_bulk(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
         who = await submitter(acc, svc)
 
@@ -225,58 +257,101 @@ def make_router() -> APIRouter:
                     'expected {"jobs": [...]} or a list of jobs',
                     errors=[{"where": "body.jobs", "what": "a non-empty list of jobs"}],
                 )
+            if len(items) > lim.BULK_JOBS:
+                what = f"at most {lim.BULK_JOBS} jobs in one submission"
+                raise InvalidRequest(what, errors=[{"where": "body.jobs", "what": what}])
             results = await native(svc).submit_many(items, owner=who)
             return _json(_results(results))
 
         return await idempotent(svc, request, key, run)
 
-    @router.post("/jobs/parametric", summary="Expand one description into many jobs")
+    @router.post(
+        "/jobs/parametric",
+        summary="Expand one description into many jobs",
+        responses=SUBMISSION_ANSWERS,
+        openapi_extra=openapi.body(openapi.ref(ParametricRequest)),
+    )
     async def submit_parametric(
         request: Request, svc: Svc, acc: Acc, key: IdemKey = None
     ) -> Response:
         who = await submitter(acc, svc)
 
         async def run() -> Response:
-            req = _model(ParametricRequest, await parse_body(request))
+            req = validate(ParametricRequest, await parse_body(request))
             group, results = await native(svc).submit_parametric(req, owner=who)
             return _json({"group": group, **_results(results)})
 
         return await idempotent(svc, request, key, run)
 
-    @router.post("/jobs/search", summary="Search jobs (filters, sort, paging, fields)")
+    @router.post(
+        "/jobs/search",
+        summary="Search jobs (filters, sort, paging, fields)",
+        openapi_extra=openapi.body(openapi.ref(SearchRequest)),
+    )
     async def search(request: Request, svc: Svc, acc: Acc) -> Response:
-        req = _model(SearchRequest, await parse_body(request))
+        req = validate(SearchRequest, await parse_body(request))
+        req = req.model_copy(update={"filters": owner_filters(req.filters, acc)})
         items, cursor = await native(svc).search(req, owner=acc.visibility())
         return _json({"jobs": items, "next_cursor": cursor})
 
-    @router.post("/jobs/summary", summary="Count jobs grouped by fields")
+    @router.post(
+        "/jobs/summary",
+        summary="Count jobs grouped by fields",
+        openapi_extra=openapi.body(openapi.ref(SummaryRequest)),
+    )
     async def summary(request: Request, svc: Svc, acc: Acc) -> Response:
-        req = _model(SummaryRequest, await parse_body(request))
+        req = validate(SummaryRequest, await parse_body(request))
+        req = req.model_copy(update={"filters": owner_filters(req.filters, acc)})
         return _json({"groups": await native(svc).summary(req, owner=acc.visibility())})
 
-    @router.post("/jobs/cancel", summary="Cancel many jobs")
-    async def cancel_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+    @router.post(
+        "/jobs/cancel",
+        summary="Cancel many jobs",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(IdList)),
+    )
+    async def cancel_many(body: IdBody, svc: Svc, acc: Acc) -> Response:
         action = await scoped(acc, body.ids, native(svc).cancel)
         return _json(_results(await native(svc).bulk(body.ids, action)))
 
-    @router.post("/jobs/reschedule", summary="Reschedule many jobs")
-    async def reschedule_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+    @router.post(
+        "/jobs/reschedule",
+        summary="Reschedule many jobs",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(IdList)),
+    )
+    async def reschedule_many(body: IdBody, svc: Svc, acc: Acc) -> Response:
         action = await scoped(acc, body.ids, native(svc).reschedule)
         return _json(_results(await native(svc).bulk(body.ids, action)))
 
-    @router.post("/jobs/start", summary="Start many held jobs")
-    async def start_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+    @router.post(
+        "/jobs/start",
+        summary="Start many held jobs",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(IdList)),
+    )
+    async def start_many(body: IdBody, svc: Svc, acc: Acc) -> Response:
         action = await scoped(acc, body.ids, native(svc).start)
         return _json(_results(await native(svc).bulk(body.ids, action)))
 
-    @router.post("/jobs/delete", summary="Delete many final jobs")
-    async def delete_many(body: IdList, svc: Svc, acc: Acc) -> Response:
+    @router.post(
+        "/jobs/delete",
+        summary="Delete many final jobs",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(IdList)),
+    )
+    async def delete_many(body: IdBody, svc: Svc, acc: Acc) -> Response:
         acc.require(Scope.SUBMIT)
         visible = await acc.visible_ids(body.ids)
         return _json(_results(await native(svc).delete_many(body.ids, only=visible)))
 
-    @router.post("/jobs/patch", summary="Change priority or labels of many jobs")
-    async def patch_many(body: BulkPatch, svc: Svc, acc: Acc) -> Response:
+    @router.post(
+        "/jobs/patch",
+        summary="Change priority or labels of many jobs",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(BulkPatch)),
+    )
+    async def patch_many(body: BulkPatchBody, svc: Svc, acc: Acc) -> Response:
         async def patch(job_id: str) -> Any:
             rec = await native(svc).patch(
                 job_id, priority=body.priority, labels=body.labels, app_status=body.app_status
@@ -294,29 +369,43 @@ def make_router() -> APIRouter:
         await acc.job(job_id)
         return _json({"events": [event_view(e) for e in await native(svc).events(job_id)]})
 
-    @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
+    @router.post("/jobs/{job_id}/cancel", summary="Cancel a job", responses=answers(403))
     async def cancel(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).cancel(job_id)).value})
 
-    @router.post("/jobs/{job_id}/reschedule", summary="Run a failed or canceled job again")
+    @router.post(
+        "/jobs/{job_id}/reschedule",
+        summary="Run a failed or canceled job again",
+        responses=answers(403, 409),
+    )
     async def reschedule(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).reschedule(job_id)).value})
 
-    @router.post("/jobs/{job_id}/start", summary="Queue a held job")
+    @router.post("/jobs/{job_id}/start", summary="Queue a held job", responses=answers(403, 409))
     async def start(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         return _json({"id": job_id, "state": (await native(svc).start(job_id)).value})
 
-    @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a final job and its data")
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=204,
+        summary="Delete a final job and its data",
+        responses=answers(403, 409),
+    )
     async def delete(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         await native(svc).delete(job_id)
         return Response(status_code=204)
 
-    @router.patch("/jobs/{job_id}", summary="Change priority, labels or application status")
-    async def patch(job_id: str, body: Patch, svc: Svc, acc: Acc) -> Response:
+    @router.patch(
+        "/jobs/{job_id}",
+        summary="Change priority, labels or application status",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(Patch)),
+    )
+    async def patch(job_id: str, body: PatchBody, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         rec = await native(svc).patch(
             job_id, priority=body.priority, labels=body.labels, app_status=body.app_status

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
+from jobgate.api.dashboard import session
 from jobgate.api.deps import Services, services
 from jobgate.auth.identity import Caller
 from jobgate.auth.policy import Access
@@ -36,7 +37,14 @@ async def authenticate(request: Request) -> None:
     if is_public(request.scope.get("endpoint")):
         return
     svc: Services = request.app.state.services
-    request.state.caller = await svc.auth.authenticate(request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    if header is None:
+        # A dashboard page's request: the session cookie stands for the login's credential.
+        caller = await session.cookie_caller(request, svc)
+        if caller is not None:
+            request.state.caller = caller
+            return
+    request.state.caller = await svc.auth.authenticate(header)
 
 
 def current_caller(request: Request) -> Caller:

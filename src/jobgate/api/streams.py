@@ -13,9 +13,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
@@ -23,15 +22,57 @@ from fastapi.responses import StreamingResponse
 from jobgate.api.deps import Services, services
 from jobgate.api.jobs import event_view
 from jobgate.api.security import Acc
+from jobgate.domain import jsontext
 from jobgate.domain.models import JobEvent
 from jobgate.errors import InvalidRequest
 from jobgate.service.feed import follow_events
+from jobgate.service.jobs import MAX_SEQ
 from jobgate.service.logs import Stream
 
 Svc = Annotated[Services, Depends(services)]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)]
-After = Annotated[int | None, Query(ge=0, description="resume after this event seq")]
+After = Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="resume after this event seq")]
 NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+EVENT_DATA = {
+    "type": "object",
+    "required": ["seq", "job_id", "at", "state", "source"],
+    "properties": {
+        "seq": {"type": "integer"},
+        "job_id": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "from_state": {"anyOf": [{"$ref": "#/components/schemas/State"}, {"type": "null"}]},
+        "state": {"$ref": "#/components/schemas/State"},
+        "detail": {"type": ["string", "null"]},
+        "app_status": {"type": ["string", "null"]},
+        "source": {"type": "string"},
+    },
+}
+SSE_EVENT = {
+    # Under text/event-stream, an OpenAPI 3.1 schema describes one event of the stream.
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "description": "the event's seq: resume after it"},
+        "event": {"const": "state"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": EVENT_DATA,
+        },
+    },
+}
+SSE_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One `state` event per state change (and `:` comment heartbeats)",
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+    }
+}
+LOG_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The executor's output as text",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def resume_point(last_event_id: str | None, after: int | None) -> int | None:
@@ -42,7 +83,7 @@ def resume_point(last_event_id: str | None, after: int | None) -> int | None:
         value = int(last_event_id)
     except ValueError:
         value = -1
-    if value < 0:
+    if not 0 <= value <= MAX_SEQ:
         raise InvalidRequest(
             "invalid Last-Event-ID",
             errors=[{"where": "header.Last-Event-ID", "what": "an event seq from this stream"}],
@@ -54,7 +95,7 @@ def sse(event: JobEvent | None) -> bytes:
     """One SSE message; ``None`` is a heartbeat comment."""
     if event is None:
         return b": keep-alive\n\n"
-    data = json.dumps(event_view(event), separators=(",", ":"), ensure_ascii=False, default=str)
+    data = jsontext.dumps(event_view(event), separators=(",", ":"), ensure_ascii=False, default=str)
     return f"id: {event.seq}\nevent: state\ndata: {data}\n\n".encode()
 
 
@@ -73,6 +114,7 @@ def make_router() -> APIRouter:
         "/jobs/{job_id}/events/stream",
         summary="A job's state changes as Server-Sent Events, until its final state",
         response_class=StreamingResponse,
+        responses=SSE_ANSWER,
     )
     async def job_events(
         job_id: str,
@@ -96,6 +138,7 @@ def make_router() -> APIRouter:
         "/events/stream",
         summary="State changes of all the caller's jobs as Server-Sent Events",
         response_class=StreamingResponse,
+        responses=SSE_ANSWER,
     )
     async def all_events(
         svc: Svc, acc: Acc, last_event_id: LastEventId = None, after: After = None
@@ -113,6 +156,7 @@ def make_router() -> APIRouter:
         "/jobs/{job_id}/logs",
         summary="An executor's stdout or stderr; follow=true streams it until the job ends",
         response_class=StreamingResponse,
+        responses=LOG_ANSWER,
     )
     async def logs(
         job_id: str,
@@ -120,7 +164,7 @@ def make_router() -> APIRouter:
         acc: Acc,
         stream: Stream = "stdout",
         follow: bool = False,
-        executor: Annotated[int, Query(ge=0)] = 0,
+        executor: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     ) -> StreamingResponse:
         await acc.job(job_id)
         job = await svc.logs.check(job_id, executor)

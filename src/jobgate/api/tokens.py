@@ -9,11 +9,16 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
+from jobgate.api import openapi
+from jobgate.api.bodies import body_of
 from jobgate.api.deps import Services, services
+from jobgate.api.errors import answers
 from jobgate.api.security import Acc
 from jobgate.auth.identity import Scope
+from jobgate.auth.namespaces import BOOTSTRAP_ADMIN, token_owner
+from jobgate.domain import limits as lim
 from jobgate.domain.models import now
-from jobgate.errors import JobgateError
+from jobgate.errors import InvalidRequest, JobgateError
 
 Svc = Annotated[Services, Depends(services)]
 
@@ -25,12 +30,15 @@ class TokenNotFound(JobgateError):
 
 class NewToken(BaseModel):
     owner: str | None = Field(default=None, min_length=1, max_length=255)
-    """The identity the token acts as (default: the admin creating it)."""
+    """The owner the token acts as: a full name (``iam:alice``, ``basic:carol``) as written,
+    a bare name a robot ``token:<name>``; default: the admin creating it."""
     name: str | None = Field(default=None, max_length=200)
-    scopes: list[Scope] = Field(default_factory=lambda: [Scope.SUBMIT], min_length=1)
-    groups: list[str] = Field(default_factory=list)
-    expires_in: int | None = Field(default=None, gt=0)
-    """Seconds until the token expires; null: never."""
+    scopes: list[Scope] = Field(
+        default_factory=lambda: [Scope.SUBMIT], min_length=1, max_length=len(Scope)
+    )
+    groups: list[lim.TagKey] = Field(default_factory=list, max_length=lim.GROUPS)
+    expires_in: lim.Int | None = Field(default=None, gt=0, le=100 * 366 * 86400)
+    """Seconds until the token expires (at most about 100 years); null: never."""
 
     @field_validator("groups")
     @classmethod
@@ -40,6 +48,9 @@ class NewToken(BaseModel):
         return value
 
 
+TokenBody = Annotated[NewToken, Depends(body_of(NewToken))]
+
+
 def make_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -47,12 +58,26 @@ def make_router() -> APIRouter:
     async def me(acc: Acc) -> JSONResponse:
         return JSONResponse(acc.caller.to_json())
 
-    @router.post("/tokens", status_code=201, summary="Create a service token (admins)")
-    async def create_token(body: NewToken, acc: Acc, svc: Svc) -> JSONResponse:
+    @router.post(
+        "/tokens",
+        status_code=201,
+        summary="Create a service token (admins)",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(NewToken)),
+    )
+    async def create_token(body: TokenBody, acc: Acc, svc: Svc) -> JSONResponse:
         acc.require(Scope.ADMIN)
         expires = now() + timedelta(seconds=body.expires_in) if body.expires_in else None
+        owner = acc.caller.name or BOOTSTRAP_ADMIN
+        if body.owner is not None:
+            try:
+                owner = token_owner(body.owner, acc.policy.oidc_namespaces)
+            except ValueError as exc:
+                raise InvalidRequest(
+                    str(exc), errors=[{"where": "body.owner", "what": str(exc)}]
+                ) from None
         row, secret = await svc.tokens.create(
-            owner=body.owner or acc.caller.name or "admin",
+            owner=owner,
             scopes=set(body.scopes),
             name=body.name,
             groups=tuple(body.groups),
@@ -63,7 +88,9 @@ def make_router() -> APIRouter:
         out: dict[str, Any] = {**row.to_json(), "token": secret}
         return JSONResponse(out, status_code=201)
 
-    @router.get("/tokens", summary="Service tokens (admins); never their secrets")
+    @router.get(
+        "/tokens", summary="Service tokens (admins); never their secrets", responses=answers(403)
+    )
     async def list_tokens(
         acc: Acc,
         svc: Svc,
@@ -75,7 +102,9 @@ def make_router() -> APIRouter:
         rows = await svc.tokens.store.list(include_inactive=include_inactive)
         return JSONResponse({"tokens": [r.to_json() for r in rows]})
 
-    @router.delete("/tokens/{token_id}", summary="Revoke a service token (admins)")
+    @router.delete(
+        "/tokens/{token_id}", summary="Revoke a service token (admins)", responses=answers(403)
+    )
     async def revoke_token(token_id: str, acc: Acc, svc: Svc) -> Response:
         acc.require(Scope.ADMIN)
         row = await svc.tokens.store.revoke(token_id)

@@ -17,16 +17,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from jobgate.api import openapi
+from jobgate.api.bodies import parse_body, validate
 from jobgate.api.deps import Services, services
-from jobgate.api.jobs import idempotent, parse_body
+from jobgate.api.errors import answers
+from jobgate.api.jobs import idempotent
 from jobgate.api.security import Acc, submitter
+from jobgate.domain import jsontext
+from jobgate.domain import limits as lim
 from jobgate.domain.models import JobEvent, JobRecord, rfc3339
 from jobgate.domain.native import JobRequest
 from jobgate.domain.states import State
 from jobgate.errors import InvalidRequest, JobgateError
-from jobgate.service.native import validation_errors
 
 Svc = Annotated[Services, Depends(services)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -55,10 +59,10 @@ class SystemParameters(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    src_node: list[str] = Field(default_factory=list)
+    src_node: list[lim.Text] = Field(default_factory=list, max_length=lim.ZONES)
     """Acceptable nodes; the workstep runs at the first. Every one must be configured."""
-    cpu_cores: int | None = Field(default=None, ge=1)
-    memory_gb: float | None = Field(default=None, gt=0)
+    cpu_cores: lim.Int | None = Field(default=None, ge=1, le=lim.CPU_CORES)
+    memory_gb: float | None = Field(default=None, gt=0, le=lim.GB, allow_inf_nan=False)
 
     @field_validator("src_node", mode="before")
     @classmethod
@@ -71,13 +75,13 @@ class WorkstepRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    container_image: str = Field(min_length=1)
-    executable_entrypoint: str = Field(min_length=1)
-    execution: str = "batch"
+    container_image: str = Field(min_length=1, max_length=lim.IMAGE)
+    executable_entrypoint: str = Field(min_length=1, max_length=lim.ARG)
+    execution: lim.Text = "batch"
     system_parameters: SystemParameters = Field(default_factory=SystemParameters)
-    workflow_id: str | None = None
-    input_data: list[dict[str, Any]] | None = None
-    output_data: list[dict[str, Any]] | None = None
+    workflow_id: lim.Text | None = None
+    input_data: list[dict[str, Any]] | None = Field(default=None, max_length=lim.WORKSTEP_DATA)
+    output_data: list[dict[str, Any]] | None = Field(default=None, max_length=lim.WORKSTEP_DATA)
     provenance_json: dict[str, Any] | None = None
 
     @field_validator("execution")
@@ -185,19 +189,18 @@ def status_view(rec: JobRecord, events: list[JobEvent]) -> dict[str, Any]:
 
 
 def _parse(data: Any) -> WorkstepRequest:
-    try:
-        return WorkstepRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = validation_errors(exc, "body")
-        raise InvalidRequest(
-            "; ".join(f"{e['where']}: {e['what']}" for e in errors[:5]), errors=errors
-        ) from exc
+    return validate(WorkstepRequest, data)
 
 
 def make_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["SKA SRCNet worksteps"])
 
-    @router.post("/worksteps", summary="Submit a workstep")
+    @router.post(
+        "/worksteps",
+        summary="Submit a workstep",
+        responses=answers(403, 409, 422, 429),
+        openapi_extra=openapi.body(openapi.ref(WorkstepRequest)),
+    )
     async def submit(request: Request, svc: Svc, acc: Acc, key: IdemKey = None) -> Response:
         who = await submitter(acc, svc)
 
@@ -218,8 +221,12 @@ def make_router() -> APIRouter:
         return await idempotent(svc, request, key, run)
 
     @router.get("/worksteps/{workstep_id}", summary="A workstep's status")
-    async def get(workstep_id: str, svc: Svc, acc: Acc) -> JSONResponse:
+    async def get(workstep_id: str, svc: Svc, acc: Acc) -> Response:
         rec = await acc.job(workstep_id)
-        return JSONResponse(status_view(rec, await svc.native.events(workstep_id)))
+        body = status_view(rec, await svc.native.events(workstep_id))
+        return Response(
+            jsontext.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            media_type="application/json",
+        )
 
     return router

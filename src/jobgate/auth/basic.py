@@ -20,6 +20,7 @@ from pathlib import Path
 import bcrypt
 
 from jobgate.auth.identity import Caller, Scope, expand, plain_group
+from jobgate.auth.namespaces import BASIC, GroupRule, qualify
 from jobgate.auth.secrets import write_private
 
 CACHE_SECONDS = 300.0
@@ -71,15 +72,22 @@ def set_user(path: Path, name: str, password: str, groups: list[str]) -> None:
 
 
 class BasicUsers:
-    """Checks ``Authorization: Basic`` credentials against the users file."""
+    """Checks ``Authorization: Basic`` credentials against the users file.
 
-    def __init__(self, path: Path, admin_groups: frozenset[str]) -> None:
+    The caller is ``basic:<user>``; their groups (the operator's own) stay bare.
+    """
+
+    def __init__(self, path: Path, admin_groups: GroupRule) -> None:
         self.path = path
         self.admin_groups = admin_groups
         self._users: dict[str, BasicUser] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked: dict[tuple[str, bytes], float] = {}
         self.load()
+
+    def names(self) -> frozenset[str]:
+        """The user names of the file as last read."""
+        return frozenset(self._users)
 
     def load(self) -> None:
         """(Re)read the file if it changed since the last read; raises if it is invalid."""
@@ -107,9 +115,9 @@ class BasicUsers:
                 return None
             self._checked[key] = time.monotonic()
         scopes = {Scope.SUBMIT}
-        if user.groups & self.admin_groups:
+        if self.admin_groups.any(user.groups):
             scopes.add(Scope.ADMIN)
-        return Caller(user.name, "basic", expand(scopes), user.groups)
+        return Caller(qualify(BASIC, user.name), "basic", expand(scopes), user.groups)
 
 
 @functools.cache

@@ -22,6 +22,7 @@ import httpx
 import jwt
 
 from jobgate.auth.identity import Caller, Scope, expand, plain_group
+from jobgate.auth.namespaces import GroupRule, issuer_namespaces, qualify
 
 log = logging.getLogger(__name__)
 FETCH_TIMEOUT = 10.0
@@ -38,6 +39,7 @@ def _norm(url: str) -> str:
 @dataclass
 class _Issuer:
     url: str
+    namespace: str
     keys: dict[str | None, Any] = field(default_factory=dict)
     fetched_at: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -64,7 +66,11 @@ def groups_of(value: Any) -> frozenset[str]:
 
 
 class OidcVerifier:
-    """Turns an OIDC access token (a JWT) into a :class:`Caller`, or raises :class:`OidcError`."""
+    """Turns an OIDC access token (a JWT) into a :class:`Caller`, or raises :class:`OidcError`.
+
+    ``issuers`` are ``JOBGATE_OIDC_ISSUERS`` entries (``url`` or ``alias=url``); the caller
+    is ``<namespace>:<user claim>`` and their groups ``<namespace>:<group>``.
+    """
 
     def __init__(
         self,
@@ -75,18 +81,19 @@ class OidcVerifier:
         user_claim: str = "sub",
         groups_claim: str = "groups",
         algorithms: Sequence[str] = ("RS256",),
-        admin_groups: frozenset[str] = frozenset(),
+        admin_groups: GroupRule | None = None,
         min_refresh: float = 30.0,
         max_age: float = 3600.0,
         leeway: float = 30.0,
     ) -> None:
         self.http = http
-        self.issuers = {_norm(i): _Issuer(_norm(i)) for i in issuers}
+        spaces = issuer_namespaces(issuers)
+        self.issuers = {url: _Issuer(url, ns) for url, ns in spaces.items()}
         self.audience = audience
         self.user_claim = user_claim
         self.groups_claim = groups_claim
         self.algorithms = frozenset(algorithms)
-        self.admin_groups = admin_groups
+        self.admin_groups = admin_groups or GroupRule.of((), ())
         self.min_refresh = min_refresh
         self.max_age = max_age
         self.leeway = leeway
@@ -127,11 +134,12 @@ class OidcVerifier:
         user = claim(claims, self.user_claim)
         if not isinstance(user, str) or not user:
             raise OidcError(f"the token has no {self.user_claim!r} claim")
-        groups = groups_of(claim(claims, self.groups_claim))
+        ns = issuer.namespace
+        groups = frozenset(qualify(ns, g) for g in groups_of(claim(claims, self.groups_claim)))
         scopes = {Scope.SUBMIT}
-        if groups & self.admin_groups:
+        if self.admin_groups.any(groups):
             scopes.add(Scope.ADMIN)
-        return Caller(user, "oidc", expand(scopes), groups, credential=token)
+        return Caller(qualify(ns, user), "oidc", expand(scopes), groups, credential=token)
 
     async def _key(self, issuer: _Issuer, kid: str | None) -> Any:
         found = self._pick(issuer, kid) if not self._stale(issuer) else None

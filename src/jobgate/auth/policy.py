@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jobgate.auth.identity import Caller, Scope
+from jobgate.auth.namespaces import GroupRule, bare_owner_values
 from jobgate.auth.ratelimit import RateLimiter, retry_after
 from jobgate.domain.models import JobRecord
 from jobgate.errors import Forbidden, JobNotFound, TooManyRequests
@@ -31,10 +32,13 @@ class Policy:
         *,
         submit_groups: Iterable[str] = (),
         share_groups: Iterable[str] = (),
+        oidc_namespaces: Iterable[str] = (),
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.submit_groups = frozenset(submit_groups)
-        self.share_groups = tuple(share_groups)
+        spaces = tuple(oidc_namespaces)
+        self.oidc_namespaces = spaces
+        self.submit_groups = GroupRule.of(submit_groups, spaces)
+        self.share_groups = GroupRule.of(share_groups, spaces)
         self.limiter = limiter or RateLimiter(0, 1)
 
     def require(self, caller: Caller, scope: Scope) -> None:
@@ -48,8 +52,8 @@ class Policy:
     def check_submit(self, caller: Caller) -> None:
         """May ``caller`` submit now? Raises 403 (scope, group) or 429 (rate)."""
         self.require(caller, Scope.SUBMIT)
-        if self.submit_groups and not caller.admin and not (caller.groups & self.submit_groups):
-            groups = ", ".join(sorted(self.submit_groups))
+        if self.submit_groups and not caller.admin and not self.submit_groups.any(caller.groups):
+            groups = ", ".join(sorted(self.submit_groups.entries))
             raise Forbidden(
                 f"submitting needs membership of one of: {groups}",
                 errors=[{"where": "header.Authorization", "what": f"not a member of {groups}"}],
@@ -73,7 +77,13 @@ class Policy:
         return share_group is not None and share_group in self.caller_shares(caller)
 
     def caller_shares(self, caller: Caller) -> frozenset[str]:
-        return frozenset(g for g in self.share_groups if g in caller.groups)
+        """The share-group entries (as recorded on jobs) the caller is a member of."""
+        return frozenset(self.share_groups.matched(caller.groups))
+
+    def owner_names(self, value: str) -> list[str]:
+        """The full owners a search for owner ``value`` means (a bare name: in every
+        namespace; what the caller may see is limited by :meth:`visibility` anyway)."""
+        return bare_owner_values(value, self.oidc_namespaces)
 
     def visibility(self, caller: Caller) -> Visibility | None:
         """What list and search queries may return to ``caller`` (None: every job)."""
@@ -87,7 +97,7 @@ class Policy:
 
     def share_group(self, caller: Caller) -> str | None:
         """The group a new job of ``caller`` is shared with: the first configured they are in."""
-        return next((g for g in self.share_groups if g in caller.groups), None)
+        return next(iter(self.share_groups.matched(caller.groups)), None)
 
 
 class Access:

@@ -13,13 +13,14 @@ from datetime import datetime
 from pathlib import Path
 
 from jobgate.auth.identity import Caller, Scope, expand, plain_group
+from jobgate.auth.namespaces import BOOTSTRAP_ADMIN
 from jobgate.auth.secrets import write_private
 from jobgate.domain.models import now
 from jobgate.store.tokens import TokenRow, TokenStore
 
 PREFIX = "jgt_"
 ADMIN_TOKEN_FILE = "admin-token"
-BOOTSTRAP_OWNER = "admin"
+BOOTSTRAP_OWNER = BOOTSTRAP_ADMIN
 
 _SCOPE_NAMES = frozenset(s.value for s in Scope)
 
@@ -48,7 +49,10 @@ class ServiceTokens:
         expires_at: datetime | None = None,
         created_by: str | None = None,
     ) -> tuple[TokenRow, str]:
-        """A new token's record and its secret (shown once: only its hash is kept)."""
+        """A new token's record and its secret (shown once: only its hash is kept).
+
+        ``owner`` is a full owner name (see :func:`jobgate.auth.namespaces.token_owner`).
+        """
         secret = PREFIX + secrets.token_urlsafe(32)
         row = await self.store.add(
             token_id="tok_" + secrets.token_hex(8),

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
-from jobgate.backends.base import Backend, BackendStatus
+from jobgate.backends.base import Backend, BackendStatus, SubmitContext, SubmitError
 from jobgate.domain.models import Job
 from jobgate.domain.states import State
 from jobgate.runner.executors import TaskRun
-from jobgate.runner.taskdir import TaskDir
+from jobgate.runner.uids import NoFreeUid, TaskUids
 from jobgate.runtimes.base import Runtime
 from jobgate.runtimes.cgroups import CgroupLayout
 
@@ -20,13 +21,34 @@ log = logging.getLogger(__name__)
 
 class LocalBackend(Backend):
     def __init__(
-        self, runtime: Runtime, *, slots: int, log_tail_bytes: int, name: str = "local"
+        self,
+        runtime: Runtime,
+        *,
+        slots: int,
+        log_tail_bytes: int,
+        name: str = "local",
+        task_root: Path,
+        uids: TaskUids | None = None,
+        max_pids: int | None = None,
     ) -> None:
+        """``task_root``: where the gateway stages task directories; ``uids``: the host
+        uids tasks run as, one per running task (None: the service's own); ``max_pids``:
+        processes one executor may hold (None: no limit)."""
         super().__init__()
         self.name = name
+        self.task_root = task_root
         self.runtime = runtime
         self.slots = slots
         self.log_tail_bytes = log_tail_bytes
+        self.uids = uids
+        self.max_pids = max_pids
+        if uids is not None and uids.count < slots:
+            log.warning(
+                "%d task uids for %d slots: tasks beyond %d at once fail (JOBGATE_TASK_UID_COUNT)",
+                uids.count,
+                slots,
+                uids.count,
+            )
         self.cgroups = CgroupLayout.detect()
         swept = self.cgroups.sweep()
         if swept:
@@ -41,7 +63,16 @@ class LocalBackend(Backend):
         # A task asking for more cores than the machine has still runs, on all of them.
         return min(job.cpu_cores, self.slots or 1)
 
-    async def submit(self, job: Job, taskdir: TaskDir) -> str:
+    async def submit(self, job: Job, ctx: SubmitContext) -> str:
+        if ctx.taskdir is None:
+            raise SubmitError("the local backend needs a staged task directory")
+        taskdir = ctx.taskdir
+        run_as = None
+        if self.uids is not None:
+            try:
+                run_as = self.uids.lease()
+            except NoFreeUid as exc:
+                raise SubmitError(str(exc)) from None
         run = TaskRun(
             job,
             taskdir,
@@ -49,8 +80,13 @@ class LocalBackend(Backend):
             self.cgroups,
             log_tail_bytes=self.log_tail_bytes,
             on_change=self.changed.set,
+            run_as=run_as,
+            max_pids=self.max_pids,
         )
         task = asyncio.create_task(run.run(), name=f"run-{job.id}")
+        if run_as is not None and self.uids is not None:
+            uids, uid = self.uids, run_as[0]
+            task.add_done_callback(lambda _: uids.release(uid))
         self._runs[job.id] = (run, task)
         return job.id
 
@@ -87,7 +123,12 @@ class LocalBackend(Backend):
         self._runs.pop(native_id, None)
 
     def describe(self) -> dict[str, str]:
-        return {"backend": self.name, **self.runtime.describe()}
+        facts = {"backend": self.name, **self.runtime.describe()}
+        if self.uids is not None:
+            facts["task_uids"] = self.uids.describe()
+        if self.max_pids:
+            facts["max_pids"] = str(self.max_pids)
+        return facts
 
     async def close(self) -> None:
         for run, task in list(self._runs.values()):

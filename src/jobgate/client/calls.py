@@ -17,7 +17,6 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from jobgate.client.errors import ErrorDetail, InvalidRequest, WaitTimeout, from_response
@@ -131,6 +130,8 @@ def job_body(job: JobInput) -> tuple[bytes, str]:
 def _job_item(job: JobInput, index: int) -> Any:
     if not isinstance(job, str):
         return job_json(job)
+    import yaml  # only bulk submissions of YAML text need it
+
     try:
         return yaml.safe_load(job)
     except yaml.YAMLError as exc:

@@ -54,12 +54,22 @@ class ClientConfig:
             return "Basic " + base64.b64encode(pair).decode()
         return None
 
+    def headers(self) -> dict[str, str]:
+        """The headers every request to the server carries."""
+        from jobgate import __version__
+
+        headers = {"user-agent": f"jobgate-client/{__version__}", "accept": "application/json"}
+        auth = self.authorization()
+        if auth:
+            headers["authorization"] = auth
+        return headers
+
 
 def local_admin_token() -> str | None:
     """The admin token a local server wrote (``<data dir>/admin-token``), if readable."""
-    from jobgate.config import _default_data_dir
+    from jobgate.datadir import default_data_dir
 
-    data_dir = Path(os.environ.get("JOBGATE_DATA_DIR") or _default_data_dir()).expanduser()
+    data_dir = Path(os.environ.get("JOBGATE_DATA_DIR") or default_data_dir()).expanduser()
     try:
         return (data_dir / "admin-token").read_text().strip() or None
     except OSError:

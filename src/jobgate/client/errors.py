@@ -7,13 +7,16 @@ into the matching exception, so callers can ``except NotFound`` instead of readi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-
+# httpx is imported where a response or transport error is read: the CLI's quick commands
+# build these errors from the standard library's http.client without loading it.
 if TYPE_CHECKING:
+    import httpx
+
     from jobgate.client.models import BulkItem, Job
 
 MAX_LISTED = 10
@@ -154,21 +157,40 @@ def from_body(body: Any, status: int | None = None) -> ApiError:
 
 def from_response(resp: httpx.Response) -> ApiError:
     """The exception for an error response (JSON error body, or whatever text came)."""
+    return from_answer(resp.status_code, resp.content, resp.reason_phrase)
+
+
+def from_answer(status: int, content: bytes, reason: str) -> ApiError:
+    """The exception for an error status with this body (JSON error body, or its text)."""
     try:
-        body = resp.json()
+        body = json.loads(content)
     except ValueError:
-        text = resp.text.strip()[:300] or resp.reason_phrase
-        body = {"message": f"HTTP {resp.status_code}: {text}"}
-    return from_body(body, resp.status_code)
+        text = content.decode(errors="replace").strip()[:300] or reason
+        body = {"message": f"HTTP {status}: {text}"}
+    return from_body(body, status)
+
+
+Failure = Literal["timeout", "connect", "lost"]
 
 
 def connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
     """A readable message for a transport failure, with the likely fix."""
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
-        return ConnectionFailed(f"jobgate at {url} did not answer in time ({type(exc).__name__})")
+        return transport_failed(url, "timeout", type(exc).__name__)
     if isinstance(exc, httpx.ConnectError):
+        return transport_failed(url, "connect", str(exc))
+    return transport_failed(url, "lost", str(exc))
+
+
+def transport_failed(url: str, failure: Failure, detail: str) -> ConnectionFailed:
+    """The error for a failure to talk to ``url``; ``detail`` names the timeout or the cause."""
+    if failure == "timeout":
+        return ConnectionFailed(f"jobgate at {url} did not answer in time ({detail})")
+    if failure == "connect":
         return ConnectionFailed(
             f"cannot reach jobgate at {url}: is `jobgate serve` running? "
             "(set the address with --url or JOBGATE_URL)"
         )
-    return ConnectionFailed(f"lost the connection to jobgate at {url}: {exc}")
+    return ConnectionFailed(f"lost the connection to jobgate at {url}: {detail}")

@@ -20,7 +20,7 @@ from jobgate.domain.states import FINAL, State
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class Job(_Wire):

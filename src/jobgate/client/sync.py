@@ -10,7 +10,6 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from jobgate import __version__
 from jobgate.client import calls
 from jobgate.client.calls import (
     Call,
@@ -21,7 +20,7 @@ from jobgate.client.calls import (
     Stream,
     View,
 )
-from jobgate.client.config import ClientConfig, resolve
+from jobgate.client.config import resolve
 from jobgate.client.errors import connection_failed, from_response
 from jobgate.client.models import BulkResult, Event, Job, SearchPage
 from jobgate.domain.models import TaskSpec
@@ -29,14 +28,6 @@ from jobgate.domain.native import JobRequest
 from jobgate.domain.states import State
 
 T = TypeVar("T")
-
-
-def _headers(cfg: ClientConfig) -> dict[str, str]:
-    headers = {"user-agent": f"jobgate-client/{__version__}", "accept": "application/json"}
-    auth = cfg.authorization()
-    if auth:
-        headers["authorization"] = auth
-    return headers
 
 
 class Client:
@@ -70,7 +61,7 @@ class Client:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.Client(base_url=cfg.url, headers=_headers(cfg), timeout=timeout)
+        self._http = httpx.Client(base_url=cfg.url, headers=cfg.headers(), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

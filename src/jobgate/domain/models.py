@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobgate.domain import limits as lim
 from jobgate.domain.states import State
 
 WILDCARDS = frozenset("*?[")
@@ -52,12 +53,36 @@ def _check_container_path(value: str) -> str:
     return value
 
 
-ContainerPath = Annotated[str, Field(min_length=1)]
+# Where no runtime lets a task place files: the sandbox mounts its own /proc, /dev, /sys.
+RESERVED_DIRS = ("proc", "dev", "sys")
+
+
+def reserved_path(value: str) -> str | None:
+    """Why no task can have a file at ``value`` (``/`` itself, or inside a directory the
+    sandbox provides), or None. Empty and ``.`` components count for nothing."""
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if not parts:
+        return "it is the container's root directory"
+    if parts[0] in RESERVED_DIRS:
+        return f"/{parts[0]} is provided by the sandbox"
+    return None
+
+
+def _check_file_path(value: str) -> str:
+    """An input's or output's path: a container path where the task's own files can be."""
+    _check_container_path(value)
+    why = reserved_path(value)
+    if why is not None:
+        raise ValueError(f"{value!r} cannot hold a task's file: {why}")
+    return value
+
+
+ContainerPath = Annotated[str, Field(min_length=1, max_length=lim.PATH)]
 
 
 class _Model(BaseModel):
     # Unknown fields are ignored, not rejected: clients of older TES versions send extras.
-    model_config = ConfigDict(extra="ignore", use_enum_values=True)
+    model_config = ConfigDict(extra="ignore", use_enum_values=True, defer_build=True)
 
 
 class FileType(StrEnum):
@@ -66,15 +91,15 @@ class FileType(StrEnum):
 
 
 class Input(_Model):
-    name: str | None = None
-    description: str | None = None
-    url: str | None = None
+    name: lim.Name | None = None
+    description: lim.Description | None = None
+    url: lim.Url | None = None
     path: ContainerPath
     type: FileType | None = None
     content: str | None = None
-    streamable: bool | None = None
+    streamable: lim.Flag | None = None
 
-    _path = field_validator("path")(classmethod(lambda cls, v: _check_container_path(v)))
+    _path = field_validator("path")(classmethod(lambda cls, v: _check_file_path(v)))
 
     @model_validator(mode="after")
     def _url_or_content(self) -> Input:
@@ -84,14 +109,14 @@ class Input(_Model):
 
 
 class Output(_Model):
-    name: str | None = None
-    description: str | None = None
-    url: str = Field(min_length=1)
+    name: lim.Name | None = None
+    description: lim.Description | None = None
+    url: str = Field(min_length=1, max_length=lim.URL)
     path: ContainerPath
-    path_prefix: str | None = None
+    path_prefix: str | None = Field(default=None, max_length=lim.PATH)
     type: FileType | None = None
 
-    _path = field_validator("path")(classmethod(lambda cls, v: _check_container_path(v)))
+    _path = field_validator("path")(classmethod(lambda cls, v: _check_file_path(v)))
 
     @property
     def has_wildcards(self) -> bool:
@@ -105,14 +130,22 @@ class Output(_Model):
 
 
 class Executor(_Model):
-    image: str = Field(min_length=1)
-    command: list[str] = Field(min_length=1)
-    workdir: str | None = None
-    stdin: str | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    env: dict[str, str] | None = None
-    ignore_error: bool | None = None
+    image: str = Field(min_length=1, max_length=lim.IMAGE)
+    command: list[Annotated[str, Field(max_length=lim.ARG)]] = Field(
+        min_length=1, max_length=lim.ARGS
+    )
+    workdir: str | None = Field(default=None, max_length=lim.PATH)
+    stdin: str | None = Field(default=None, max_length=lim.PATH)
+    stdout: str | None = Field(default=None, max_length=lim.PATH)
+    stderr: str | None = Field(default=None, max_length=lim.PATH)
+    env: (
+        dict[
+            Annotated[str, Field(max_length=lim.ENV_KEY)],
+            Annotated[str, Field(max_length=lim.ENV_VALUE)],
+        ]
+        | None
+    ) = Field(default=None, max_length=lim.ENV)
+    ignore_error: lim.Flag | None = None
 
     @field_validator("workdir", "stdin", "stdout", "stderr")
     @classmethod
@@ -129,13 +162,21 @@ class Executor(_Model):
 
 
 class Resources(_Model):
-    cpu_cores: int | None = Field(default=None, ge=1)
-    preemptible: bool | None = None
-    ram_gb: float | None = Field(default=None, gt=0)
-    disk_gb: float | None = Field(default=None, gt=0)
-    zones: list[str] | None = None
-    backend_parameters: dict[str, str] | None = None
-    backend_parameters_strict: bool | None = None
+    cpu_cores: lim.Int | None = Field(default=None, ge=1, le=lim.CPU_CORES)
+    preemptible: lim.Flag | None = None
+    ram_gb: float | None = Field(default=None, gt=0, le=lim.GB, allow_inf_nan=False)
+    disk_gb: float | None = Field(default=None, gt=0, le=lim.GB, allow_inf_nan=False)
+    zones: list[Annotated[str, Field(max_length=lim.ZONE)]] | None = Field(
+        default=None, max_length=lim.ZONES
+    )
+    backend_parameters: (
+        dict[
+            Annotated[str, Field(max_length=lim.BACKEND_PARAMETER_KEY)],
+            Annotated[str, Field(max_length=lim.BACKEND_PARAMETER_VALUE)],
+        ]
+        | None
+    ) = Field(default=None, max_length=lim.BACKEND_PARAMETERS)
+    backend_parameters_strict: lim.Flag | None = None
 
 
 class ExecutorLog(_Model):
@@ -164,14 +205,14 @@ class TaskLog(_Model):
 class TaskSpec(_Model):
     """What a client submits: the TES task without its server-assigned fields."""
 
-    name: str | None = None
-    description: str | None = None
-    inputs: list[Input] | None = None
-    outputs: list[Output] | None = None
+    name: lim.Name | None = None
+    description: lim.Description | None = None
+    inputs: list[Input] | None = Field(default=None, max_length=lim.INPUTS)
+    outputs: list[Output] | None = Field(default=None, max_length=lim.OUTPUTS)
     resources: Resources | None = None
-    executors: list[Executor] = Field(min_length=1)
-    volumes: list[str] | None = None
-    tags: dict[str, str] | None = None
+    executors: list[Executor] = Field(min_length=1, max_length=lim.EXECUTORS)
+    volumes: list[ContainerPath] | None = Field(default=None, max_length=lim.VOLUMES)
+    tags: lim.Tags | None = None
 
     @field_validator("volumes")
     @classmethod
@@ -246,6 +287,8 @@ class JobRecord:
     updated_at: datetime | None = None
     app_status: str | None = None
     share_group: str | None = None
+    waiting_since: datetime | None = None
+    """Since when the job waits for its backend to accept it (transient submit errors)."""
 
     def to_job(self) -> Job:
         return Job.model_validate(
@@ -260,3 +303,14 @@ class JobRecord:
                 "priority": self.priority,
             }
         )
+
+
+def build_validators() -> None:
+    """Build every model's validator now. Models defer it to their first use (so that the
+    CLI, which loads them all and uses few, starts fast); a server calls this at start so
+    that no request pays for it."""
+    pending: list[type[BaseModel]] = [_Model]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        cls.model_rebuild(force=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
+from jobgate.domain import limits as lim
 from jobgate.domain.models import Executor, TaskSpec, _check_container_path, _Model
 
 DEFAULT_IMAGE = "default"
@@ -28,8 +29,12 @@ class RangeParam(_Model):
     stop: int
     step: int = Field(default=1, ge=1)
 
-    def values(self) -> list[int]:
-        return list(range(self.start, self.stop, self.step))
+    def values(self) -> range:
+        return range(self.start, self.stop, self.step)
+
+    def count(self) -> int:
+        """How many values, computed without building them (``len(range)`` overflows)."""
+        return max(0, -(-(self.stop - self.start) // self.step))
 
 
 ParamValues = list[str | int | float] | RangeParam
@@ -38,17 +43,19 @@ ParamValues = list[str | int | float] | RangeParam
 class JobRequest(TaskSpec):
     """One job as submitted to ``/api/v1/jobs`` (JSON or YAML)."""
 
-    executors: list[Executor] = Field(default_factory=list)
-    script: str | None = None
-    image: str | None = None
+    executors: list[Executor] = Field(default_factory=list, max_length=lim.EXECUTORS)
+    script: str | None = Field(default=None, max_length=lim.ARG)
+    image: str | None = Field(default=None, max_length=lim.IMAGE)
     """Image for ``script`` (default: the runtime's own)."""
-    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
-    backend: str | None = None
-    labels: dict[str, str] | None = None
+    priority: lim.Int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    backend: str | None = Field(default=None, max_length=lim.BACKEND_NAME)
+    labels: lim.Tags | None = None
     callback: HttpUrl | None = None
-    hold: bool = False
+    hold: lim.Flag = False
     """Create the job held (PAUSED): upload its files, then start it."""
-    output_sandbox: list[str] | None = Field(default=None, max_length=1000)
+    output_sandbox: list[Annotated[str, Field(max_length=lim.PATH)]] | None = Field(
+        default=None, max_length=1000
+    )
     """Container paths or globs packed into a tar.gz sandbox when the job ends."""
 
     @field_validator("labels")
@@ -57,6 +64,14 @@ class JobRequest(TaskSpec):
         for key in value or {}:
             if not key:
                 raise ValueError("label keys must not be empty")
+        return value
+
+    @field_validator("callback")
+    @classmethod
+    def _callback(cls, value: HttpUrl | None) -> HttpUrl | None:
+        # httpx would send the user name and password to the receiver as a Basic header.
+        if value is not None and (value.username or value.password):
+            raise ValueError("a callback URL must not carry a user name or password")
         return value
 
     @field_validator("output_sandbox")
@@ -76,6 +91,8 @@ class JobRequest(TaskSpec):
             raise ValueError("a job needs 'script' or at least one executor")
         if self.labels:
             self.tags = {**(self.tags or {}), **self.labels}
+            if len(self.tags) > lim.TAGS:
+                raise ValueError(f"more than {lim.TAGS} tags and labels together")
         return self
 
     def task_spec(self) -> dict[str, Any]:
@@ -110,17 +127,27 @@ class TooManyJobs(ValueError):
     pass
 
 
+_BEYOND = 10**18
+
+
 def combinations(parameters: dict[str, ParamValues], cap: int) -> list[dict[str, Any]]:
     """The cartesian product of the parameter values, in declaration order.
 
-    Raises :class:`TooManyJobs` when it would exceed ``cap`` (checked before expanding).
+    Raises :class:`TooManyJobs` when it would exceed ``cap``: the count is computed from
+    the ranges' bounds and the lists' lengths before anything is built.
     """
-    lists = [p.values() if isinstance(p, RangeParam) else list(p) for p in parameters.values()]
-    total = 1
-    for values in lists:
-        total *= len(values)
+    counts = [p.count() if isinstance(p, RangeParam) else len(p) for p in parameters.values()]
+    total = 0 if 0 in counts else 1
+    for n in counts if total else ():
+        total *= n
+        if total > _BEYOND:
+            break  # past any cap: no need to carry a huge number on
     if total > cap:
-        raise TooManyJobs(f"the parameters expand to {total} jobs; the limit is {cap}")
+        size = f"more than {_BEYOND:.0e}" if total > _BEYOND else str(total)
+        raise TooManyJobs(f"the parameters expand to {size} jobs; the limit is {cap}")
+    if total == 0:
+        return []  # an empty list or range: nothing to build (product would build the rest)
+    lists = [p.values() if isinstance(p, RangeParam) else p for p in parameters.values()]
     names = list(parameters)
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists)]
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from jobgate.domain import limits as lim
 from jobgate.domain.models import _Model
 
 # Fields a search may filter, sort and group on; ``labels.<key>`` addresses one label.
@@ -37,6 +38,16 @@ DEFAULT_FIELDS = (
     "detail",
     "labels",
 )
+# Bounds on one request, so every accepted request is one the database can run: SQLite
+# refuses statements past a depth or size, and each filter adds a condition (a label one a
+# subquery). Documented in the README's search section.
+MAX_FILTERS = lim.FILTERS
+"""Filters in one search or summary (TES ``tag_key`` filters too)."""
+MAX_IN_VALUES = lim.IN_VALUES
+"""Values in one ``in`` / ``not_in`` list."""
+MAX_VALUE_LENGTH = lim.SEARCH_VALUE
+"""Characters in one filter value, and in a ``labels.<key>`` field name."""
+
 LABEL = re.compile(r"^(?:labels|tags)\.(.+)$")
 Op = Literal["eq", "neq", "in", "not_in", "gt", "lt", "like"]
 
@@ -48,8 +59,14 @@ def check_field(name: str, *, allow_labels: bool = True) -> str:
     raise ValueError(f"unknown field {name!r}; one of {', '.join(SCALAR_FIELDS)}{extra}")
 
 
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
+        raise ValueError(f"a filter value has at most {MAX_VALUE_LENGTH} characters")
+    return value
+
+
 class Filter(_Model):
-    field: str
+    field: str = Field(max_length=MAX_VALUE_LENGTH)
     op: Op = "eq"
     value: Any
 
@@ -65,9 +82,15 @@ class Filter(_Model):
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value:
                 raise ValueError(f"'{op}' needs a non-empty list")
+            if len(value) > MAX_IN_VALUES:
+                raise ValueError(f"'{op}' takes at most {MAX_IN_VALUES} values")
+            for item in value:
+                _short(item)
+                if isinstance(item, list | dict):
+                    raise ValueError(f"'{op}' needs a list of single values")
         elif isinstance(value, list | dict):
             raise ValueError(f"'{op}' needs a single value")
-        return value
+        return _short(value)
 
 
 class Sort(_Model):
@@ -81,11 +104,11 @@ class Sort(_Model):
 
 
 class SearchRequest(_Model):
-    filters: list[Filter] = Field(default_factory=list)
+    filters: list[Filter] = Field(default_factory=list, max_length=MAX_FILTERS)
     sort: list[Sort] = Field(default_factory=lambda: [Sort(field="created_at")], max_length=3)
-    fields: list[str] | None = None
-    limit: int = Field(default=100, ge=1, le=10_000)
-    cursor: str | None = None
+    fields: list[str] | None = Field(default=None, max_length=len(RETURNABLE))
+    limit: lim.Int = Field(default=100, ge=1, le=10_000)
+    cursor: str | None = Field(default=None, max_length=lim.TEXT)
 
     @field_validator("fields")
     @classmethod
@@ -98,7 +121,7 @@ class SearchRequest(_Model):
 
 class SummaryRequest(_Model):
     group_by: list[str] = Field(min_length=1, max_length=4)
-    filters: list[Filter] = Field(default_factory=list)
+    filters: list[Filter] = Field(default_factory=list, max_length=MAX_FILTERS)
 
     @field_validator("group_by")
     @classmethod

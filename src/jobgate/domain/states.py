@@ -28,13 +28,27 @@ FINAL: frozenset[State] = frozenset(
 """States a job never leaves by itself."""
 
 ACTIVE: frozenset[State] = frozenset({State.INITIALIZING, State.RUNNING, State.CANCELING})
-"""States in which the dispatcher owns the job (it must be recovered after a restart)."""
+"""States in which the dispatcher owns the job (it must be recovered after a restart);
+so does it a QUEUED job that a backend holds (one with a native id)."""
 
 _S = State
 TRANSITIONS: dict[State, frozenset[State]] = {
-    _S.QUEUED: frozenset({_S.INITIALIZING, _S.CANCELED, _S.SYSTEM_ERROR, _S.PAUSED}),
+    # A QUEUED job is either in the gateway's queue (no native id: claimed → INITIALIZING)
+    # or in its backend's queue (a native id: it starts RUNNING; it never completes
+    # without having run, so one seen only once it ended passes through RUNNING).
+    _S.QUEUED: frozenset(
+        {
+            _S.INITIALIZING,
+            _S.RUNNING,
+            _S.CANCELING,
+            _S.CANCELED,
+            _S.SYSTEM_ERROR,
+            _S.PAUSED,
+        }
+    ),
     _S.PAUSED: frozenset({_S.QUEUED, _S.CANCELED}),
-    # → QUEUED: a task interrupted by a gateway restart is run again (recovery).
+    # → QUEUED: a task interrupted by a gateway restart is run again (recovery), one a
+    # backend queues, or one waiting after a transient submit error.
     _S.INITIALIZING: frozenset(
         {_S.RUNNING, _S.QUEUED, _S.CANCELING, _S.CANCELED, _S.SYSTEM_ERROR, _S.EXECUTOR_ERROR}
     ),

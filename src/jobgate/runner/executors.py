@@ -14,7 +14,7 @@ import os
 import signal
 import stat
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -24,7 +24,14 @@ import psutil
 from jobgate.domain.models import ExecutorLog, Job, now, rfc3339
 from jobgate.domain.states import State
 from jobgate.runner.taskdir import PathEscape, TaskDir, container_paths
-from jobgate.runtimes.base import ExecSpec, Finished, Runtime, RuntimeFailure, UnsupportedTask
+from jobgate.runtimes.base import (
+    ExecSpec,
+    Finished,
+    Mount,
+    Runtime,
+    RuntimeFailure,
+    UnsupportedTask,
+)
 from jobgate.runtimes.cgroups import CgroupLayout, ResourceGroup
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,7 @@ class _CanceledBeforeStart(Exception):
 class _Outcome:
     returncode: int
     oom: bool
+    pids_hit: bool
     stdout: str
     stderr: str
 
@@ -109,7 +117,18 @@ class TaskRun:
         *,
         log_tail_bytes: int,
         on_change: Callable[[], None] = lambda: None,
+        run_as: tuple[int, int] | None = None,
+        max_pids: int | None = None,
+        base_env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> None:
+        """``run_as``: the unprivileged (uid, gid) the executors run as, to which the task's
+        directory is handed before the first starts and taken back from after the last;
+        ``max_pids``: the processes one executor may hold at once (its cgroup's limit);
+        ``base_env``: variables every executor gets under its own ``env`` (a batch job's
+        scheduler variables); ``mounts``: host paths shown beside the site's host mounts."""
+        self.base_env = dict(base_env or {})
+        self.mounts = list(mounts)
         self.job = job
         self.taskdir = taskdir
         self.runtime = runtime
@@ -123,7 +142,11 @@ class TaskRun:
         self._proc: subprocess.Popen[bytes] | None = None
         self._group: ResourceGroup | None = None
         self._canceled = False
-        self._paths = container_paths(job)
+        self._paths = container_paths(job, runtime.host_mounts)
+        self.run_as = run_as
+        self.max_pids = max_pids or None
+        self._handed = False
+        self._limit_hit = False
 
     async def run(self) -> TaskResult:
         try:
@@ -136,6 +159,8 @@ class TaskRun:
             self.result.state = State.SYSTEM_ERROR
             self.result.system_logs.append(f"cannot run executor: {exc}")
         finally:
+            if self._handed:  # every process of the task is gone by now
+                self.taskdir.take_back()
             self.on_change()
         return self.result
 
@@ -154,7 +179,8 @@ class TaskRun:
             if self._canceled:
                 self.result.state = State.CANCELED
                 return
-            if exlog.exit_code != 0 and not executor.ignore_error:
+            failed = exlog.exit_code != 0 or self._limit_hit
+            if failed and not executor.ignore_error:
                 self.result.state = State.EXECUTOR_ERROR
                 return
         self.result.state = State.COMPLETE
@@ -177,6 +203,12 @@ class TaskRun:
         if interrupted or cut:
             raise asyncio.CancelledError
         gb = (self.job.ram_bytes or 0) / 1024**3
+        self._limit_hit = outcome.pids_hit
+        if outcome.pids_hit:
+            self.result.system_logs.append(
+                f"executor {index} reached its limit of {self.max_pids} processes "
+                "(JOBGATE_TASK_MAX_PIDS): a fork beyond it failed"
+            )
         if outcome.oom:
             self.result.system_logs.append(
                 f"executor {index} exceeded its memory limit (ram_gb={gb:g}) "
@@ -210,14 +242,19 @@ class TaskRun:
             argv=ex.command,
             image=ex.image,
             root=td.root,
-            mounts=[],
-            env=dict(ex.env or {}),
+            mounts=[*self.runtime.shared_mounts(), *self.mounts],
+            env={**self.base_env, **(ex.env or {})},
             workdir=ex.workdir,
             cpu_cores=self.job.cpu_cores,
             ram_bytes=self.job.ram_bytes,
             name=f"jobgate-{self.job.id}-{index}",
             paths=self._paths,
+            run_as=self.run_as,
         )
+        if self.run_as is not None and not self._handed:
+            # Before any executor runs: no process of the task can race the walk.
+            td.hand_over(*self.run_as)
+            self._handed = True
         self.runtime.prepare(spec)
         if self._canceled:  # during a long image pull, say: start nothing
             raise _CanceledBeforeStart
@@ -232,6 +269,7 @@ class TaskRun:
             f"{self.job.id}-{index}",
             ram_bytes=spec.ram_bytes if own else None,
             cpu_cores=spec.cpu_cores if own else None,
+            max_pids=self.max_pids,
         )
         self._group = group  # from here on, cancel() kills whatever joins it
         fds: list[int] = []
@@ -244,13 +282,18 @@ class TaskRun:
             if stderr_path != stdout_path:
                 err_fd = os.open(stderr_path, flags, 0o666)
                 fds.append(err_fd)
+            if self.run_as is not None:
+                # Files the executor named are its own, like every other in its root.
+                for fd, named in ((out_fd, ex.stdout), (err_fd, ex.stderr)):
+                    if named:
+                        os.fchown(fd, *self.run_as)
             stdin: int = subprocess.DEVNULL
             if stdin_path is not None:
                 stdin = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
                 fds.append(stdin)
             start = now()
             proc = subprocess.Popen(
-                group.wrap(cmd.argv),
+                group.wrap(cmd.argv, own_uid=self.run_as is not None),
                 stdin=stdin,
                 stdout=out_fd,
                 stderr=err_fd,
@@ -290,6 +333,7 @@ class TaskRun:
                 finished = Finished()
             group = spawned.group
             oom = group.oom_killed() or finished.oom
+            pids_hit = group.pids_limit_hit()
             if group.kill_all():  # daemons the executor left behind die with it
                 group.remove(patience=CGROUP_REMOVE_PATIENCE)
             else:
@@ -298,6 +342,7 @@ class TaskRun:
             return _Outcome(
                 returncode,
                 oom,
+                pids_hit,
                 stdout=tail_fd(spawned.out_fd, limit),
                 stderr=tail_fd(spawned.err_fd, limit),
             )

@@ -8,10 +8,12 @@ survive the batch job leaving the scheduler's memory (no accounting database nee
 ``TASKDIR/node.json`` (written by the gateway) holds the task and how to run it::
 
     {"job": {...Job...}, "runtime": "bwrap"|"process"|"auto"|"podman"|…,
-     "runtime_options": {...container settings...}, "log_tail_bytes": 65536}
+     "runtime_options": {...container settings, image map, host mounts...},
+     "log_tail_bytes": 65536}
 
-``--list FILE`` reads the task directory from line ``$SLURM_ARRAY_TASK_ID`` (0-based) of
-FILE instead: one script serves every element of a job array.
+``--list FILE`` reads the task directory from the line of FILE that is this array element's
+(``$SLURM_ARRAY_TASK_ID``, 0-based, or ``$SGE_TASK_ID``, 1-based) instead: one script
+serves every element of a job array. The files of the task directory: ``nodefiles.py``.
 
 SIGTERM/SIGINT (a cancel, time limit or preemption) kill the running executor; the result
 then records the signal, and the gateway asks the scheduler why it came.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,39 +31,50 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jobgate.domain.models import Job, now, rfc3339
 from jobgate.domain.states import State
 from jobgate.runner.executors import TaskResult, TaskRun
+from jobgate.runner.nodefiles import NODE_FILE, RESULT_FILE, STARTED_FILE, write_json
+from jobgate.runner.schedenv import scheduler_env, scheduler_mounts
 from jobgate.runner.taskdir import TaskDir
 from jobgate.runtimes.base import Runtime
 from jobgate.runtimes.cgroups import CgroupLayout
-
-NODE_FILE = "node.json"
-RESULT_FILE = "result.json"
-STARTED_FILE = "started.json"
+from jobgate.runtimes.hostmounts import HostMount, checked
+from jobgate.runtimes.images import ImageCatalog
 
 
-def native_id_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
-    """The scheduler's id for this run (Slurm: ``A_i`` for array elements)."""
+def native_id_from_env(env: Mapping[str, str]) -> str | None:
+    """The scheduler's id for this run: Slurm's ``A_i`` for array elements, else its job
+    id; Grid Engine's ``J.t`` for array tasks, else its job id."""
     array, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
     if array and index:
         return f"{array}_{index}"
-    return env.get("SLURM_JOB_ID")
+    if env.get("SLURM_JOB_ID"):
+        return env["SLURM_JOB_ID"]
+    sge_task = env.get("SGE_TASK_ID")
+    if env.get("JOB_ID") and sge_task is not None:  # Grid Engine sets it, "undefined" or N
+        return env["JOB_ID"] if sge_task in ("", "undefined") else f"{env['JOB_ID']}.{sge_task}"
+    return None
 
 
-def write_json(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
-    """Atomically (write, rename): a reader sees the whole file or none. ``sync`` also
-    fsyncs it first, for files that must outlive a crash of the machine."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+def array_index_from_env(env: Mapping[str, str]) -> int:
+    """This array element's 0-based index (-1 outside an array): Slurm arrays are
+    submitted as 0..N-1, Grid Engine's task ids are 1..N."""
+    with contextlib.suppress(ValueError):
+        if env.get("SLURM_ARRAY_TASK_ID"):
+            return int(env["SLURM_ARRAY_TASK_ID"])
+        if env.get("SGE_TASK_ID") not in (None, "", "undefined"):
+            return int(env["SGE_TASK_ID"]) - 1
+    return -1
+
+
+def queue_from_env(env: Mapping[str, str]) -> str | None:
+    """The partition (Slurm) or queue (Grid Engine) the run landed in."""
+    return env.get("SLURM_JOB_PARTITION") or env.get("QUEUE")
 
 
 def make_node_runtime(name: str, scratch: Path, options: dict[str, Any] | None = None) -> Runtime:
@@ -70,20 +84,31 @@ def make_node_runtime(name: str, scratch: Path, options: dict[str, Any] | None =
     from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
     from jobgate.runtimes.process import ProcessRuntime
 
+    options = options or {}
+    mounts = tuple(checked(HostMount(**m)) for m in options.get("host_mounts") or ())
     if name == "auto":
         name = "bwrap" if bwrap_available() else "process"
+    runtime: Runtime
     if name == "bwrap":
-        return BwrapRuntime(etc_dir=scratch / "etc")
-    if name == "process":
-        return ProcessRuntime()
-    if name in ("podman", "docker", "apptainer", "singularity"):
+        catalog = ImageCatalog(options.get("image_map") or {})
+        runtime = BwrapRuntime(
+            etc_dir=scratch / "etc",
+            catalog=catalog,
+            network=bool(options.get("executor_network", False)),
+        )
+    elif name == "process":
+        runtime = ProcessRuntime()
+    elif name in ("podman", "docker", "apptainer", "singularity"):
         # Imported here: settings and engines cost start-up time bwrap jobs need not pay.
         from jobgate.config import Settings
         from jobgate.runtimes.choice import make_runtime
 
-        settings = Settings(**{**(options or {}), "runtime": name, "data_dir": scratch})
-        return make_runtime(settings)
-    raise ValueError(f"runtime {name!r} is not known on batch nodes")
+        settings = Settings(**{**options, "runtime": name, "data_dir": scratch})
+        runtime = make_runtime(settings)
+    else:
+        raise ValueError(f"runtime {name!r} is not known on batch nodes")
+    runtime.host_mounts = mounts
+    return runtime
 
 
 def scratch_dir() -> Path:
@@ -110,7 +135,7 @@ async def run_task(base: Path) -> int:
         "native_id": native_id,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "partition": queue_from_env(os.environ),
     }
     write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())}, sync=False)
     received: list[str] = []
@@ -149,7 +174,13 @@ async def _run(
         result.system_logs.append(f"the node runner could not start the task: {exc!r}")
     else:
         run = TaskRun(
-            job, taskdir, runtime, cgroups, log_tail_bytes=int(node.get("log_tail_bytes", 65536))
+            job,
+            taskdir,
+            runtime,
+            cgroups,
+            log_tail_bytes=int(node.get("log_tail_bytes", 65536)),
+            base_env=scheduler_env(os.environ),
+            mounts=scheduler_mounts(os.environ),
         )
         loop = asyncio.get_running_loop()
 
@@ -175,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", type=Path, help="file of task dirs, one per array index")
     args = parser.parse_args(argv)
     if args.list is not None:
-        index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "-1"))
+        index = array_index_from_env(os.environ)
         lines = args.list.read_text(encoding="utf-8").splitlines()
         if not 0 <= index < len(lines):
             print(f"no task dir for array index {index} in {args.list}", file=sys.stderr)

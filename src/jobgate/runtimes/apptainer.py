@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from jobgate.runtimes.base import DEFAULT_PATH, ExecSpec, HostCommand, Runtime, RuntimeFailure
 from jobgate.runtimes.images import ImageCatalog, ImageSource, archive_stems
-from jobgate.runtimes.oci import bind_points, chown_tree, parse_user
+from jobgate.runtimes.oci import bind_points, chown_tree, parse_user, shared_binds
 
 SIF_SUFFIXES = (".sif", ".simg")
 
@@ -122,6 +122,8 @@ class ApptainerRuntime(Runtime):
             argv += ["--security", f"uid:{self.run_as[0]},gid:{self.run_as[1]}"]
         for host, container in bind_points(spec):
             argv += ["--bind", f"{host}:{container}"]
+        for bind in shared_binds(spec):
+            argv += ["--bind", bind]
         if spec.workdir:
             argv += ["--pwd", spec.workdir]
         for key, value in spec.env.items():

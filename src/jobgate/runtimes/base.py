@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from jobgate.runtimes.hostmounts import HostMount
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -37,6 +39,9 @@ class ExecSpec:
     paths: tuple[str, ...] = ()
     """Container paths the task names (inputs, outputs, volumes, workdir, stdio), none
     inside another: what a container runtime binds from ``root``. ``/tmp`` is implied."""
+    run_as: tuple[int, int] | None = None
+    """The unprivileged host (uid, gid) the executor runs as, to which ``root`` has been
+    handed; None: the service's own user (a non-root service) or the runtime's choice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +84,20 @@ class Runtime(abc.ABC):
     name: ClassVar[str]
     isolated: ClassVar[bool]
     """Whether executors are kept from the host's files and network."""
+    runs_as_task_uid: ClassVar[bool] = False
+    """Honours ``ExecSpec.run_as``: a root service gives each task a uid of its own.
+    Container runtimes run executors as their configured container user instead."""
     limits_itself: ClassVar[bool] = False
     """The runtime applies ``cpu_cores``/``ram_bytes`` to the executor itself (a container
     engine whose processes leave the runner's cgroup); the runner then sets none on the
     host command's group, which holds only the engine's client."""
+    host_mounts: tuple[HostMount, ...] = ()
+    """Host directories the site shows in every executor at their own path
+    (``JOBGATE_HOST_MOUNTS``); the runner passes them in ``ExecSpec.mounts``."""
+
+    def shared_mounts(self) -> list[Mount]:
+        """:attr:`host_mounts` as mounts at their own path."""
+        return [Mount(Path(m.path), m.path, readonly=not m.writable) for m in self.host_mounts]
 
     @abc.abstractmethod
     def command(self, spec: ExecSpec) -> HostCommand: ...

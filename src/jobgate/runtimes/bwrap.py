@@ -2,6 +2,15 @@
 
 Each executor gets the absolute paths it asked for (``/data/file1``) with no image and no
 host write access outside its task directory; PID and network namespaces are private.
+
+Given an unprivileged host uid to run as (``ExecSpec.run_as``: a root service always gives
+one), bwrap runs as root without a user namespace (so no unprivileged user namespaces are
+needed, and the task directory's host path need not be reachable by that uid) and the
+sandbox's first program is ``setpriv``, which becomes that uid with no capabilities, no
+supplementary groups and ``no_new_privs`` before it runs the executor: the executor is that
+uid on the host, and root-owned files are as closed to it as to any other user. Without
+one, bwrap makes a user namespace: a non-root service's executors are its own uid; a root
+caller's (a batch node run as root) are nobody inside but still host root outside.
 An image mapped to an unpacked root directory (``JOBGATE_IMAGE_MAP=alpine=dir:/srv/alpine``)
 replaces the host's system dirs: the sandbox then shows that directory's entries instead.
 """
@@ -12,6 +21,7 @@ import glob
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import uuid
 import weakref
@@ -62,9 +72,13 @@ ETC_ENTRIES = (
     "python3",
     "perl",
 )
-RESERVED = (*SYSTEM_DIRS, "/etc", "/proc", "/dev")
+# Where an image-root sandbox finds the host's setpriv, its libraries and loader.
+HELPER_DIR = "/.jobgate-host"
+RESERVED = (*SYSTEM_DIRS, "/etc", "/proc", "/dev", HELPER_DIR)
 # Entries of an image root the sandbox makes itself (or the task provides: /tmp).
 IMAGE_SKIPPED = ("proc", "dev", "sys", "tmp")
+# Entries of the host's own root (``dir:/``) not shown: /etc is the sandbox's copy instead.
+HOST_ROOT_SKIPPED = ("etc", "run")
 NOBODY = (65534, 65534)
 
 
@@ -82,6 +96,7 @@ class BwrapRuntime(Runtime):
 
     name: ClassVar[str] = "bwrap"
     isolated: ClassVar[bool] = True
+    runs_as_task_uid: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -117,10 +132,17 @@ class BwrapRuntime(Runtime):
         self._flags = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         if self.run_as:
             self._flags += ["--uid", str(self.run_as[0]), "--gid", str(self.run_as[1])]
-        self._flags += ["--die-with-parent", "--new-session"]
+        # Root drops to the task's uid inside: setpriv needs these two, then drops all.
+        self._drop_flags = ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        self._drop_flags += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        tail = ["--die-with-parent", "--new-session"]
         if not network:
-            self._flags.append("--unshare-net")
-        self._flags += ["--clearenv", "--setenv", "PATH", DEFAULT_PATH, "--setenv", "HOME", "/tmp"]
+            tail.append("--unshare-net")
+        tail += ["--clearenv", "--setenv", "PATH", DEFAULT_PATH, "--setenv", "HOME", "/tmp"]
+        self._flags += tail
+        self._drop_flags += tail
+        self.setpriv = shutil.which("setpriv") if os.geteuid() == 0 else None
+        self._helper: tuple[list[str], list[str]] | None = None
 
     def command(self, spec: ExecSpec) -> HostCommand:
         rootfs = self.catalog.resolve(spec.image).rootfs
@@ -143,15 +165,41 @@ class BwrapRuntime(Runtime):
                     f"it shows {where} there read-only"
                 )
             argv += ["--bind", f"{spec.root}/{name}", target]
+        shown = Path("/") if rootfs is None else rootfs
+        own_etc = rootfs is None or rootfs.resolve() == Path("/")
         for m in spec.mounts:
-            if any(_inside(m.container, r) for r in reserved):
+            # Over a read-only system or image directory only where the mount point
+            # exists there: bwrap cannot create it in a read-only bind.
+            if _inside(m.container, "/etc") and own_etc:
+                possible = _is_dir_in(self.etc_dir, m.container.removeprefix("/etc"))
+            else:
+                possible = _is_dir_in(shown, m.container)
+            if any(_inside(m.container, r) for r in reserved) and not possible:
                 raise UnsupportedTask(f"the bwrap runtime cannot mount at {m.container}")
             argv += ["--ro-bind" if m.readonly else "--bind", str(m.host), m.container]
-        argv += self._flags
+        drop: list[str] = []
+        if spec.run_as is not None:
+            if self.setpriv is None:
+                raise UnsupportedTask(
+                    "the bwrap runtime cannot run executors as an unprivileged uid: "
+                    "setpriv (util-linux) is not installed"
+                )
+            if rootfs is None:
+                drop = [self.setpriv]
+            else:
+                binds, program = self._image_helper()
+                argv += binds
+                drop = list(program)
+            uid, gid = spec.run_as
+            drop += [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+            drop += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+            argv += self._drop_flags
+        else:
+            argv += self._flags
         for k, v in spec.env.items():
             argv += ["--setenv", k, v]
         argv += ["--chdir", spec.workdir or "/"]
-        argv += ["--", *spec.argv]
+        argv += ["--", *drop, *spec.argv]
         return HostCommand(argv=argv, cwd=spec.root, env={"PATH": DEFAULT_PATH})
 
     def prepare(self, spec: ExecSpec) -> None:
@@ -169,6 +217,12 @@ class BwrapRuntime(Runtime):
             entries = self._image_roots[rootfs] = _root_entries(rootfs)
         argv = [self.executable]
         reserved = ["/proc", "/dev"]
+        if rootfs.resolve() == Path("/"):
+            # The host's own root: its /etc only as the default sandbox shows it (no
+            # secrets), and none of /run (service sockets).
+            entries = [e for e in entries if e.name not in HOST_ROOT_SKIPPED]
+            argv += ["--ro-bind", str(self.etc_dir), "/etc"]
+            reserved.append("/etc")
         for e in entries:
             if e.empty and e.name in task_names:
                 continue
@@ -177,9 +231,19 @@ class BwrapRuntime(Runtime):
         argv += ["--dev", "/dev", "--proc", "/proc"]
         return argv, tuple(reserved)
 
+    def _image_helper(self) -> tuple[list[str], list[str]]:
+        """bwrap arguments showing the host's setpriv, its libraries and loader under
+        :data:`HELPER_DIR` in an image root, and the argv prefix that runs it there."""
+        if self._helper is None:
+            assert self.setpriv is not None
+            self._helper = _helper_mounts(self.setpriv)
+        return self._helper
+
     def describe(self) -> dict[str, str]:
         facts = super().describe()
-        if self.run_as:
+        if self.setpriv:
+            facts["uid"] = "per task"
+        elif self.run_as:
             facts["uid"] = str(self.run_as[0])
         return facts
 
@@ -189,6 +253,11 @@ class _RootEntry:
     name: str
     args: list[str]
     empty: bool
+
+
+def _is_dir_in(root: Path, path: str) -> bool:
+    """Whether ``path`` (absolute) is a directory inside the root directory ``root``."""
+    return os.path.isdir(os.path.join(root, path.lstrip("/")))
 
 
 def _root_entries(rootfs: Path) -> list[_RootEntry]:
@@ -208,6 +277,33 @@ def _root_entries(rootfs: Path) -> list[_RootEntry]:
             else:
                 entries.append(_RootEntry(e.name, ["--ro-bind", e.path, "/" + e.name], False))
     return entries
+
+
+def _helper_mounts(setpriv: str) -> tuple[list[str], list[str]]:
+    """Binds of ``setpriv`` and the shared objects it needs (as ``ldd`` lists them) under
+    :data:`HELPER_DIR`, and the argv prefix running it through the host's own loader, so
+    it works whatever libraries the image has."""
+    try:
+        listed = subprocess.run(
+            ["ldd", setpriv], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeFailure(f"cannot list the libraries of {setpriv}: {exc}") from exc
+    binds = ["--ro-bind", setpriv, f"{HELPER_DIR}/setpriv"]
+    loader = ""
+    for line in listed.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) > parts.index("=>") + 1:
+            lib = parts[parts.index("=>") + 1]
+            if lib.startswith("/"):
+                binds += ["--ro-bind", lib, f"{HELPER_DIR}/lib/{os.path.basename(lib)}"]
+        elif parts and parts[0].startswith("/"):
+            loader = parts[0]
+    if not loader:
+        raise RuntimeFailure(f"cannot find the program loader of {setpriv} in: {listed}")
+    binds += ["--ro-bind", loader, f"{HELPER_DIR}/ld.so"]
+    prefix = [f"{HELPER_DIR}/ld.so", "--library-path", f"{HELPER_DIR}/lib"]
+    return binds, [*prefix, f"{HELPER_DIR}/setpriv"]
 
 
 def bwrap_available() -> bool:

@@ -1,8 +1,9 @@
-"""Per-executor resource groups: memory and CPU limits, OOM detection, whole-tree kill.
+"""Per-executor resource groups: memory, CPU and process-count limits, OOM detection,
+whole-tree kill.
 
 Uses cgroup v2 when the unified hierarchy is mounted at /sys/fs/cgroup, else the v1
-``memory`` and ``cpu`` controllers. Without a writable hierarchy the group is inert and
-limits fall back to ``RLIMIT_AS`` (see :meth:`ResourceGroup.wrap`).
+``memory``, ``cpu`` and ``pids`` controllers. Without a writable hierarchy the group is
+inert and a memory limit falls back to ``RLIMIT_AS`` (see :meth:`ResourceGroup.wrap`).
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ class CgroupLayout:
             own = _own_path("") or "/"
             base = CGROUP_ROOT / own.lstrip("/") / leaf
             if _try_mkdir(base):
-                with contextlib.suppress(OSError):
-                    (base / "cgroup.subtree_control").write_text("+memory +cpu")
+                for ctrl in ("+memory", "+cpu", "+pids"):  # one by one: any may be missing
+                    with contextlib.suppress(OSError):
+                        _write(f"{base}/cgroup.subtree_control", ctrl)
                 return cls(2, {"unified": base})
             return cls(0)
         bases = {}
-        for ctrl in ("memory", "cpu"):
+        for ctrl in ("memory", "cpu", "pids"):
             mount = CGROUP_ROOT / ctrl
             if not (mount / "cgroup.procs").exists():
                 continue
@@ -67,10 +69,21 @@ class CgroupLayout:
                 bases[ctrl] = base
         return cls(1 if bases else 0, bases)
 
-    def group(self, name: str, *, ram_bytes: int | None, cpu_cores: int | None) -> ResourceGroup:
-        """Create the groups of one executor, with its limits (blocking file-system work)."""
+    def group(
+        self,
+        name: str,
+        *,
+        ram_bytes: int | None,
+        cpu_cores: int | None,
+        max_pids: int | None = None,
+    ) -> ResourceGroup:
+        """Create the groups of one executor, with its limits (blocking file-system work).
+
+        ``max_pids`` caps the processes and threads the executor's tree may hold at once
+        (``pids.max``); forks beyond it fail with EAGAIN."""
         dirs: list[str] = []
         memory: str | None = None
+        pids: str | None = None
         for ctrl, base in self.bases.items():
             d = f"{base}/{name}"
             try:
@@ -82,6 +95,12 @@ class CgroupLayout:
             dirs.append(d)
             if ctrl in ("unified", "memory"):
                 memory = d
+            if max_pids and ctrl in ("unified", "pids"):
+                try:
+                    _write(f"{d}/pids.max", max_pids)
+                    pids = d
+                except OSError as exc:
+                    log.warning("cannot set the process limit on cgroup %s: %s", d, exc)
             try:
                 if self.version == 2:
                     if ram_bytes:
@@ -99,7 +118,7 @@ class CgroupLayout:
                     _write(f"{d}/cpu.cfs_quota_us", cpu_cores * CPU_PERIOD_US)
             except OSError as exc:
                 log.warning("cannot set limits on cgroup %s: %s", d, exc)
-        return ResourceGroup(self.version, dirs, ram_bytes, memory)
+        return ResourceGroup(self.version, dirs, ram_bytes, memory, pids, max_pids)
 
     def sweep(self) -> int:
         """Kill processes left in groups of earlier runs of this service (after a crash)."""
@@ -179,22 +198,32 @@ class ResourceGroup:
     ram_bytes: int | None
     memory: str | None = None
     """The directory holding the memory controller's files (OOM events), if any."""
+    pids_dir: str | None = None
+    """The directory whose ``pids.max`` holds ``max_pids``, if that limit is set."""
+    max_pids: int | None = None
 
     @property
     def active(self) -> bool:
         return bool(self.dirs)
 
-    def wrap(self, argv: list[str]) -> list[str]:
+    def wrap(self, argv: list[str], *, own_uid: bool = False) -> list[str]:
         """Prefix ``argv`` so the process joins the groups before it execs.
 
         Joining before exec (not after spawn) means no child can escape the limits. With no
-        cgroups, a memory limit becomes an address-space rlimit (coarser, but enforced).
+        cgroups, a memory limit becomes an address-space rlimit (coarser, but enforced);
+        without a pids controller, an executor with a host uid of its own (``own_uid``)
+        gets its process limit as ``RLIMIT_NPROC``, which counts exactly that uid's.
         """
+        limits = []
+        if self.ram_bytes and not self.dirs:
+            limits.append(f"--as={self.ram_bytes}")
+        if own_uid and self.max_pids and self.pids_dir is None:
+            limits.append(f"--nproc={self.max_pids}")
+        if limits:
+            argv = ["prlimit", *limits, "--", *argv]
         if self.dirs:
             joins = "; ".join(f"echo $$ > {shlex.quote(d + '/cgroup.procs')}" for d in self.dirs)
             return ["/bin/sh", "-c", joins + '; exec "$@"', "sh", *argv]
-        if self.ram_bytes:
-            return ["prlimit", f"--as={self.ram_bytes}", "--", *argv]
         return argv
 
     def pids(self) -> set[int]:
@@ -227,15 +256,13 @@ class ResourceGroup:
         if self.memory is None:
             return False
         name = "memory.events" if self.version == 2 else "memory.oom_control"
-        try:
-            text = _read(f"{self.memory}/{name}")
-        except OSError:
+        return _counted(f"{self.memory}/{name}", "oom_kill")
+
+    def pids_limit_hit(self) -> bool:
+        """Whether a fork or clone of this group failed because of ``pids.max``."""
+        if self.pids_dir is None:
             return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip() not in ("", "0"):
-                return True
-        return False
+        return _counted(f"{self.pids_dir}/pids.events", "max")
 
     def remove(self, *, patience: float = 0.0) -> None:
         """Delete the groups. A group whose killed processes are still exiting cannot be
@@ -250,3 +277,17 @@ class ResourceGroup:
                     if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
                         break
                     time.sleep(0.005)
+
+
+def _counted(path: str, key: str) -> bool:
+    """Whether the ``key value`` counter file at ``path`` has counted ``key`` at least once
+    (an unreadable file counts nothing)."""
+    try:
+        text = _read(path)
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip() not in ("", "0"):
+            return True
+    return False

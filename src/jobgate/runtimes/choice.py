@@ -27,12 +27,23 @@ def instance_id(settings: Settings) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def runtime_name(settings: Settings) -> str:
+    """The configured runtime's name; ``auto`` picks bubblewrap where installed."""
+    if settings.runtime == "auto":
+        return "bwrap" if bwrap_available() else "process"
+    return settings.runtime
+
+
 def make_runtime(settings: Settings) -> Runtime:
     """The configured runtime; ``auto`` picks bubblewrap where installed."""
-    choice = settings.runtime
+    runtime = _make_runtime(settings)
+    runtime.host_mounts = settings.host_mounts
+    return runtime
+
+
+def _make_runtime(settings: Settings) -> Runtime:
+    choice = runtime_name(settings)
     catalog = ImageCatalog(settings.image_map, settings.image_dir)
-    if choice == "auto":
-        choice = "bwrap" if bwrap_available() else "process"
     if choice in ("podman", "docker"):
         engine = PodmanRuntime if choice == "podman" else DockerRuntime
         return engine(

@@ -1,7 +1,8 @@
 """Which image an executor's ``image`` names on this site: the image map and local archives.
 
 ``JOBGATE_IMAGE_MAP`` maps a TES image name to a local one (``alpine=localhost/busybox``) or,
-with a ``dir:`` prefix, to an unpacked root directory (``alpine=dir:/srv/roots/alpine``).
+with a ``dir:`` prefix, to an unpacked root directory (``alpine=dir:/srv/roots/alpine``);
+``*`` maps every image not named otherwise (``*=dir:/``: the host's root, read-only).
 ``JOBGATE_IMAGE_DIR`` holds image archives for air-gapped sites, found by file name: the
 image reference with ``/``, ``:`` and ``@`` replaced by ``_`` plus a suffix the runtime
 loads (``localhost_busybox_latest.tar``, ``alpine.sif``).
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DIR_PREFIX = "dir:"
+DEFAULT_KEY = "*"
+"""The image map entry for every image not mapped by name (``*=dir:/``: the host root)."""
 DEFAULT_REGISTRY = "docker.io"
 _UNSAFE = re.compile(r"[/:@]")
 
@@ -39,7 +42,9 @@ class ImageCatalog:
         self.image_dir = image_dir
 
     def resolve(self, image: str) -> ImageSource:
-        mapped = self.image_map.get(image, image)
+        """The source of ``image``: its own entry in the map, else the map's ``*`` entry
+        (every other image), else the image itself."""
+        mapped = self.image_map.get(image, self.image_map.get(DEFAULT_KEY, image))
         if mapped.startswith(DIR_PREFIX):
             return ImageSource(image, mapped, Path(mapped.removeprefix(DIR_PREFIX)))
         return ImageSource(image, mapped)

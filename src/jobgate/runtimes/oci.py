@@ -103,6 +103,17 @@ def bind_points(spec: ExecSpec) -> list[tuple[Path, str]]:
     return points
 
 
+def shared_binds(spec: ExecSpec) -> list[str]:
+    """``HOST:CONTAINER[:ro]`` for the site's host mounts (``ExecSpec.mounts``), as
+    podman's and docker's ``--volume`` and apptainer's ``--bind`` spell them."""
+    out = []
+    for m in spec.mounts:
+        if ":" in m.container or "," in m.container:
+            raise UnsupportedTask(f"a container path cannot contain ':' or ',': {m.container}")
+        out.append(f"{m.host}:{m.container}" + (":ro" if m.readonly else ""))
+    return out
+
+
 class OciRuntime(Runtime):
     """Shared by podman and docker, whose command lines agree on what is used here."""
 
@@ -201,6 +212,8 @@ class OciRuntime(Runtime):
             argv += ["--cpus", str(spec.cpu_cores)]
         for host, container in bind_points(spec):
             argv += ["--volume", f"{host}:{container}"]
+        for bind in shared_binds(spec):
+            argv += ["--volume", bind]
         if spec.workdir:
             argv += ["--workdir", spec.workdir]
         for key, value in spec.env.items():

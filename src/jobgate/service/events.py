@@ -60,7 +60,8 @@ class EventBus:
         if sub.overflowed:
             raise Overflow
         try:
-            return await asyncio.wait_for(sub.queue.get(), wait)
+            async with asyncio.timeout(wait):
+                return await sub.queue.get()
         except TimeoutError:
             return None
 

@@ -7,7 +7,9 @@ import binascii
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
+from jobgate.backends.routing import ROUTED_KEY, Router, Unroutable
 from jobgate.domain.models import WARNINGS_KEY, JobRecord, TaskSpec, new_job_id
+from jobgate.domain.query import MAX_FILTERS, MAX_VALUE_LENGTH
 from jobgate.domain.states import FINAL, State
 from jobgate.errors import InvalidRequest, JobNotFound
 from jobgate.store.jobs import JobStore, ListQuery, NewJob
@@ -40,6 +42,10 @@ class _NoDispatcher:
         pass
 
 
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number (job or event) a store can hold: a signed 64-bit integer."""
+
+
 def encode_page_token(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
 
@@ -47,9 +53,12 @@ def encode_page_token(seq: int) -> str:
 def decode_page_token(token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not raw.startswith("s"):
+        if not raw.startswith("s") or not raw[1:].isdigit():
             raise ValueError(raw)
-        return int(raw[1:])
+        seq = int(raw[1:])
+        if seq > MAX_SEQ:  # a sequence number is a signed 64-bit integer in the store
+            raise ValueError(raw)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             "invalid page_token",
@@ -69,8 +78,10 @@ class JobService:
         max_content_bytes: int,
         notifier: DispatchNotifier | None = None,
         credential_backends: Collection[str] = (),
+        router: Router | None = None,
     ) -> None:
         self.store = store
+        self.router = router
         self.credential_backends = frozenset(credential_backends)
         self.backends = frozenset(backends)
         self.default_backend = default_backend
@@ -87,13 +98,23 @@ class JobService:
             keys |= checker.parameter_keys
         # Keys of resources.backend_parameters this server understands (case-insensitive).
         self.backend_parameter_keys: frozenset[str] = frozenset(keys)
+        # resources.zones values naming a backend: its name, or one of its own zones.
+        self.zone_backends: dict[str, str] = {}
+        if isinstance(backends, Mapping):
+            for name, obj in backends.items():
+                for zone in getattr(obj, "zones", ()):
+                    self.zone_backends.setdefault(zone, name)
+        for name in self.backends:
+            self.zone_backends[name] = name
 
     def checked_spec(
         self, spec: TaskSpec, *, where: str = "body", backend: str | None = None
-    ) -> tuple[dict[str, Any], str, list[str]]:
-        """Validate what the model can't know; return (spec JSON, backend, ignored keys).
+    ) -> tuple[dict[str, Any], str, list[str], str | None]:
+        """Validate what the model can't know; return (spec JSON, backend, ignored keys,
+        the routing policy's reason when it chose the backend).
 
-        ``backend`` (a native job's own choice) wins over backend_parameters and zones.
+        ``backend`` (a native job's own choice) wins over backend_parameters and zones;
+        a job naming none is placed by the router (if routing is configured).
         Drops unsupported backend_parameters from ``spec`` (in place); raises
         :class:`InvalidRequest` with locations under ``where``.
         """
@@ -116,12 +137,22 @@ class JobService:
         if chosen is not None:
             backend = chosen
         elif named is None and res is not None and res.zones:
-            # TES zones: the first zone that names a configured backend picks it.
-            named = next((z for z in res.zones if z in self.backends), None)
-            if named is not None:
-                backend = named
+            # TES zones: the first zone that names a configured backend (or one of its
+            # zones) picks it.
+            zone = next((z for z in res.zones if z in self.zone_backends), None)
+            if zone is not None:
+                named = backend = self.zone_backends[zone]
         elif named in self.backends:
             backend = named
+        route = None
+        if self.router is not None and chosen is None and named is None:
+            try:
+                route = self.router.route(spec)
+            except Unroutable as exc:
+                raise InvalidRequest(
+                    "invalid task", errors=[{"where": f"{where}.resources", "what": str(exc)}]
+                ) from None
+            backend = route.backend
         if res is not None and res.backend_parameters is not None:
             kept = {}
             checker = self.checkers.get(backend)
@@ -159,11 +190,30 @@ class JobService:
             res.backend_parameters = kept
         if errors:
             raise InvalidRequest("invalid task", errors=errors)
-        return spec.model_dump(mode="json", exclude_none=True), backend, ignored
+        spec_json = spec.model_dump(mode="json", exclude_none=True)
+        if route is not None:
+            spec_json[ROUTED_KEY] = True
+        return spec_json, backend, ignored, None if route is None else route.reason
 
-    def credential_for(self, backend: str, credential: str | None) -> str | None:
-        """The (encrypted) credential a job on ``backend`` carries: only where it is needed."""
-        return credential if backend in self.credential_backends else None
+    def placed(self, job_id: str, backend: str) -> None:
+        """A new job is on ``backend`` (the router counts it as load)."""
+        if self.router is not None:
+            self.router.placed(job_id, backend)
+
+    def credential_for(
+        self, backend: str, credential: str | None, *, routed: bool = False
+    ) -> str | None:
+        """The (encrypted) credential a job on ``backend`` carries: only where it is
+        needed (for a routed job: where failover may move it, too)."""
+        if backend in self.credential_backends:
+            return credential
+        if (
+            routed
+            and self.router is not None
+            and self.credential_backends & set(self.router.candidates)
+        ):
+            return credential
+        return None
 
     async def submit(
         self,
@@ -177,13 +227,14 @@ class JobService:
 
         ``credential`` is the submitter's encrypted token, kept only for backends that need it.
         """
-        spec_json, backend, ignored = self.checked_spec(spec)
+        spec_json, backend, ignored, route = self.checked_spec(spec)
         job_id = new_job_id()
         warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
         if ignored:
             # Not a task field (no front end renders it): the dispatcher copies it into the
             # first attempt's system_logs, where the TES spec asks for such warnings.
             spec_json[WARNINGS_KEY] = [warning]
+        details = [w for w in (warning if ignored else None, route) if w]
         await self.store.create(
             [
                 NewJob(
@@ -192,11 +243,12 @@ class JobService:
                     backend=backend,
                     owner=owner,
                     share_group=share_group,
-                    credential=self.credential_for(backend, credential),
+                    credential=self.credential_for(backend, credential, routed=route is not None),
                 )
             ],
-            details=[warning] if ignored else None,
+            details=["; ".join(details)] if details else None,
         )
+        self.placed(job_id, backend)
         self.notifier.job_submitted()
         return job_id
 
@@ -224,6 +276,22 @@ class JobService:
                 "invalid page_size",
                 errors=[{"where": "query.page_size", "what": f"must be 1..{MAX_PAGE_SIZE}"}],
             )
+        if tags and len(tags) > MAX_FILTERS:
+            raise InvalidRequest(
+                "too many tag filters",
+                errors=[
+                    {"where": "query.tag_key", "what": f"at most {MAX_FILTERS} tag_key filters"}
+                ],
+            )
+        if tags and any(
+            len(k) > MAX_VALUE_LENGTH or len(v) > MAX_VALUE_LENGTH for k, v in tags.items()
+        ):
+            raise InvalidRequest(
+                "tag filter too long",
+                errors=[
+                    {"where": "query.tag_key", "what": f"at most {MAX_VALUE_LENGTH} characters"}
+                ],
+            )
         query = ListQuery(
             name_prefix=name_prefix or None,
             state=state,
@@ -238,19 +306,26 @@ class JobService:
     async def cancel(self, job_id: str) -> State:
         """Cancel a job at any point; returns its state afterwards.
 
-        Queued jobs become CANCELED at once; running ones CANCELING until their processes
-        are gone. Canceling a finished job changes nothing.
+        Jobs in the gateway's queue become CANCELED at once; those a backend holds
+        (queued there or running) CANCELING until the backend has stopped them.
+        Canceling a finished job changes nothing.
         """
         for _ in range(10):  # the dispatcher may move the job between our read and write
             rec = await self.get(job_id)
             if rec.state in FINAL or rec.state == State.CANCELING:
                 return rec.state
-            if rec.state in (State.QUEUED, State.PAUSED, State.UNKNOWN):
-                target = State.CANCELED
-            else:
-                target = State.CANCELING
+            # A QUEUED job a backend holds (it has a native id) must be stopped there.
+            waiting = rec.state in (State.PAUSED, State.UNKNOWN) or (
+                rec.state == State.QUEUED and rec.native_id is None
+            )
+            target = State.CANCELED if waiting else State.CANCELING
             moved = await self.store.transition(
-                job_id, rec.state, target, detail="canceled by user", source="api"
+                job_id,
+                rec.state,
+                target,
+                detail="canceled by user",
+                source="api",
+                unplaced=waiting,
             )
             if moved is not None:
                 if target == State.CANCELING:

@@ -1,105 +1,22 @@
-"""Executors' stdout/stderr: where they are while a job runs, where they are kept after,
-and following them as they grow.
-
-While a job runs, executor ``n`` writes ``TaskDir.log_file(n, "stdout")`` (``"stderr"``),
-or the container path its ``stdout``/``stderr`` field names — the runner's rule, repeated
-here. Before the job's final state is recorded the dispatcher keeps them as
-``<logs dir>/<job id>/<n>.stdout``, so a job seen final has its logs in that place.
-"""
+"""Executors' stdout/stderr for the API: read from the job's backend while it runs, from
+the kept copy (``<logs dir>/<job id>/<n>.stdout``) once it is final, and followed as they
+grow."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Literal
 
-from jobgate.domain.models import Executor, Job
+from jobgate.backends.base import Backend, FileLogReader, LogReader
+from jobgate.domain.models import Job
 from jobgate.domain.states import FINAL
 from jobgate.errors import InvalidRequest, JobNotFound
-from jobgate.runner.taskdir import TaskDir
+from jobgate.runner.logfiles import CHUNK, Stream, open_plain
 from jobgate.service.events import EventBus, Overflow
 from jobgate.store.jobs import JobStore
 
-Stream = Literal["stdout", "stderr"]
-STREAMS: tuple[Stream, ...] = ("stdout", "stderr")
-CHUNK = 64 * 1024
-
-
-def open_beneath(root: Path, container_path: str) -> int | None:
-    """A read-only descriptor of the regular file at ``container_path`` under ``root``.
-
-    Walks one component at a time with ``O_NOFOLLOW``: a running executor that swaps a
-    directory or its log file for a symlink cannot make us read a host file. None when
-    the file is absent, is not a regular file, or a component is a symlink.
-    """
-    parts = [p for p in container_path.split("/") if p]
-    if not parts or ".." in parts:
-        return None
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        for part in parts[:-1]:
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            nxt = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        out = os.open(parts[-1], flags, dir_fd=fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(out).st_mode):
-        os.close(out)
-        return None
-    return out
-
-
-def _open_plain(path: Path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-def open_live(taskdir: TaskDir, executor: Executor, index: int, stream: Stream) -> int | None:
-    """The running job's log file, or None if the executor has not created it yet."""
-    custom = executor.stdout if stream == "stdout" else executor.stderr
-    if custom:
-        return open_beneath(taskdir.root, custom)
-    return _open_plain(taskdir.log_file(index, stream))
-
-
-def keep_logs(taskdir: TaskDir, executors: Sequence[Executor], dest: Path, *, copy: bool) -> None:
-    """Put every executor's stdout/stderr into ``dest`` (``<n>.stdout``, ``<n>.stderr``),
-    replacing an earlier attempt's. Moves the runner's own files unless ``copy``; copies
-    files at executor-chosen paths (they are the task's own files)."""
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for index, executor in enumerate(executors):
-        for stream in STREAMS:
-            target = dest / f"{index}.{stream}"
-            custom = executor.stdout if stream == "stdout" else executor.stderr
-            if not custom:
-                src = taskdir.log_file(index, stream)
-                with contextlib.suppress(FileNotFoundError):
-                    if copy:
-                        shutil.copyfile(src, target)
-                    else:
-                        os.replace(src, target)
-                continue
-            fd = open_beneath(taskdir.root, custom)
-            if fd is None:
-                continue
-            with os.fdopen(fd, "rb") as src_file, target.open("wb") as out:
-                shutil.copyfileobj(src_file, out)
+__all__ = ["JobLogs", "Stream"]
 
 
 class JobLogs:
@@ -110,17 +27,14 @@ class JobLogs:
         store: JobStore,
         bus: EventBus,
         *,
-        jobs_dir: Path,
+        backends: Mapping[str, Backend],
         logs_dir: Path,
         poll: float = 0.1,
         recheck: float = 5.0,
-        backend_dirs: dict[str, Path] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
-        self.jobs_dir = jobs_dir
-        self.backend_dirs = backend_dirs or {}
-        """Task directory roots of backends that keep them elsewhere (a shared filesystem)."""
+        self.backends = backends
         self.logs_dir = logs_dir
         self.poll = poll
         self.recheck = recheck
@@ -141,32 +55,47 @@ class JobLogs:
             )
         return job
 
-    def _open(self, job: Job, index: int, stream: Stream, final: bool) -> int | None:
+    async def _open(
+        self, job: Job, native_id: str | None, index: int, stream: Stream, final: bool
+    ) -> LogReader | None:
         if final:
-            return _open_plain(self.kept(job.id) / f"{index}.{stream}")
-        root = self.backend_dirs.get(job.backend, self.jobs_dir)
-        return open_live(TaskDir(root / job.id), job.executors[index], index, stream)
+            fd = open_plain(self.kept(job.id) / f"{index}.{stream}")
+            return None if fd is None else FileLogReader(fd)
+        backend = self.backends.get(job.backend)
+        if backend is None:
+            return None
+        return await backend.open_log(job, native_id, index, stream)
+
+    async def tail(self, job: Job, index: int, stream: Stream, limit: int) -> str:
+        """The last ``limit`` bytes (at most) written so far to an executor's stream,
+        decoded (a character cut at the start is replaced)."""
+        kept = bytearray()
+        async for chunk in self.read(job, index, stream, follow=False):
+            kept += chunk
+            if len(kept) > 2 * limit:
+                del kept[:-limit]
+        return bytes(kept[-limit:]).decode("utf-8", errors="replace")
 
     async def read(
         self, job: Job, index: int, stream: Stream, *, follow: bool
     ) -> AsyncIterator[bytes]:
         """The output so far; with ``follow``, then what is written until the job is final.
 
-        A descriptor opened on the running job's file stays valid when the dispatcher
-        moves or copies it at the end, so following never loses the tail.
+        A reader opened on the running job's output stays valid when the dispatcher keeps
+        it at the end, so following never loses the tail.
         """
         loop = asyncio.get_running_loop()
         async with self.bus.subscribe(lambda e: e.job_id == job.id) as sub:
             rec = await self.store.get(job.id)
             final = rec is None or rec.state in FINAL
-            fd: int | None = None
+            native_id = rec.native_id if rec is not None else None
+            reader: LogReader | None = None
             checked = loop.time()
             try:
                 while True:
-                    if fd is None:
-                        fd = self._open(job, index, stream, final)
-                    # Local files: a read of at most CHUNK bytes does not stall the loop.
-                    data = os.read(fd, CHUNK) if fd is not None else b""
+                    if reader is None:
+                        reader = await self._open(job, native_id, index, stream, final)
+                    data = await reader.read(CHUNK) if reader is not None else b""
                     if data:
                         yield data
                         continue
@@ -186,6 +115,8 @@ class JobLogs:
                         checked = loop.time()
                         rec = await self.store.get(job.id)
                         final = rec is None or rec.state in FINAL
+                        if rec is not None and reader is None:
+                            native_id = rec.native_id
             finally:
-                if fd is not None:
-                    os.close(fd)
+                if reader is not None:
+                    reader.close()

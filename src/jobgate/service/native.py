@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from jobgate.backends.routing import ROUTED_KEY
 from jobgate.domain.models import JobEvent, JobRecord, new_job_id
 from jobgate.domain.native import (
     PLACEHOLDER,
@@ -25,6 +26,7 @@ from jobgate.domain.query import DEFAULT_FIELDS, SearchRequest, SummaryRequest
 from jobgate.domain.states import FINAL, RESCHEDULABLE, State
 from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
 from jobgate.service.jobs import JobService
+from jobgate.staging.guard import Guard
 from jobgate.store import search as search_store
 from jobgate.store.jobs import NewJob
 from jobgate.store.visibility import Scope
@@ -85,8 +87,12 @@ class NativeJobs:
         jobs_dir: Path,
         parametric_cap: int = 10_000,
         max_reschedules: int = 10,
+        callback_guard: Guard | None = None,
     ) -> None:
+        """``callback_guard`` refuses callback URLs to addresses users may not reach (the
+        webhook sender checks names again, resolved, before each delivery)."""
         self.jobs = jobs
+        self.callback_guard = callback_guard or Guard(setting="JOBGATE_WEBHOOK_ALLOWED_HOSTS")
         self.store = jobs.store
         self.jobs_dir = jobs_dir
         self.parametric_cap = parametric_cap
@@ -97,10 +103,11 @@ class NativeJobs:
     def _prepare(
         self, req: JobRequest, owner: Submitter, group_id: str | None, where: str
     ) -> tuple[NewJob, str | None]:
+        self._check_callback(req, where)
         spec = req.task_spec()
         own = req.backend if req.backend in self.jobs.backends else None
-        checked, backend, ignored = self.jobs.checked_spec(req, where=where, backend=own)
-        spec.update({k: v for k, v in checked.items() if k in ("resources",)})
+        checked, backend, ignored, route = self.jobs.checked_spec(req, where=where, backend=own)
+        spec.update({k: v for k, v in checked.items() if k in ("resources", ROUTED_KEY)})
         if req.backend is not None:
             if req.backend not in self.jobs.backends:
                 raise InvalidRequest(
@@ -118,6 +125,8 @@ class NativeJobs:
         if ignored:
             warning = f"ignored unsupported backend_parameters: {', '.join(ignored)}"
             spec["_warnings"] = [warning]
+        if route is not None and req.backend is None:
+            warning = f"{warning}; {route}" if warning else route
         job = NewJob(
             id=new_job_id(),
             spec=spec,
@@ -127,9 +136,23 @@ class NativeJobs:
             state=State.PAUSED if req.hold else State.QUEUED,
             group_id=group_id,
             share_group=owner.share_group,
-            credential=self.jobs.credential_for(backend, owner.credential),
+            credential=self.jobs.credential_for(
+                backend, owner.credential, routed=route is not None and req.backend is None
+            ),
         )
+        self.jobs.placed(job.id, backend)
         return job, warning
+
+    def _check_callback(self, req: JobRequest, where: str) -> None:
+        if req.callback is None or req.callback.host is None:
+            return
+        port = req.callback.port or (443 if req.callback.scheme == "https" else 80)
+        reason = self.callback_guard.precheck(req.callback.host, port)
+        if reason is not None:
+            raise InvalidRequest(
+                "invalid job",
+                errors=[{"where": f"{where}.callback", "what": f"callback refused: {reason}"}],
+            )
 
     async def submit(self, req: JobRequest, *, owner: Submitter | str | None = None) -> JobRecord:
         job, warning = self._prepare(req, Submitter.of(owner), None, "body")
@@ -254,6 +277,9 @@ class NativeJobs:
             source="api",
             reschedules=rec.reschedules + 1,
             attempt=0,
+            native_id=None,
+            not_before=None,
+            waiting_since=None,
         )
         if moved is None:
             raise Conflict(f"job {job_id} changed state meanwhile; try again")

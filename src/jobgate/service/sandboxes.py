@@ -4,7 +4,9 @@ tar.gz sandbox when it ends.
 
 A sandbox is ``<sandboxes dir>/<sha256>`` plus a row in ``sandboxes``. Bodies are
 streamed to a temporary file while hashing; the file is renamed into place before the
-row is written, so a recorded sandbox always has its bytes.
+row is written, so a recorded sandbox always has its bytes. A tarball that could never be
+extracted (an unsafe member, over the extraction limits, unreadable) is refused at upload
+with the member and the reason; staging checks again, whatever was stored before.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobgate.errors import JobgateError
+from jobgate.errors import InvalidRequest, JobgateError
 from jobgate.runner.taskdir import TaskDir
 from jobgate.staging import SHA256, pack_outputs
+from jobgate.staging.tarball import READ_ERRORS, ExtractLimits, TarballRefused, check, is_tarball
 from jobgate.store.sandboxes import SandboxRow, SandboxStore
 
 WRITE_BATCH = 1 << 20
@@ -105,10 +108,18 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 class Sandboxes:
     """Upload, look up and pack sandboxes."""
 
-    def __init__(self, store: SandboxStore, root: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        store: SandboxStore,
+        root: Path,
+        *,
+        max_bytes: int,
+        extract_limits: ExtractLimits | None = None,
+    ) -> None:
         self.store = store
         self.root = root
         self.max_bytes = max_bytes
+        self.extract_limits = extract_limits or ExtractLimits()
 
     def path(self, sha256: str) -> Path:
         """Where a sandbox's bytes are; :class:`SandboxNotFound` for a malformed name."""
@@ -128,12 +139,38 @@ class Sandboxes:
         owner: str | None = None,
         declared_size: int | None = None,
     ) -> SandboxInfo:
-        """Store a body; the same content is stored once (``existed`` says it was there)."""
+        """Store a body; the same content is stored once (``existed`` says it was there).
+
+        A tar archive (plain or compressed) must pass the extractor's checks, or the answer
+        is :class:`~jobgate.errors.InvalidRequest` naming the member, and nothing is kept.
+        """
         if declared_size is not None and declared_size > self.max_bytes:
             raise TooLarge(f"the sandbox is larger than the limit of {self.max_bytes} bytes")
         tmp = await asyncio.to_thread(self._partial)
         sha, size = await receive(chunks, tmp, limit=self.max_bytes, what="the sandbox")
+        try:
+            await asyncio.to_thread(self._check_tarball, tmp)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # no await here: this also runs when the task is cancelled
+            raise
         return await self._commit(tmp, sha, size, owner)
+
+    def _check_tarball(self, path: Path) -> None:
+        if not is_tarball(path):
+            return
+        try:
+            check(path, self.extract_limits)
+        except TarballRefused as exc:
+            raise InvalidRequest(
+                f"the sandbox is a tarball that would not be extracted: {exc}",
+                errors=[{"where": f"body: member {exc.member!r}", "what": exc.why}],
+            ) from exc
+        except READ_ERRORS as exc:
+            raise InvalidRequest(
+                f"the sandbox looks like a tar archive but cannot be read: {exc}",
+                errors=[{"where": "body", "what": f"unreadable tar archive: {exc}"}],
+            ) from exc
 
     async def _commit(self, tmp: Path, sha: str, size: int, owner: str | None) -> SandboxInfo:
         final = self.root / sha

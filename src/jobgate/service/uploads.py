@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
+from jobgate.domain.models import reserved_path
 from jobgate.domain.states import State
 from jobgate.errors import Conflict, InvalidRequest
 from jobgate.service.native import NativeJobs
@@ -46,6 +47,12 @@ def upload_path(path: str) -> str:
                     "'.' or '..' component",
                 }
             ],
+        )
+    why = reserved_path(path)
+    if why is not None:
+        raise InvalidRequest(
+            f"invalid upload path {path!r}: {why}",
+            errors=[{"where": "path", "what": f"no task can read a file there: {why}"}],
         )
     return path
 

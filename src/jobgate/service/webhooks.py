@@ -18,8 +18,10 @@ Delivery
     ``webhook_backoff_max``; a ``Retry-After`` in seconds is honoured up to that cap), at
     most ``webhook_max_attempts`` times in all. Any other answer (4xx, or 3xx: redirects are
     not followed) gives the event up at once. A given-up event is logged and skipped; the
-    job's next event follows. One job's events go out one at a time, in order; jobs are
-    independent of each other, so a slow receiver only delays its own jobs. At most
+    job's next event follows. A job whose stored row cannot be read has its events given
+    up (logged) rather than holding up the batch they were routed in. One job's events go
+    out one at a time, in order; jobs are independent of each other, so a slow receiver
+    only delays its own jobs. At most
     :data:`MAX_IN_FLIGHT` requests are open at once.
 
 Never in the way of dispatch
@@ -39,10 +41,13 @@ Restarts
     before a crash, is not read back.
 
 Callback hosts
-    Callback URLs are http(s) (checked at submission and again before sending). Every host
-    the gateway can reach is allowed for now — loopback and private addresses included —
-    so a client can make the gateway POST job events to internal services. Restrictions on
-    target hosts (SSRF rules) are a separate, later change.
+    Callback URLs are http(s) without a user name or password, to global addresses only,
+    as for staging (:mod:`jobgate.staging.guard`): loopback, private, link-local, metadata
+    and other non-global addresses are refused unless the operator lists the host (or
+    ``host:port``) in ``JOBGATE_WEBHOOK_ALLOWED_HOSTS``. Submission refuses addresses and
+    loopback names (400); every delivery resolves the name, checks every address it
+    resolves to and connects to a checked one. A refused delivery is given up at once
+    (logged with the reason, not retried); the job's other events are tried as usual.
 """
 
 from __future__ import annotations
@@ -50,12 +55,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import math
 import os
 import random
 import secrets
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,8 +71,12 @@ from pydantic import SecretStr
 
 from jobgate import __version__
 from jobgate.config import Settings
+from jobgate.domain import jsontext
 from jobgate.domain.models import JobEvent, rfc3339
+from jobgate.observability import metrics
 from jobgate.service.events import EventBus, Overflow, Subscription
+from jobgate.staging.guard import Guard, GuardedTransport, Refused
+from jobgate.staging.urls import redact
 from jobgate.store.jobs import JobStore
 from jobgate.store.webhooks import Target, callback_targets, max_event_seq
 
@@ -76,6 +85,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Jobgate-Signature-256"
 EVENT_ID_HEADER = "X-Jobgate-Event-Id"
 ATTEMPT_HEADER = "X-Jobgate-Delivery-Attempt"
+ALLOWED_HOSTS_SETTING = "JOBGATE_WEBHOOK_ALLOWED_HOSTS"
 SECRET_FILE = "webhook-secret"
 CURSOR_FILE = "webhooks.cursor"
 MAX_IN_FLIGHT = 32
@@ -112,7 +122,7 @@ def payload(event: JobEvent, target: Target) -> bytes:
         "name": target.name,
         "labels": target.labels,
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsontext.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,28 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
+def webhook_guard(settings: Settings) -> Guard:
+    """The SSRF guard for callback URLs, with the operator's allow-list."""
+    return Guard.from_entries(settings.webhook_allowed_hosts, ALLOWED_HOSTS_SETTING)
+
+
+def refusal(url: str, guard: Guard) -> str | None:
+    """Why ``url`` is no callback to send to, as far as is known without DNS (or None).
+
+    Submission checks the same; this covers callbacks stored before those checks existed.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"not a valid URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "not an http(s) URL"
+    if parsed.userinfo:
+        return "a callback URL must not carry a user name or password"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return guard.precheck(parsed.host, port)
 
 
 # -- files under the data directory --------------------------------------------------------
@@ -182,6 +214,9 @@ class Cursor:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The periodic save and the final one at stop may run in two threads at once;
+        # they share the temporary file.
+        self._lock = threading.Lock()
 
     def load(self) -> int | None:
         """The saved number, or None when there is none (or it is unreadable)."""
@@ -195,11 +230,12 @@ class Cursor:
 
     def save(self, seq: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w") as f:
-            f.write(f"{seq}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with self._lock:
+            with tmp.open("w") as f:
+                f.write(f"{seq}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
 
 
 # -- the sender ----------------------------------------------------------------------------
@@ -251,16 +287,21 @@ class Webhooks:
         secret: bytes,
         cursor: Cursor,
         policy: RetryPolicy | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        """``guard`` decides which hosts may be sent to (default: global addresses only)."""
         self.store = store
         self.bus = bus
         self.secret = secret
         self.cursor = cursor
         self.policy = policy or RetryPolicy()
+        self.guard = guard or Guard(setting=ALLOWED_HOSTS_SETTING)
         # No redirects: a 3xx would turn the POST into a GET to a host nobody chose.
         self.http = httpx.AsyncClient(
+            transport=GuardedTransport(self.guard, httpx.AsyncHTTPTransport()),
             timeout=self.policy.timeout,
             follow_redirects=False,
+            trust_env=False,  # a proxy would connect on our behalf, past the guard
             headers={"User-Agent": f"jobgate/{__version__}"},
         )
         self._jobs: dict[str, _JobQueue] = {}
@@ -286,6 +327,7 @@ class Webhooks:
                 backoff_max=settings.webhook_backoff_max,
                 timeout=settings.webhook_timeout,
             ),
+            guard=webhook_guard(settings),
         )
 
     async def start(self) -> None:
@@ -375,7 +417,7 @@ class Webhooks:
         if not fresh:
             return
         unknown = list({e.job_id: None for e in fresh if e.job_id not in self._no_callback})
-        targets = await callback_targets(self.store.db, unknown)
+        targets = await self._targets(unknown)
         for job_id in unknown:
             if job_id not in targets:
                 # The callback is fixed at submission: a job without one never gains one.
@@ -395,6 +437,33 @@ class Webhooks:
                     self._drain(event.job_id, queue), name=f"webhooks-{event.job_id}"
                 )
             queue.items.append((event, target))
+
+    async def _targets(self, job_ids: list[str]) -> dict[str, Target]:
+        """The callback targets of ``job_ids``; a job whose row cannot be read has none.
+
+        One lookup for the batch; should it fail, one per job, so a single row the store
+        cannot read gives up its own events (logged) and never stalls everybody else's.
+        A store that fails even a trivial read is down, not holding a bad row: that raises,
+        and the router retries the batch later.
+        """
+        try:
+            return await callback_targets(self.store.db, job_ids)
+        except Exception:
+            log.exception("reading the callbacks of %d job(s) failed", len(job_ids))
+        out: dict[str, Target] = {}
+        bad: dict[str, str] = {}
+        for job_id in job_ids:
+            try:
+                out.update(await callback_targets(self.store.db, [job_id]))
+            except Exception as exc:
+                bad[job_id] = f"{type(exc).__name__}: {exc}"
+        if bad:
+            await max_event_seq(self.store.db)  # raises while the store is unreachable
+        for job_id, why in bad.items():
+            log.error(
+                "gave up the webhook events of job %s: its row cannot be read (%s)", job_id, why
+            )
+        return out
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -422,8 +491,9 @@ class Webhooks:
             SIGNATURE_HEADER: sign(self.secret, body),
         }
         policy = self.policy
-        why = ""
-        for attempt in range(1, policy.max_attempts + 1):
+        refused = refusal(target.url, self.guard)
+        why = f"refused: {refused}" if refused else ""
+        for attempt in range(1, (0 if refused else policy.max_attempts) + 1):
             retry_after = None
             if self._stopping:
                 raise _Stopping
@@ -441,12 +511,19 @@ class Webhooks:
                 ):
                     status = resp.status_code  # the body is not read: nobody needs it
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except Refused as exc:
+                why = str(exc)  # "<host> resolves to <address>, which is …: refused (…)"
+                break  # the same answer next time: not retried
             except (httpx.HTTPError, TimeoutError) as exc:
                 why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                metrics.WEBHOOK_ATTEMPTS.labels("error").inc()
             else:
                 if 200 <= status < 300:
+                    metrics.WEBHOOK_ATTEMPTS.labels("ok").inc()
+                    metrics.WEBHOOKS.labels("delivered").inc()
                     return True
                 why = f"HTTP {status}"
+                metrics.WEBHOOK_ATTEMPTS.labels("error").inc()
                 if not retryable(status):
                     break
             finally:
@@ -455,12 +532,13 @@ class Webhooks:
                 if self._stopping:
                     raise _Stopping
                 await asyncio.sleep(policy.delay(attempt, retry_after))
+        metrics.WEBHOOKS.labels("failed").inc()
         log.warning(
             "gave up webhook event %s (job %s, %s) to %s: %s",
             event.seq,
             event.job_id,
             event.to_state,
-            target.url,
+            redact(target.url),
             why,
         )
         return False

@@ -9,7 +9,8 @@ line, as TES clients expect. Network hosts pass the SSRF guard (:mod:`.guard`).
 
 Modules: :mod:`.stager` (the entry point), :mod:`.inputs`, :mod:`.outputs`, :mod:`.stores`
 (URL → store), :mod:`.local`, :mod:`.web`, :mod:`.filesystems` (S3, FTP), :mod:`.guard`,
-:mod:`.transfer` (chunked copies, retries), :mod:`.mover`, :mod:`.sandbox`, :mod:`.packing`.
+:mod:`.transfer` (chunked copies, retries), :mod:`.mover`, :mod:`.sandbox`, :mod:`.tarball`
+(checked extraction of untrusted archives), :mod:`.packing`.
 """
 
 from jobgate.staging.local import local_path

@@ -1,9 +1,10 @@
-"""The SSRF guard: a task may not make the gateway reach addresses users cannot reach.
+"""The SSRF guard: a user may not make the gateway reach addresses users cannot reach.
 
 A host is resolved here, every address it resolves to is checked, and the connection is
 then made to one of those checked addresses (never resolved again by someone else), so
 a name that answers differently on a second lookup (DNS rebinding) gains nothing.
-Operators exempt their own stores with ``JOBGATE_STAGING_ALLOWED_HOSTS`` (``host`` or
+Staging and webhook delivery share it, each with its own allow-list
+(``JOBGATE_STAGING_ALLOWED_HOSTS``, ``JOBGATE_WEBHOOK_ALLOWED_HOSTS``: ``host`` or
 ``host:port``; IPv6 as ``[::1]:9000``).
 """
 
@@ -29,18 +30,38 @@ METADATA = frozenset(
 )
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 class Refused(Exception):
     """A host the guard will not connect to; the message says which address and why."""
 
 
+def _tunnelled(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses a 6to4 or Teredo address hands its traffic to."""
+    if ip.sixtofour is not None:
+        return [("6to4", ip.sixtofour)]
+    if ip.teredo is not None:
+        # Both ends: the relay reaches the server, and the client (its address obfuscated).
+        server, client = ip.teredo
+        return [("Teredo", client), ("Teredo", server)]
+    return []
+
+
 def forbidden(ip: IPAddress) -> str | None:
     """Why ``ip`` may not be reached (``None`` if it may): anything but a global unicast
-    address is refused, IPv4-mapped and NAT64 IPv6 addresses by the IPv4 address inside."""
+    address is refused. IPv4-mapped and NAT64 addresses are judged by the IPv4 address
+    inside; 6to4 and Teredo addresses are refused when the IPv4 address inside is, since
+    a relay would deliver the traffic there."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return forbidden(ip.ipv4_mapped)
-        if ip in ipaddress.IPv6Network("64:ff9b::/96"):
+        if ip in _NAT64:
             return forbidden(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        for form, inner in _tunnelled(ip):
+            reason = forbidden(inner)
+            if reason is not None:
+                return f"{form} form of a {reason}"
     if ip in METADATA:
         return "cloud metadata"
     for reason, hit in (
@@ -56,6 +77,32 @@ def forbidden(ip: IPAddress) -> str | None:
     if not ip.is_global:
         return "non-global"
     return None
+
+
+def literal(host: str) -> IPAddress | None:
+    """The address ``host`` spells without DNS, in any form a resolver accepts: dotted,
+    shortened (``127.1``), one number (``2130706433``), hex or octal parts, ``[v6]``."""
+    bare = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    if not bare or not all(c in "0123456789abcdefxABCDEFX." for c in bare):
+        return None  # a name (inet_aton would also take trailing text after a space)
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except OSError:
+        return None
+
+
+def _a(reason: str) -> str:
+    return ("an " if reason[0] in "aeiou" else "a ") + reason
+
+
+def _loopback_name(host: str) -> bool:
+    # RFC 6761: "localhost" and names under it always mean the loopback interface.
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def _parse_entry(entry: str) -> tuple[str, int | None]:
@@ -76,17 +123,40 @@ def parse_allowed(entries: Iterable[str]) -> frozenset[tuple[str, int | None]]:
 
 @dataclass(frozen=True)
 class Guard:
-    """Checks hosts against the rule and the operator's allow-list."""
+    """Checks hosts against the rule and the operator's allow-list, ``setting``."""
 
     allowed: frozenset[tuple[str, int | None]] = frozenset()
+    setting: str = "JOBGATE_STAGING_ALLOWED_HOSTS"
+    """Where the allow-list comes from: refusals tell the operator."""
 
     @classmethod
-    def from_entries(cls, entries: Iterable[str]) -> Guard:
-        return cls(parse_allowed(entries))
+    def from_entries(
+        cls, entries: Iterable[str], setting: str = "JOBGATE_STAGING_ALLOWED_HOSTS"
+    ) -> Guard:
+        return cls(parse_allowed(entries), setting)
 
     def is_allowed(self, host: str, port: int) -> bool:
         host = host.strip("[]").lower()
         return (host, None) in self.allowed or (host, port) in self.allowed
+
+    def precheck(self, host: str, port: int) -> str | None:
+        """Why ``host:port`` is refused as far as is known without DNS (``None``: it may
+        pass). Addresses and loopback names are judged here; other names only when they
+        are resolved, by :meth:`resolve`."""
+        if self.is_allowed(host, port):
+            return None
+        ip = literal(host)
+        if ip is None:
+            return self._named(host)
+        reason = forbidden(ip)
+        if reason is None:
+            return None
+        return f"{host} is {_a(reason)} address (the operator may allow it with {self.setting})"
+
+    def _named(self, host: str) -> str | None:
+        if not _loopback_name(host):
+            return None
+        return f"{host} is a loopback name (the operator may allow it with {self.setting})"
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The addresses to connect to for ``host:port``, every one of them checked.
@@ -104,8 +174,8 @@ class Guard:
             if reason is not None:
                 what = bare if bare == addr else f"{bare} resolves to {addr}, which"
                 raise Refused(
-                    f"{what} is a {reason} address: refused "
-                    "(the operator may allow it with JOBGATE_STAGING_ALLOWED_HOSTS)"
+                    f"{what} is {_a(reason)} address: refused "
+                    f"(the operator may allow it with {self.setting})"
                 )
         return addresses
 

@@ -16,8 +16,9 @@ from jobgate.errors import StagingError
 from jobgate.runner.taskdir import PathEscape, TaskDir
 from jobgate.staging.base import Store
 from jobgate.staging.mover import Mover
-from jobgate.staging.sandbox import ExtractLimits, place_sandbox, place_uploads, write_text
+from jobgate.staging.sandbox import place_sandbox, place_uploads, write_text
 from jobgate.staging.stores import Stores
+from jobgate.staging.tarball import ExtractLimits
 from jobgate.staging.transfer import Budget
 from jobgate.staging.urls import safe_relative, scheme_of
 
@@ -55,8 +56,11 @@ async def stage_in(
     uploads: Path | None,
     sandboxes_dir: Path | None,
     extract_limits: ExtractLimits | None = None,
+    in_place: set[str] | frozenset[str] = frozenset(),
 ) -> bool:
-    """Place every input; returns True if an input's ``type`` was filled in.
+    """Place every input; returns True if an input's ``type`` was filled in. Inputs whose
+    container path is in ``in_place`` are where the task sees them already (a host mount):
+    nothing is copied.
 
     Raises :class:`StagingError` naming the input and the cause.
     """
@@ -68,6 +72,8 @@ async def stage_in(
         await asyncio.to_thread(place_uploads, uploads, taskdir)
     fetches: list[Fetch] = []
     for inp in job.inputs or []:
+        if inp.path in in_place:
+            continue
         try:
             dest = taskdir.host(inp.path)
         except PathEscape as exc:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from jobgate.errors import StagingError
+from jobgate.observability import metrics
 from jobgate.staging.base import Store
 from jobgate.staging.transfer import RetryPolicy, describe
 
@@ -32,6 +33,16 @@ class Mover:
     async def transfer(
         self, what: str, store: Store, rel: str, op: Callable[[], Awaitable[T]]
     ) -> T:
-        """As :meth:`attempt`, holding one of the shared transfer slots."""
+        """As :meth:`attempt`, holding one of the shared transfer slots. Counts the bytes
+        (``op``'s result, when an int) and the failures by direction and scheme."""
+        direction = "in" if what == "input" else "out"
+        scheme = metrics.scheme_label(store.url)
         async with self.slots:
-            return await self.attempt(what, store, rel, op)
+            try:
+                result = await self.attempt(what, store, rel, op)
+            except StagingError:
+                metrics.STAGING_ERRORS.labels(direction, scheme).inc()
+                raise
+        if isinstance(result, int):
+            metrics.STAGING_BYTES.labels(direction, scheme).inc(result)
+        return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,17 @@ class Upload:
 
 
 async def stage_out(
-    job: Job, taskdir: TaskDir, *, stores: Stores, mover: Mover, budget: Budget
+    job: Job,
+    taskdir: TaskDir,
+    *,
+    stores: Stores,
+    mover: Mover,
+    budget: Budget,
+    in_place: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[list[OutputFileLog], bool]:
     """Upload every output. Returns the file logs and whether a ``type`` was filled in.
+    Outputs whose container path is in ``in_place`` are already at their URL (a host
+    mount): they are listed (a regular file with its size), not copied.
 
     Raises :class:`PartialStagingError` if any output could not be (fully) uploaded; its
     message names each failed output, and it carries the logs of the files delivered.
@@ -50,7 +59,14 @@ async def stage_out(
     failures: list[str] = []
     uploads: list[Upload] = []
     filled = False
+    placed: list[OutputFileLog] = []
     for out in job.outputs or []:
+        if out.path in in_place:
+            try:
+                placed += await asyncio.to_thread(_in_place_log, out)
+            except FileNotFoundError:
+                failures.append(f"output {out.path}: no such file or directory")
+            continue
         try:
             store = await stores.open(out.url, what="output")
             files, kind = await asyncio.to_thread(collect, out, taskdir)
@@ -71,7 +87,7 @@ async def stage_out(
         return OutputFileLog(url=u.store.url_of(u.rel), path=u.container_path, size_bytes=str(size))
 
     results = await asyncio.gather(*(one(u) for u in uploads), return_exceptions=True)
-    logs: list[OutputFileLog] = []
+    logs: list[OutputFileLog] = placed
     for result in results:
         if isinstance(result, OutputFileLog):
             logs.append(result)
@@ -83,6 +99,14 @@ async def stage_out(
         more = f" (and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
         raise PartialStagingError(failures[0] + more, logs)
     return logs, filled
+
+
+def _in_place_log(out: Output) -> list[OutputFileLog]:
+    # lstat: the gateway follows no link a task may have left in a shared directory.
+    st = os.lstat(out.path)
+    if not stat.S_ISREG(st.st_mode):
+        return []
+    return [OutputFileLog(url=out.url, path=out.path, size_bytes=str(st.st_size))]
 
 
 def collect(out: Output, taskdir: TaskDir) -> tuple[list[tuple[str, Path, str]], FileType | None]:

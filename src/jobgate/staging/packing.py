@@ -54,16 +54,17 @@ def pack_outputs(
     tar.gz ``dest``, named by container path without the leading ``/``.
 
     Regular files and directories only: symlinks and special files are skipped, and so is
-    anything resolving outside the task. Returns (entries packed, patterns that matched
-    nothing); with no entry, ``dest`` is not left behind. Raises :class:`StagingError`
-    as soon as the archive would exceed ``limit`` bytes (``dest`` is then incomplete).
+    anything resolving outside the task. Each entry is opened again one path component at
+    a time without following symlinks, so a task process that swaps a directory for a
+    symlink after the listing cannot make the gateway pack a file outside the task.
+    Returns (entries packed, patterns that matched nothing); with no entry, ``dest`` is
+    not left behind. Raises :class:`StagingError` as soon as the archive would exceed
+    ``limit`` bytes (``dest`` is then incomplete).
     """
     root = taskdir.root
+    real_root = root.resolve()
     seen: set[str] = set()
     unmatched: list[str] = []
-
-    def reset(ti: tarfile.TarInfo) -> tarfile.TarInfo:
-        return ti.replace(uid=0, gid=0, uname="", gname="", deep=False)
 
     with _Capped(dest, limit) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for pattern in patterns:
@@ -76,14 +77,52 @@ def pack_outputs(
                 rel = Path(match).relative_to(root).as_posix()
                 container = "/" if rel == "." else "/" + rel
                 for path, arcname in _tree(taskdir, container):
-                    if arcname not in seen:
+                    if arcname not in seen and _add(tar, real_root, path, arcname):
                         seen.add(arcname)
-                        tar.add(path, arcname=arcname, recursive=False, filter=reset)
             if len(seen) == before:
                 unmatched.append(pattern)
     if not seen:
         dest.unlink()
     return len(seen), unmatched
+
+
+def _add(tar: tarfile.TarFile, root: Path, path: Path, arcname: str) -> bool:
+    """Add ``path`` (under ``root``) as ``arcname`` if it is still a regular file or a
+    directory reached without a symlink; False if it is not."""
+    try:
+        fd = _open_under(root, path.relative_to(root).parts)
+    except (OSError, ValueError):
+        return False  # gone, or now a symlink or special file: skipped like those
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.close, fd)
+        st = os.fstat(fd)
+        info = tarfile.TarInfo(arcname)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.mtime = int(st.st_mtime)
+        if stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        elif stat.S_ISREG(st.st_mode):
+            info.size = st.st_size
+            f = stack.enter_context(os.fdopen(fd, "rb", closefd=False))
+            tar.addfile(info, f)
+        else:
+            return False
+    return True
+
+
+def _open_under(root: Path, parts: tuple[str, ...]) -> int:
+    """A read-only descriptor of ``root/<parts>``, no component of which may be a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for i, name in enumerate(parts):
+        last = i == len(parts) - 1
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
+        try:
+            child = os.open(name, flags | (os.O_NONBLOCK if last else 0), dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
 
 
 def _tree(taskdir: TaskDir, container: str) -> list[tuple[Path, str]]:

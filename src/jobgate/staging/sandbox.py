@@ -7,23 +7,21 @@ import os
 import re
 import shutil
 import stat
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from jobgate.domain.models import FileType, Input
 from jobgate.errors import StagingError
 from jobgate.runner.taskdir import PathEscape, TaskDir
+from jobgate.staging.tarball import (
+    READ_ERRORS,
+    ExtractLimits,
+    OverLimit,
+    UnsafeMember,
+    extract,
+    is_tarball,
+)
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True, slots=True)
-class ExtractLimits:
-    """Bounds on what one tarball may unpack to: a few KiB of gzip can expand to terabytes."""
-
-    max_bytes: int = 10 * 1024**3
-    max_files: int = 100_000
 
 
 def sandbox_ref(url: str) -> str | None:
@@ -44,7 +42,7 @@ def place_sandbox(
     src = None if sandboxes_dir is None else sandboxes_dir / sha
     if src is None or not src.is_file():
         raise StagingError(f"input {inp.url}: no such sandbox")
-    if inp.type != FileType.FILE and _is_tarball(src):
+    if inp.type != FileType.FILE and is_tarball(src):
         extract_tarball(src, dest, what=f"input {inp.url}", limits=limits)
         return FileType.DIRECTORY
     if inp.type == FileType.DIRECTORY:
@@ -80,41 +78,20 @@ def write_text(dest: Path, content: str) -> None:
     dest.write_text(content, encoding="utf-8")
 
 
-def _is_tarball(path: Path) -> bool:
-    """True for a tar archive, plain or compressed (judged by content, never by name)."""
-    try:
-        return tarfile.is_tarfile(path)
-    except (OSError, tarfile.TarError, EOFError):
-        return False
-
-
 def extract_tarball(
     src: Path, dest: Path, *, what: str, limits: ExtractLimits | None = None
 ) -> None:
-    """Extract ``src`` into the directory ``dest`` with tarfile's ``data`` filter.
+    """Extract ``src`` into the directory ``dest`` by :mod:`.tarball`'s rules: the whole
+    archive is checked (members and limits) before anything is written, and every write
+    goes through directory descriptors that never follow a symlink.
 
-    The filter strips leading ``/`` and refuses members that would land outside ``dest``
-    (``..``), links pointing outside it, and device files; any refusal fails the staging,
-    as does unpacking more than ``limits`` allow (checked from the headers, before writing).
+    Raises :class:`StagingError` starting with ``what`` and naming the member at fault.
     """
-    limits = limits or ExtractLimits()
-    total = files = 0
-
-    def bounded(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        nonlocal total, files
-        files += 1
-        total += member.size if member.isreg() else 0
-        if files > limits.max_files:
-            raise StagingError(f"{what}: the tarball holds more than {limits.max_files} entries")
-        if total > limits.max_bytes:
-            raise StagingError(f"{what}: the tarball unpacks to more than {limits.max_bytes} bytes")
-        return tarfile.data_filter(member, path)
-
-    dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(src) as tar:
-            tar.extractall(dest, filter=bounded)
-    except tarfile.FilterError as exc:
+        extract(src, dest, limits or ExtractLimits())
+    except OverLimit as exc:
+        raise StagingError(f"{what}: {exc.why} (at member {exc.member!r})") from exc
+    except UnsafeMember as exc:
         raise StagingError(f"{what}: unsafe tarball refused: {exc}") from exc
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except READ_ERRORS as exc:
         raise StagingError(f"{what}: cannot extract the tarball: {exc}") from exc

@@ -6,17 +6,22 @@ from pathlib import Path
 
 from jobgate.config import Settings
 from jobgate.domain.models import Job, OutputFileLog
-from jobgate.runner.taskdir import TaskDir
+from jobgate.errors import StagingError
+from jobgate.runner.taskdir import PathEscape, TaskDir, in_place_inputs, in_place_outputs, misplaced
+from jobgate.runtimes.hostmounts import HostMount
 from jobgate.staging import inputs, outputs
 from jobgate.staging.mover import Mover
-from jobgate.staging.sandbox import ExtractLimits
 from jobgate.staging.stores import StoreConfig, Stores, storage_prefixes
+from jobgate.staging.tarball import ExtractLimits
 from jobgate.staging.transfer import Budget, RetryPolicy
 
 
 def storage(settings: Settings) -> list[str]:
-    """``service-info.storage`` for these settings."""
-    return storage_prefixes(settings.allowed_dirs, settings.staging_http_put_prefixes)
+    """``service-info.storage`` for these settings: also the read-write host mounts,
+    where a ``file://`` input or output at its own path is shared in place."""
+    out = storage_prefixes(settings.allowed_dirs, settings.staging_http_put_prefixes)
+    shared = [Path(m.path).as_uri() for m in settings.host_mounts if m.writable]
+    return [*[u for u in shared if u not in out], *out]
 
 
 class Stager:
@@ -37,7 +42,11 @@ class Stager:
         uploads_dir: Path | None = None,
         sandboxes_dir: Path | None = None,
         extract_limits: ExtractLimits | None = None,
+        host_mounts: tuple[HostMount, ...] = (),
     ) -> None:
+        """``host_mounts``: the site's host directories every task sees at their own path;
+        inputs and outputs in place there are neither copied in nor out."""
+        self.host_mounts = host_mounts
         self.stores = stores
         self.mover = Mover(parallel, retry or RetryPolicy())
         self.max_task_bytes = max_task_bytes
@@ -71,6 +80,7 @@ class Stager:
             extract_limits=ExtractLimits(
                 settings.sandbox_extract_max_bytes, settings.sandbox_extract_max_files
             ),
+            host_mounts=settings.host_mounts,
         )
 
     async def aclose(self) -> None:
@@ -85,6 +95,10 @@ class Stager:
 
         Raises :class:`~jobgate.errors.StagingError` naming the input and the cause.
         """
+        try:
+            misplaced(job, self.host_mounts)
+        except PathEscape as exc:
+            raise StagingError(str(exc)) from exc
         return await inputs.stage_in(
             job,
             taskdir,
@@ -94,6 +108,7 @@ class Stager:
             uploads=None if self.uploads_dir is None else self.uploads_dir / job.id,
             sandboxes_dir=self.sandboxes_dir,
             extract_limits=self.extract_limits,
+            in_place=in_place_inputs(job, self.host_mounts),
         )
 
     async def stage_out(self, job: Job, taskdir: TaskDir) -> tuple[list[OutputFileLog], bool]:
@@ -103,5 +118,10 @@ class Stager:
         it carries the logs of the files that were uploaded.
         """
         return await outputs.stage_out(
-            job, taskdir, stores=self.stores, mover=self.mover, budget=Budget(self.max_task_bytes)
+            job,
+            taskdir,
+            stores=self.stores,
+            mover=self.mover,
+            budget=Budget(self.max_task_bytes),
+            in_place=in_place_outputs(job, self.host_mounts),
         )

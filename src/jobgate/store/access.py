@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -18,10 +19,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobgate.observability.metrics import DB_TRANSACTIONS
 from jobgate.store.database import is_sqlite, json_dumps, sqlite_pragmas
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_READS = DB_TRANSACTIONS.labels("read")
+_WRITES = DB_TRANSACTIONS.labels("write")
 
 
 class Database:
@@ -47,21 +51,29 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(conn, …)`` in a read transaction."""
-        if self._sync is None:
-            async with self.engine.connect() as conn:
-                return await conn.run_sync(fn, *args, **kwargs)
-        call = functools.partial(self._run_sync, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+        started = time.perf_counter()
+        try:
+            if self._sync is None:
+                async with self.engine.connect() as conn:
+                    return await conn.run_sync(fn, *args, **kwargs)
+            call = functools.partial(self._run_sync, fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+        finally:
+            _READS.observe(time.perf_counter() - started)
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(conn, …)`` in a write transaction, committed when this returns."""
-        if self._sync is None:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn, *args, **kwargs)
-        call = functools.partial(self._run_sync, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+        started = time.perf_counter()
+        try:
+            if self._sync is None:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(fn, *args, **kwargs)
+            call = functools.partial(self._run_sync, fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+        finally:
+            _WRITES.observe(time.perf_counter() - started)
 
     def _run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._sync is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,19 @@ def _alembic_config(connection: Connection) -> Config:
     return cfg
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe at every start)."""
+async def migrate(engine: AsyncEngine, *, legacy_owner: Callable[[str], str] | None = None) -> None:
+    """Bring the schema to the newest revision (idempotent; safe at every start).
+
+    ``legacy_owner`` names an owner written before owners had namespaces (migration 0007,
+    run once); without it such owners go to the ``token`` namespace, ``admin`` to
+    ``jobgate:admin``.
+    """
 
     def _upgrade(connection: Connection) -> None:
-        command.upgrade(_alembic_config(connection), "head")
+        cfg = _alembic_config(connection)
+        if legacy_owner is not None:
+            cfg.attributes["legacy_owner"] = legacy_owner
+        command.upgrade(cfg, "head")
 
     async with engine.connect() as conn:
         if is_sqlite(engine):

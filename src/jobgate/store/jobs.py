@@ -12,24 +12,29 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Row,
+    Text,
     and_,
     delete,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate.domain.models import JobEvent, JobRecord, now
 from jobgate.domain.states import State, check_transition
+from jobgate.observability.metrics import SUBMISSIONS
 from jobgate.store.access import Database
 from jobgate.store.schema import job_credentials, job_events, job_tags, jobs
 from jobgate.store.visibility import Scope, scope_condition
@@ -54,6 +59,7 @@ _FULL_COLUMNS = (
     jobs.c.updated_at,
     jobs.c.app_status,
     jobs.c.share_group,
+    jobs.c.waiting_since,
 )
 _MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
@@ -114,6 +120,7 @@ def _record(row: Row[Any] | Any) -> JobRecord:
         updated_at=_aware(m["updated_at"]),
         app_status=m["app_status"],
         share_group=m["share_group"],
+        waiting_since=_aware(m["waiting_since"]) if m["waiting_since"] is not None else None,
     )
 
 
@@ -246,9 +253,37 @@ def _insert_sqlite(
     return [seq_of[e["job_id"]] for e in event_rows]
 
 
+UNREADABLE_KEY = "_unreadable"
+"""Set in the spec of a record whose stored spec is not JSON (hidden from clients)."""
+
+
 def _get(conn: Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(select(*_FULL_COLUMNS).where(jobs.c.id == job_id)).first()
+    try:
+        row = conn.execute(select(*_FULL_COLUMNS).where(jobs.c.id == job_id)).first()
+    except ValueError:  # the JSON of the row does not parse: read it as text instead
+        return _get_lenient(conn, job_id)
     return None if row is None else _record(row)
+
+
+def _get_lenient(conn: Connection, job_id: str) -> JobRecord | None:
+    """The record with JSON columns that do not parse replaced: the spec by
+    ``{UNREADABLE_KEY: reason}``, the logs by none. So the job can still be shown,
+    failed, canceled or deleted."""
+    raw = {c.name: type_coerce(c, Text).label(c.name) for c in (jobs.c.spec, jobs.c.logs)}
+    cols = [raw.get(c.name, c) for c in _FULL_COLUMNS]
+    row = conn.execute(select(*cols).where(jobs.c.id == job_id)).first()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    try:
+        values["spec"] = json.loads(values["spec"])
+    except (TypeError, ValueError) as exc:
+        values["spec"] = {UNREADABLE_KEY: f"the stored spec is not JSON ({exc})"}
+    try:
+        values["logs"] = None if values["logs"] is None else json.loads(values["logs"])
+    except (TypeError, ValueError):
+        values["logs"] = None
+    return _record(SimpleNamespace(_mapping=values))
 
 
 def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRecord], int | None]:
@@ -299,6 +334,14 @@ def _select_all(conn: Connection, stmt: Any) -> list[JobRecord]:
     return [_record(r) for r in conn.execute(stmt).all()]
 
 
+def _rows(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(stmt).all()]
+
+
+def _scalars(conn: Connection, stmt: Any) -> list[Any]:
+    return list(conn.execute(stmt).scalars())
+
+
 def _event(r: Row[Any] | Any) -> JobEvent:
     return JobEvent(
         seq=r.seq,
@@ -337,14 +380,16 @@ def _transition(
     detail: str | None,
     source: str,
     values: dict[str, Any],
+    unplaced: bool = False,
 ) -> tuple[State, JobEvent] | None:
     at = now()
+    extra = (jobs.c.native_id.is_(None),) if unplaced else ()
     # A compare-and-set per expected state, no SELECT first: one statement in the
     # common single-source case.
     for current in sources:
         result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == current.value)
+            .where(jobs.c.id == job_id, jobs.c.state == current.value, *extra)
             .values(state=to.value, updated_at=at, detail=detail, **values)
         )
         if result.rowcount == 1:
@@ -375,7 +420,7 @@ def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str]
         r.id
         for r in conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(ids), jobs.c.state == State.QUEUED.value)
+            .where(jobs.c.id.in_(ids), *_claimable(at))
             .values(
                 state=State.INITIALIZING.value,
                 attempt=jobs.c.attempt + 1,
@@ -404,6 +449,17 @@ def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str]
         .returning(*job_events.c)
     ).all()
     return claimed, [_event(r) for r in rows]
+
+
+def _claimable(at: datetime | None = None) -> tuple[Any, ...]:
+    """Conditions of a job the dispatcher may claim: QUEUED in the gateway (no backend
+    holds it) and not waiting out a retry delay."""
+    at = at or now()
+    return (
+        jobs.c.state == State.QUEUED.value,
+        jobs.c.native_id.is_(None),
+        or_(jobs.c.not_before.is_(None), jobs.c.not_before <= at),
+    )
 
 
 def _update(conn: Connection, job_id: str, values: dict[str, Any]) -> None:
@@ -446,6 +502,12 @@ def _count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
 
 
+def _counts_by_backend_state(conn: Connection) -> dict[tuple[str, str], int]:
+    # Served by the (backend, state) index alone: no row is read.
+    stmt = select(jobs.c.backend, jobs.c.state, func.count()).group_by(jobs.c.backend, jobs.c.state)
+    return {(b, s): int(n) for b, s, n in conn.execute(stmt)}
+
+
 class JobStore:
     """Async access to jobs. Safe to share across tasks of one event loop."""
 
@@ -476,6 +538,8 @@ class JobStore:
         """
         if new_jobs:
             self._emit(await self.db.write(_create, new_jobs, source, details))
+            for job in new_jobs:
+                SUBMISSIONS.labels(job.backend).inc()
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await self.db.read(_get, job_id)
@@ -498,23 +562,47 @@ class JobStore:
         return await self.db.read(_page, query, minimal)
 
     async def in_states(
-        self, states: Iterable[State], backend: str | None = None
+        self, states: Iterable[State], backend: str | None = None, *, placed: bool = False
     ) -> list[JobRecord]:
-        """All jobs in the given states (for recovery and reconciliation), oldest first."""
+        """All jobs in the given states (for recovery and reconciliation), oldest first;
+        with ``placed``, only those a backend holds (a native id is recorded)."""
         stmt = select(*_FULL_COLUMNS).where(jobs.c.state.in_([s.value for s in states]))
         if backend is not None:
             stmt = stmt.where(jobs.c.backend == backend)
+        if placed:
+            stmt = stmt.where(jobs.c.native_id.is_not(None))
         return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
 
     async def queued(self, backend: str, limit: int) -> list[JobRecord]:
-        """Queued jobs of a backend in dispatch order: priority, then age."""
+        """Jobs in the gateway's queue for a backend, in dispatch order: priority, then
+        age. Not those already in the backend's own queue (QUEUED with a native id), nor
+        those waiting out a retry delay."""
         stmt = (
             select(*_FULL_COLUMNS)
-            .where(jobs.c.state == State.QUEUED.value, jobs.c.backend == backend)
+            .where(jobs.c.backend == backend, *_claimable())
             .order_by(jobs.c.priority.desc(), jobs.c.seq)
             .limit(limit)
         )
         return await self.db.read(_select_all, stmt)
+
+    async def ids_in_states(self, states: Iterable[State]) -> list[tuple[str, State]]:
+        """(id, state) of the jobs :meth:`in_states` returns, without reading their JSON."""
+        stmt = (
+            select(jobs.c.id, jobs.c.state)
+            .where(jobs.c.state.in_([s.value for s in states]))
+            .order_by(jobs.c.seq)
+        )
+        return [(i, State(s)) for i, s in await self.db.read(_rows, stmt)]
+
+    async def queued_ids(self, backend: str, limit: int) -> list[str]:
+        """The ids of :meth:`queued`, without reading the rows' JSON."""
+        stmt = (
+            select(jobs.c.id)
+            .where(jobs.c.backend == backend, *_claimable())
+            .order_by(jobs.c.priority.desc(), jobs.c.seq)
+            .limit(limit)
+        )
+        return await self.db.read(_scalars, stmt)
 
     async def events(self, job_id: str) -> list[JobEvent]:
         """A job's state changes, oldest first (the first one is its creation)."""
@@ -534,6 +622,10 @@ class JobStore:
     async def count(self) -> int:
         return await self.db.read(_count)
 
+    async def counts_by_backend_state(self) -> dict[tuple[str, str], int]:
+        """How many jobs each (backend, state) pair holds (pairs without jobs are absent)."""
+        return await self.db.read(_counts_by_backend_state)
+
     async def transition(
         self,
         job_id: str,
@@ -542,11 +634,14 @@ class JobStore:
         *,
         detail: str | None = None,
         source: str = "dispatcher",
+        unplaced: bool = False,
         **values: Any,
     ) -> State | None:
         """Move ``job_id`` to ``to`` if it is currently in ``expected``; record an event.
 
         ``values`` sets other columns in the same write (``logs``, ``native_id``, …).
+        ``unplaced`` also requires that no backend holds the job (no native id): a QUEUED
+        job in a backend's queue is not one the gateway may drop.
         Returns the state the job was in, or ``None`` when it was not in ``expected``
         (someone else moved it first) or does not exist. Raises ``IllegalTransition`` if
         the table forbids ``expected → to``.
@@ -554,7 +649,9 @@ class JobStore:
         sources = [expected] if isinstance(expected, State) else list(expected)
         for s in sources:
             check_transition(s, to)
-        done = await self.db.write(_transition, job_id, sources, to, detail, source, values)
+        done = await self.db.write(
+            _transition, job_id, sources, to, detail, source, values, unplaced
+        )
         if done is None:
             return None
         self._emit([done[1]])

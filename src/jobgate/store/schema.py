@@ -53,6 +53,10 @@ jobs = Table(
     Column("output_sandbox", String(64)),
     # Authorization (migration 0006): the group whose members also see this job.
     Column("share_group", String(255)),
+    # Backends (migration 0008): a job waiting after a transient submit error is claimed
+    # again from not_before on; waiting_since bounds the wait (the backend's patience).
+    Column("not_before", DateTime(timezone=True)),
+    Column("waiting_since", DateTime(timezone=True)),
     # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
     sqlite_autoincrement=True,
 )

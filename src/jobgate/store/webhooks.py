@@ -1,19 +1,24 @@
 """What webhook delivery reads from the store: the callback targets of jobs.
 
 Reads a few JSON paths of the stored spec, not the whole spec (which may hold inline input
-content of a megabyte), so routing a batch of events costs one small query.
+content of a megabyte), so routing a batch of events costs one small query. A stored spec
+the database cannot parse as JSON is read whole instead, so it never fails the batch.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Text, case, func, literal, or_, select, type_coerce
 
 from jobgate.store.access import Database
 from jobgate.store.schema import job_events, jobs
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...) list: well below SQLite's bound-parameter limit
 
@@ -27,18 +32,50 @@ class Target:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def _target(name: Any, url: Any, tags: Any) -> Target | None:
+    if not isinstance(url, str):
+        return None
+    labels = {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+    return Target(url, name if isinstance(name, str) else None, labels)
+
+
 def _targets(conn: Connection, job_ids: Sequence[str]) -> dict[str, Target]:
-    callback = jobs.c.spec["callback"].as_string()
+    url: Any = jobs.c.spec["callback"].as_string()
+    tags: Any = jobs.c.spec["tags"]
+    ok: Any = literal(True)
+    if conn.dialect.name == "sqlite":
+        # SQLite's JSON functions fail the whole statement on one spec that is not JSON
+        # (Python's json writes NaN/Infinity, which older versions stored): such a row is
+        # only flagged here, and read whole below, where Python's parser accepts it.
+        ok = func.json_valid(jobs.c.spec) == 1
+        url, tags = case((ok, url), else_=None), case((ok, tags), else_=None)
     out: dict[str, Target] = {}
+    odd: list[str] = []
     for i in range(0, len(job_ids), _CHUNK):
         rows = conn.execute(
-            select(jobs.c.id, jobs.c.name, callback.label("url"), jobs.c.spec["tags"].label("tags"))
+            select(jobs.c.id, jobs.c.name, url.label("url"), tags.label("tags"), ok.label("ok"))
             .where(jobs.c.id.in_(job_ids[i : i + _CHUNK]))
-            .where(callback.is_not(None))
+            .where(or_(url.is_not(None), ~ok))
         ).all()
         for row in rows:
-            tags: Any = row.tags
-            out[row.id] = Target(row.url, row.name, dict(tags) if isinstance(tags, dict) else {})
+            if not row.ok:
+                odd.append(row.id)
+            elif (target := _target(row.name, row.url, row.tags)) is not None:
+                out[row.id] = target
+    raw = type_coerce(jobs.c.spec, Text).label("spec")
+    for job_id in odd:
+        whole = conn.execute(select(jobs.c.name, raw).where(jobs.c.id == job_id)).first()
+        if whole is None:
+            continue
+        try:
+            spec = json.loads(whole.spec)
+        except (TypeError, ValueError):
+            log.error("job %s: stored spec is not JSON; its events have no callback", job_id)
+            continue
+        if not isinstance(spec, dict):
+            continue
+        if (target := _target(whole.name, spec.get("callback"), spec.get("tags"))) is not None:
+            out[job_id] = target
     return out
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from jobgate.backends.batch.scheduler import QueueEntry
 
 # Poll and reconcile use these squeue formats; fields are separated by "|", which Slurm
 # never prints inside a job id, state or reason. The name comes last (it may hold "|").
@@ -37,15 +38,6 @@ AMBIGUOUS = (
 
 class ParseError(ValueError):
     """Slurm printed something this module does not understand."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """One line of squeue: a job (or array element) id, its state and Slurm's reason."""
-
-    native_id: str
-    state: str
-    reason: str
 
 
 def sbatch_id(stdout: str) -> str:

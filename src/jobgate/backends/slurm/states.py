@@ -1,47 +1,37 @@
 """The one table from Slurm job states to jobgate states.
 
-A Slurm state maps to ``None`` while the job is still on its way (pending, running,
-finishing); the dispatcher then keeps the job RUNNING. A final Slurm state maps to a final
-job state and a sentence for the user. The result file the node runner writes is more
-precise than COMPLETED/FAILED (it has every executor's exit code), so for those two the
-table only says what to report when that file is missing.
+A Slurm state maps to ``None`` while the job is still on its way: QUEUED while it waits
+for resources (pending, held, requeued), RUNNING from the moment a node has it. A final
+Slurm state maps to a final job state and a sentence for the user. The result file the
+node runner writes is more precise than COMPLETED/FAILED (it has every executor's exit
+code), so for those two the table only says what to report when that file is missing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from jobgate.backends.batch.scheduler import StateRow
 from jobgate.domain.states import State
 
-
-@dataclass(frozen=True, slots=True)
-class SlurmState:
-    state: State | None
-    """The job state once Slurm reports this; None while the job is active."""
-    why: str
-    """What happened, for the status detail and the task's system logs."""
-    trust_result: bool = False
-    """Whether a clean result file written by the node runner decides instead."""
-
+SlurmState = StateRow
 
 _ACTIVE = "waiting or running in Slurm"
 
 TABLE: dict[str, SlurmState] = {
     # Active: the job is on its way.
-    "PENDING": SlurmState(None, "pending in the Slurm queue"),
-    "CONFIGURING": SlurmState(None, "Slurm is configuring its nodes"),
+    "PENDING": SlurmState(None, "pending in the Slurm queue", queued=True),
+    "CONFIGURING": SlurmState(None, "Slurm is configuring its nodes", queued=True),
     "RUNNING": SlurmState(None, "running on a Slurm node"),
     "COMPLETING": SlurmState(None, "finishing on a Slurm node", trust_result=True),
     "SUSPENDED": SlurmState(None, "suspended by Slurm"),
     "STOPPED": SlurmState(None, "stopped by Slurm (SIGSTOP)"),
-    "REQUEUED": SlurmState(None, "requeued by Slurm"),
-    "REQUEUE_FED": SlurmState(None, "requeued by Slurm (federation)"),
-    "REQUEUE_HOLD": SlurmState(None, "requeued and held by Slurm"),
+    "REQUEUED": SlurmState(None, "requeued by Slurm", queued=True),
+    "REQUEUE_FED": SlurmState(None, "requeued by Slurm (federation)", queued=True),
+    "REQUEUE_HOLD": SlurmState(None, "requeued and held by Slurm", queued=True),
     "RESIZING": SlurmState(None, "being resized by Slurm"),
     "SIGNALING": SlurmState(None, "being signaled by Slurm"),
     "STAGE_OUT": SlurmState(None, "staging out in Slurm"),
-    "RESV_DEL_HOLD": SlurmState(None, "held by Slurm (reservation deleted)"),
-    "POWER_UP_NODE": SlurmState(None, "waiting for Slurm to power up a node"),
+    "RESV_DEL_HOLD": SlurmState(None, "held by Slurm (reservation deleted)", queued=True),
+    "POWER_UP_NODE": SlurmState(None, "waiting for Slurm to power up a node", queued=True),
     # Final.
     "COMPLETED": SlurmState(
         State.SYSTEM_ERROR, "the batch job ended without a result file", trust_result=True

@@ -1,4 +1,4 @@
-"""Running Slurm's client commands without blocking the event loop."""
+"""Running a batch scheduler's client commands without blocking the event loop."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from dataclasses import dataclass
 
 # A controller under load may answer slowly; past this we call the attempt failed.
 COMMAND_TIMEOUT = 60.0
-_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "MUNGE_SOCKET"})
-# Set inside a Slurm job: a gateway that itself runs in an allocation must not pass them on.
-_SLURM_JOB_VARS = frozenset(
-    {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME"}
-)
+_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,26 +19,32 @@ class Result:
     stderr: str
 
 
-class SlurmCommands:
-    """sbatch/squeue/scancel of one cluster: ``slurm_conf`` (or ``$SLURM_CONF``) picks it."""
+class Commands:
+    """A scheduler's client commands, run with a minimal environment.
 
-    def __init__(self, slurm_conf: str | None = None, bin_dir: str | None = None) -> None:
-        # sbatch hands its environment to the job: give it a minimal one, never the
-        # gateway's (settings, credentials for staging, ...). Cheaper than --export=NONE,
-        # which makes slurmd run a login shell per job to rebuild the user's environment.
+    Submission commands hand their environment to the job: they get a minimal one, never
+    the gateway's (settings, credentials for staging, ...). ``keep`` names more variables
+    to pass on, ``prefixes`` whole families (``SLURM_``, ``SGE_``), except those in
+    ``drop`` (set inside a job: a gateway that itself runs in one must not pass them on).
+    """
+
+    def __init__(
+        self,
+        *,
+        keep: frozenset[str] = frozenset(),
+        prefixes: tuple[str, ...] = (),
+        drop: frozenset[str] = frozenset(),
+        set_env: Mapping[str, str] | None = None,
+        bin_dir: str | None = None,
+    ) -> None:
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if k in _KEEP or (k.startswith("SLURM_") and k not in _SLURM_JOB_VARS)
+            if (k in _KEEP or k in keep or k.startswith(prefixes)) and k not in drop
         }
         self.env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        if slurm_conf:
-            self.env["SLURM_CONF"] = slurm_conf
+        self.env.update(set_env or {})
         self.bin_dir = bin_dir
-
-    @property
-    def slurm_conf(self) -> str | None:
-        return self.env.get("SLURM_CONF")
 
     def _exe(self, name: str) -> str:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
@@ -73,13 +75,15 @@ class SlurmCommands:
         except OSError as exc:
             return Result(127, "", f"error: cannot run {name}: {exc}")
         try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None), limit
-            )
+            async with asyncio.timeout(limit):
+                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         except TimeoutError:
             proc.kill()
             await proc.wait()
             return Result(124, "", f"error: {name} timed out after {limit:g}s (Socket timed out)")
+        except asyncio.CancelledError:
+            proc.kill()  # a stopped gateway leaves no scheduler command behind
+            raise
         return Result(
             proc.returncode or 0, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         )

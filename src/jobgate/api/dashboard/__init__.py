@@ -1,0 +1,1 @@
+"""The web dashboard at ``/``: static pages that call the native API, and their sessions."""

@@ -1,0 +1,1 @@
+"""The base every batch-scheduler backend (Slurm, Grid Engine) is built on."""

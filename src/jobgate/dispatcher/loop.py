@@ -1,0 +1,269 @@
+"""The dispatcher: claims queued jobs within each backend's capacity, starts a driver per
+job (``driver.py``), follows backends (``watcher.py``), recovers after a restart
+(``recovery.py``). The database is the source of truth; in-process notifications from
+the service only shorten the waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobgate.backends.base import Backend
+from jobgate.backends.routing import Router
+from jobgate.dispatcher.driver import Drive, Engine, drive
+from jobgate.dispatcher.hooks import CredentialSource, OutputPacker
+from jobgate.dispatcher.recovery import Recovery, with_system_log
+from jobgate.dispatcher.settings import DispatchSettings
+from jobgate.dispatcher.watcher import Watcher
+from jobgate.domain.jsontext import non_finite
+from jobgate.domain.models import Job, JobRecord
+from jobgate.domain.states import State
+from jobgate.staging import Stager
+from jobgate.store.jobs import UNREADABLE_KEY, JobStore
+
+log = logging.getLogger(__name__)
+
+UNBOUNDED = 10_000
+STOP_PATIENCE = 30.0  # seconds stop() waits for cancelled tasks to end
+"""Jobs at once on a backend that queues work itself (``slots`` is None)."""
+
+
+class Dispatcher:
+    """Runs in the service's event loop. ``start`` recovers, then loops until ``stop``."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        backends: Mapping[str, Backend],
+        stager: Stager,
+        settings: DispatchSettings,
+        *,
+        packer: OutputPacker | None = None,
+        credentials: CredentialSource | None = None,
+        router: Router | None = None,
+    ) -> None:
+        self.store = store
+        self.backends = dict(backends)
+        for key, backend in self.backends.items():
+            if backend.name != key:
+                raise ValueError(f"backend {backend.name!r} is configured as {key!r}")
+        self.settings = settings
+        self.watchers = {
+            name: Watcher(b, store, settings.poll_interval) for name, b in self.backends.items()
+        }
+        self.engine = Engine(store, stager, settings, self.watchers, packer, credentials, router)
+        for backend in self.backends.values():
+            if backend.wants_credential and credentials is not None:
+                backend.credentials = credentials
+        self._wake = asyncio.Event()
+        self._drives: dict[str, Drive] = {}
+        self._used: dict[str, int] = dict.fromkeys(self.backends, 0)
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- notifications from the service (cheap, never block) ---------------------------
+
+    def job_submitted(self) -> None:
+        self._wake.set()
+
+    def cancel_requested(self, job_id: str) -> None:
+        d = self._drives.get(job_id)
+        if d is None or d.canceled.is_set():
+            return
+        d.canceled.set()
+        if d.native_id is not None:
+            self._spawn(d.backend.cancel(d.native_id), f"cancel-{job_id}")
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._loops.append(asyncio.create_task(self._queue_loop(), name="dispatch-queue"))
+        for name, watcher in self.watchers.items():
+            self._loops.append(asyncio.create_task(watcher.poll_loop(), name=f"watch-{name}"))
+            self._loops.append(asyncio.create_task(watcher.push_loop(), name=f"push-{name}"))
+
+    async def stop(self) -> None:
+        """Stop dispatching. Running jobs stay as recorded: recovery takes them up."""
+        tasks = [*self._loops, *(d.task for d in self._drives.values() if d.task)]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            # Bounded: a task that ignores its cancel must not keep the gateway from stopping.
+            ended, stuck = await asyncio.wait(tasks, timeout=STOP_PATIENCE)
+            for t in ended:
+                if not t.cancelled():
+                    t.exception()  # retrieved: a drive's failure is already recorded
+            for t in stuck:
+                log.error("dispatcher task %s did not stop within %ss", t.get_name(), STOP_PATIENCE)
+        for backend in self.backends.values():
+            await backend.close()
+
+    @property
+    def running(self) -> int:
+        return len(self._drives)
+
+    async def recover(self) -> None:
+        """Settle every job a previous run left active (see ``recovery.py``)."""
+        await Recovery(
+            self.store,
+            self.backends,
+            self.settings.max_attempts,
+            lambda rec, backend, nid: self._start(rec, backend, adopt=nid),
+        ).run()
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _queue_loop(self) -> None:
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._fill()
+                # Submissions wake this loop often; the cancel sweep needs no such hurry.
+                if loop.time() - last_sweep >= self.settings.poll_interval:
+                    last_sweep = loop.time()
+                    await self._sweep_cancels()
+            except Exception:
+                log.exception("dispatch cycle failed; retrying")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel
+            # that coincides with the wake-up, and stop() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _fill(self) -> None:
+        for name, backend in self.backends.items():
+            capacity = backend.slots if backend.slots is not None else UNBOUNDED
+            free = capacity - self._used[name]
+            while free > 0:
+                limit = min(free * 4, 256)
+                candidates = await self._queued(name, limit)
+                picked: list[tuple[JobRecord, Job, int]] = []
+                for rec in candidates:
+                    if free <= 0:
+                        break  # no slot left: don't validate the remaining candidates
+                    try:
+                        job = _runnable(rec)
+                        cost = backend.cost(job)
+                    except Exception as exc:
+                        # A row no check at submission stopped (an older version, another
+                        # replica): fail it, or it heads the queue and nothing runs.
+                        await self._refuse(rec, exc)
+                        continue
+                    if cost > free:
+                        continue  # smaller jobs behind it may still fit
+                    picked.append((rec, job, cost))
+                    free -= cost
+                # One transaction claims the whole batch (compare-and-set on QUEUED).
+                claimed = set(await self.store.claim([rec.id for rec, _, _ in picked]))
+                for rec, job, cost in picked:
+                    if rec.id not in claimed:
+                        free += cost  # canceled or taken meanwhile
+                        continue
+                    rec.attempt += 1
+                    rec.state = State.INITIALIZING
+                    self._start(rec, backend, job=job, cost=cost)
+                if not claimed or len(candidates) < limit:
+                    break
+
+    async def _queued(self, backend: str, limit: int) -> list[JobRecord]:
+        """The queue's head; a row that cannot even be read is failed, not retried forever."""
+        try:
+            return await self.store.queued(backend, limit=limit)
+        except Exception:
+            log.exception("reading the queue of backend %s failed; row by row", backend)
+        out = []
+        for job_id in await self.store.queued_ids(backend, limit=limit):
+            try:
+                rec = await self.store.get(job_id)
+            except Exception as exc:
+                await self._fail_queued(job_id, f"the stored job cannot be read ({exc!r})")
+                continue
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    async def _refuse(self, rec: JobRecord, exc: Exception) -> None:
+        log.error("job %s cannot run as stored: %r", rec.id, exc)
+        if isinstance(exc, _NotFinite):
+            why = str(exc)
+        elif isinstance(exc, ValidationError):
+            errors = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            why = f"the stored task is not valid: {errors}"
+        else:
+            why = f"the stored task cannot be run ({type(exc).__name__}: {exc})"
+        await self._fail_queued(rec.id, why, rec.logs)
+
+    async def _fail_queued(
+        self, job_id: str, why: str, logs: list[dict[str, Any]] | None = None
+    ) -> None:
+        await self.store.transition(
+            job_id,
+            State.QUEUED,
+            State.SYSTEM_ERROR,
+            detail=why,
+            unplaced=True,
+            logs=with_system_log(logs, why),
+        )
+
+    async def _sweep_cancels(self) -> None:
+        """Pick up cancels made by another process (or missed notifications)."""
+        if not self._drives:
+            return
+        for rec in await self.store.in_states([State.CANCELING]):
+            self.cancel_requested(rec.id)
+
+    def _start(
+        self,
+        rec: JobRecord,
+        backend: Backend,
+        *,
+        job: Job | None = None,
+        cost: int | None = None,
+        adopt: str | None = None,
+    ) -> None:
+        job = job or rec.to_job()
+        cost = backend.cost(job) if cost is None else cost
+        d = Drive(rec.id, backend, cost, native_id=adopt)
+        self._drives[rec.id] = d
+        self._used[backend.name] += cost
+        d.task = asyncio.create_task(drive(self.engine, d, rec, job, adopt), name=f"drive-{rec.id}")
+        d.task.add_done_callback(lambda _t: self._done(d))
+
+    def _done(self, d: Drive) -> None:
+        self._drives.pop(d.job_id, None)
+        self._used[d.backend.name] -= d.cost
+        self._wake.set()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._loops.append(task)
+        task.add_done_callback(self._loops.remove)
+
+
+class _NotFinite(ValueError):
+    """The stored spec holds NaN or an infinity, or is not JSON (no check at submission
+    refused it)."""
+
+
+def _runnable(rec: JobRecord) -> Job:
+    """The job of ``rec``, refusing a spec no current submission could have stored."""
+    if UNREADABLE_KEY in rec.spec:
+        raise _NotFinite(f"{rec.spec[UNREADABLE_KEY]}; it cannot run")
+    where = non_finite(rec.spec)
+    if where:
+        raise _NotFinite(
+            f"the stored task holds a number that is not finite (NaN or infinity) at "
+            f"{', '.join(where[:5])}; it cannot run"
+        )
+    return rec.to_job()

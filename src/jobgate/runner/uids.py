@@ -1,0 +1,75 @@
+"""Host uids for tasks: a root service runs each task as an unprivileged uid of its own."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+
+class NoFreeUid(RuntimeError):
+    """More tasks run at once than there are task uids (``JOBGATE_TASK_UID_COUNT``)."""
+
+
+class TaskUids:
+    """A pool of the uids ``base .. base + count - 1`` (each task's gid is its uid).
+
+    A uid is leased to one running task at a time, so two tasks never share one: neither
+    can read the other's files, signal or trace its processes. The uid free the longest
+    is handed out, so a uid comes back only after all the others have been used.
+    """
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base = base
+        self.count = count
+        self._free = deque(range(base, base + count))
+        self._leased: set[int] = set()
+
+    @classmethod
+    def for_service(cls, base: int, count: int, shared: str = "") -> TaskUids | None:
+        """The pool a service needs: one when it runs as root, else None (its tasks run as
+        the service's own, already unprivileged, user). ``shared`` (``UID:GID``): every
+        task runs as that one user instead."""
+        if os.geteuid() != 0:
+            return None
+        if shared:
+            uid, _, gid = shared.partition(":")
+            return SharedUid(int(uid), int(gid))
+        return cls(base, count)
+
+    def lease(self) -> tuple[int, int]:
+        """A free (uid, gid); raises :class:`NoFreeUid` when all are leased."""
+        if not self._free:
+            raise NoFreeUid(
+                f"all {self.count} task uids are in use (JOBGATE_TASK_UID_COUNT): "
+                "raise it to at least the number of tasks that may run at once"
+            )
+        uid = self._free.popleft()
+        self._leased.add(uid)
+        return uid, uid
+
+    def release(self, uid: int) -> None:
+        if uid in self._leased:
+            self._leased.discard(uid)
+            self._free.append(uid)
+
+    def describe(self) -> str:
+        return f"{self.base}-{self.base + self.count - 1}"
+
+
+class SharedUid(TaskUids):
+    """Every task runs as one user (``JOBGATE_TASK_USER``): its tasks may share files, as
+    a workflow engine's leader and workers must; they are not kept from each other."""
+
+    def __init__(self, uid: int, gid: int) -> None:
+        super().__init__(uid, 0)
+        self.gid = gid
+        self.count = 1 << 31  # never exhausted
+
+    def lease(self) -> tuple[int, int]:
+        return self.base, self.gid
+
+    def release(self, uid: int) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.base} (every task)"
