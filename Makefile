@@ -75,9 +75,7 @@ test: $(STAMP) system-deps pulsar-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup -k "not gridengine"
-	@# The Grid Engine cell is one per machine: its tests run in one process.
-	$(BIN)/pytest -q -k gridengine
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python bench/tes_bench.py

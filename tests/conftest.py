@@ -103,6 +103,9 @@ def _machine_group(item: pytest.Item) -> str | None:
     return None
 
 
+# tryfirst: xdist's own hook turns the marks into the node-id suffix `loadgroup` reads,
+# so the marks must be on the items before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = _machine_group(item)

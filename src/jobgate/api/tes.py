@@ -24,18 +24,6 @@ from jobgate.domain.models import FileType, JobRecord, OutputFileLog, TaskLog, T
 from jobgate.domain.states import State
 from jobgate.staging import OUTPUT_SCHEMES, storage
 
-# Fields of tesTask a stored spec may hold (the native API stores more; TES shows these).
-TES_SPEC_FIELDS = (
-    "name",
-    "description",
-    "inputs",
-    "outputs",
-    "resources",
-    "executors",
-    "volumes",
-    "tags",
-)
-
 
 class TesTaskMinimal(BaseModel):
     """tesTask in the MINIMAL view (the default): its id and state only."""
@@ -128,7 +116,7 @@ def task_view(rec: JobRecord, view: View) -> dict[str, Any]:
     if view == View.MINIMAL:
         return {"id": rec.id, "state": rec.state.value}
     task: dict[str, Any] = {"id": rec.id, "state": rec.state.value}
-    for key in TES_SPEC_FIELDS:
+    for key in tes1.SPEC_FIELDS:
         if key in rec.spec:
             task[key] = rec.spec[key]
     if rec.logs:

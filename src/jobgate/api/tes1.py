@@ -28,22 +28,19 @@ STATES: dict[str, str] = {
 }
 """1.1 states 1.0 clients do not know, and what they are shown instead."""
 
-_TASK = frozenset(
-    {
-        "id",
-        "state",
-        "name",
-        "description",
-        "inputs",
-        "outputs",
-        "resources",
-        "executors",
-        "volumes",
-        "tags",
-        "logs",
-        "creation_time",
-    }
+SPEC_FIELDS = (
+    "name",
+    "description",
+    "inputs",
+    "outputs",
+    "resources",
+    "executors",
+    "volumes",
+    "tags",
 )
+"""Fields of tesTask a stored spec may hold, in 1.0 and 1.1 (the native API stores more)."""
+
+_TASK = frozenset({"id", "state", *SPEC_FIELDS, "logs", "creation_time"})
 _INPUT = frozenset({"url", "path", "type", "name", "description", "content"})
 _OUTPUT = frozenset({"url", "path", "type", "name", "description"})
 _RESOURCES = frozenset({"cpu_cores", "ram_gb", "disk_gb", "preemptible", "zones"})

@@ -102,11 +102,10 @@ class Defaults:
     """The per-slot resource ``ram_gb`` is requested as; None: memory is not requested."""
 
     def __post_init__(self) -> None:
-        given: dict[str, str] = {"pe": self.pe}
-        for key in ("queue", "project", "account", "time"):
-            value = getattr(self, key)
-            if value is not None:
-                given[key] = value
+        given = {
+            "pe": self.pe,
+            **parameters.set_fields(self, ("queue", "project", "account", "time")),
+        }
         errors = check_parameters(given)
         if self.memory_resource is not None and not re.fullmatch(_RESOURCE, self.memory_resource):
             errors["memory_resource"] = (
@@ -123,15 +122,10 @@ def options(job: Job, defaults: Defaults) -> tuple[str, ...]:
     backend parameter (the API validates them first; this guards the stored ones).
     """
     res = job.resources
-    params = dict((res.backend_parameters or {}) if res else {})
-    params.pop("backend", None)
-    errors = check_parameters(params)
-    if errors:
-        raise ValueError("; ".join(f"backend_parameters.{k}: {v}" for k, v in errors.items()))
-    for key in ("queue", "project", "account", "time", "pe"):
-        default = getattr(defaults, key)
-        if default is not None:
-            params.setdefault(key, default)
+    params = {
+        **parameters.set_fields(defaults, ("queue", "project", "account", "time", "pe")),
+        **parameters.of_job(job, PATTERNS, _HELP),
+    }
     cores = job.cpu_cores
     opts: list[str] = []
     if cores > 1:

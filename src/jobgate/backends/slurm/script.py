@@ -60,12 +60,9 @@ class Defaults:
     time: str | None = None
 
     def __post_init__(self) -> None:
-        given: dict[str, str] = {}
-        for key in ("partition", "account", "qos", "time"):
-            value = getattr(self, key)
-            if value is not None:
-                given[key] = value
-        errors = check_parameters(given)
+        errors = check_parameters(
+            parameters.set_fields(self, ("partition", "account", "qos", "time"))
+        )
         if errors:
             raise ValueError("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
@@ -77,15 +74,10 @@ def options(job: Job, defaults: Defaults) -> tuple[str, ...]:
     backend parameter (the API validates them first; this guards the stored ones).
     """
     res = job.resources
-    params = dict((res.backend_parameters or {}) if res else {})
-    params.pop("backend", None)
-    errors = check_parameters(params)
-    if errors:
-        raise ValueError("; ".join(f"backend_parameters.{k}: {v}" for k, v in errors.items()))
-    for key in ("partition", "account", "qos", "time"):
-        default = getattr(defaults, key)
-        if default is not None:
-            params.setdefault(key, default)
+    params = {
+        **parameters.set_fields(defaults, ("partition", "account", "qos", "time")),
+        **parameters.of_job(job, PATTERNS, _HELP),
+    }
     opts = [f"--cpus-per-task={job.cpu_cores}"]
     if res is not None and res.ram_gb is not None:
         opts.append(f"--mem={math.ceil(res.ram_gb * 1024)}M")
