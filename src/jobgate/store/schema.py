@@ -63,7 +63,15 @@ jobs = Table(
 Index(None, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
-Index(None, jobs.c.backend, jobs.c.state)
+# Migration 0013: the dispatcher's claim walks one backend's queue in dispatch order
+# (priority, then age) and stops after a batch, instead of sorting the whole backlog.
+Index(
+    "ix_jobs_backend_state_priority_seq",
+    jobs.c.backend,
+    jobs.c.state,
+    jobs.c.priority.desc(),
+    jobs.c.seq,
+)
 # Migration 0004: owner or group with state (filters, summaries); sorting by priority.
 Index(None, jobs.c.owner, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.group_id, jobs.c.state, jobs.c.seq)
