@@ -30,6 +30,7 @@ from jobgate.store.diracx import DiracxQueries
 
 Svc = Annotated[Services, Depends(services)]
 MAX_PER_PAGE = 10_000
+JobIdQuery = Annotated[list[int], Query(min_length=1, max_length=lim.IDS)]
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -367,8 +368,6 @@ def make_router() -> APIRouter:
                 404,
             )
         return _json(job_ids)
-
-    JobIdQuery = Annotated[list[int], Query(min_length=1, max_length=lim.IDS)]
 
     @router.delete("/", summary="DiracX: delete jobs", responses=answers(403, 404))
     async def delete_bulk_jobs(svc: Svc, acc: Acc, job_ids: JobIdQuery) -> Response:
