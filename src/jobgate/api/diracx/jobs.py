@@ -124,7 +124,10 @@ def make_router() -> APIRouter:
     @router.post(
         "/search",
         summary="DiracX: search jobs",
-        responses={206: {"description": "Partial Content: one page of the matching jobs"}},
+        responses={
+            206: {"description": "Partial Content: one page of the matching jobs"},
+            416: {"description": "The page is past the last matching job"},
+        },
         openapi_extra=openapi.body(openapi.ref(dx.SearchParams)),
     )
     async def search(
@@ -245,7 +248,7 @@ def make_router() -> APIRouter:
     @router.patch(
         "/heartbeat",
         summary="DiracX: a job's heartbeat (answers its commands)",
-        responses=answers(403),
+        responses=answers(403, 404),
         openapi_extra=openapi.body({"type": "object"}),
     )
     async def add_heartbeat(request: Request, svc: Svc, acc: Acc) -> Response:
@@ -266,7 +269,7 @@ def make_router() -> APIRouter:
     @router.post(
         "/reschedule",
         summary="DiracX: reschedule failed or killed jobs",
-        responses=answers(403),
+        responses=answers(403, 404),
         openapi_extra=openapi.body(openapi.ref(JobIds)),
     )
     async def reschedule_jobs(
@@ -293,10 +296,11 @@ def make_router() -> APIRouter:
             except JobgateError as exc:
                 failed[str(seq)] = {"detail": exc.message}
         if not success:
+            status = 404 if all(v == {"detail": "Not found"} for v in failed.values()) else 400
             return _json(
                 {
-                    "code": "invalid_request",
-                    "status": 400,
+                    "code": "not_found" if status == 404 else "invalid_request",
+                    "status": status,
                     "message": "no job was rescheduled",
                     "errors": [
                         {"where": f"body.job_ids.{k}", "what": v["detail"]}
@@ -304,7 +308,7 @@ def make_router() -> APIRouter:
                     ],
                     "detail": {"success": success, "failed": failed},
                 },
-                400,
+                status,
             )
         return _json({"success": success, "failed": failed})
 

@@ -120,6 +120,7 @@ def make_router() -> APIRouter:
     @router.post(
         "/sandbox/upload/{token}",
         status_code=204,
+        include_in_schema=False,
         summary="DiracX: upload a sandbox to the URL initiate-upload answered",
         responses=answers(400, 403, 413),
     )
@@ -157,6 +158,7 @@ def make_router() -> APIRouter:
 
     @router.get(
         "/sandbox/download/{token}",
+        include_in_schema=False,
         summary="DiracX: download a sandbox from the URL get-sandbox answered",
         response_class=FileResponse,
         responses=answers(403, 404),
@@ -235,7 +237,11 @@ def make_router() -> APIRouter:
         await svc.sandboxes.store.set_output(own[job_id], sha)
         return _json(None)
 
-    @router.delete("/{job_id}/sandbox", summary="DiracX: forget a job's output sandbox")
+    @router.delete(
+        "/{job_id}/sandbox",
+        summary="DiracX: forget a job's output sandbox",
+        responses=answers(403),
+    )
     async def unassign_job_sandboxes(job_id: int, svc: Svc, acc: Acc) -> Response:
         own = await _owned(svc, acc, [job_id], Scope.SUBMIT)
         await svc.sandboxes.store.set_output(own[job_id], None)

@@ -29,7 +29,7 @@ def _base(request: Request) -> str:
 def make_router() -> APIRouter:
     router = APIRouter(tags=["diracx"])
 
-    @router.get("/.well-known/openid-configuration", summary="DiracX: discovery document")
+    @router.get("/.well-known/openid-configuration", include_in_schema=False)
     @public
     async def openid_configuration(request: Request) -> JSONResponse:
         base = _base(request)
@@ -45,7 +45,7 @@ def make_router() -> APIRouter:
             }
         )
 
-    @router.get("/.well-known/dirac-metadata", summary="DiracX: installation metadata")
+    @router.get("/.well-known/dirac-metadata", include_in_schema=False)
     @public
     async def dirac_metadata() -> JSONResponse:
         support = {"message": "Ask your jobgate operator.", "webpage": None, "email": None}
@@ -56,7 +56,7 @@ def make_router() -> APIRouter:
         }
         return JSONResponse({"virtual_organizations": {VO: vo}})
 
-    @router.post("/api/auth/token", summary="DiracX: token endpoint (issues nothing)")
+    @router.post("/api/auth/token", include_in_schema=False)
     @public
     async def token() -> JSONResponse:
         message = (
