@@ -456,6 +456,8 @@ def conditions(specs: Sequence[dx.SearchSpec]) -> list[Cond]:
         if column in ("seq", "priority", "reschedules"):
             try:
                 values = tuple(int(v) for v in values)
+                if not all(-(2**63) <= v < 2**63 for v in values):
+                    raise ValueError("beyond 64 bits")
             except (TypeError, ValueError):
                 raise InvalidRequest(
                     "invalid search",

@@ -30,7 +30,10 @@ from jobgate.store.diracx import DiracxQueries
 
 Svc = Annotated[Services, Depends(services)]
 MAX_PER_PAGE = 10_000
-JobIdQuery = Annotated[list[int], Query(min_length=1, max_length=lim.IDS)]
+MAX_JOB_ID = 2**63 - 1
+JobNumber = Annotated[int, Field(ge=0, le=MAX_JOB_ID)]
+"""A DiracX JobID: a job's ``seq``, a 64-bit integer."""
+JobIdQuery = Annotated[list[JobNumber], Query(min_length=1, max_length=lim.IDS)]
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -52,7 +55,7 @@ def diracx_jobs(svc: Services) -> DiracxJobs:
 class JobIds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job_ids: list[int] = Field(min_length=1, max_length=lim.IDS)
+    job_ids: list[JobNumber] = Field(min_length=1, max_length=lim.IDS)
 
 
 class StatusUpdate(BaseModel):
@@ -68,11 +71,14 @@ class StatusUpdate(BaseModel):
 
 def _job_id(key: str, where: str) -> int:
     try:
-        return int(key)
+        number = int(key)
     except ValueError:
+        number = -1
+    if not 0 <= number <= MAX_JOB_ID:
         raise InvalidRequest(
             "invalid job id", errors=[{"where": where, "what": f"{key!r} is not a JobID"}]
-        ) from None
+        )
+    return number
 
 
 async def _visible(acc: Access, dj: DiracxJobs, seqs: list[int], scope: Scope) -> dict[int, str]:

@@ -18,14 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobgate.api import openapi
 from jobgate.api.bodies import parse_body, validate
 from jobgate.api.deps import Services, services
-from jobgate.api.diracx.jobs import JobIds, _json, _visible, diracx_jobs
+from jobgate.api.diracx.jobs import JobIds, JobNumber, _json, _visible, diracx_jobs
 from jobgate.api.errors import answers
 from jobgate.api.security import Acc, public
 from jobgate.auth.identity import Scope
@@ -35,6 +35,7 @@ from jobgate.staging.sandbox import sandbox_ref
 
 Svc = Annotated[Services, Depends(services)]
 CHUNK = 1 << 20
+JobPath = Annotated[JobNumber, Path()]
 
 
 class SandboxInfo(BaseModel):
@@ -203,16 +204,18 @@ def make_router() -> APIRouter:
         out = await svc.sandboxes.store.output_of(job_id)
         return {"Input": inputs, "Output": [sandbox_pfn(out, "tar.gz")] if out else []}
 
-    @router.get("/{job_id}/sandbox", summary="DiracX: a job's sandboxes")
-    async def get_job_sandboxes(job_id: int, svc: Svc, acc: Acc) -> Response:
+    @router.get("/{job_id}/sandbox", summary="DiracX: a job's sandboxes", responses=answers(400))
+    async def get_job_sandboxes(job_id: JobPath, svc: Svc, acc: Acc) -> Response:
         own = await _owned(svc, acc, [job_id], Scope.READ)
         return _json(await _sandboxes(svc, own[job_id]))
 
     @router.get(
-        "/{job_id}/sandbox/{sandbox_type}", summary="DiracX: a job's input or output sandbox"
+        "/{job_id}/sandbox/{sandbox_type}",
+        summary="DiracX: a job's input or output sandbox",
+        responses=answers(400),
     )
     async def get_job_sandbox(
-        job_id: int, sandbox_type: Literal["input", "output"], svc: Svc, acc: Acc
+        job_id: JobPath, sandbox_type: Literal["input", "output"], svc: Svc, acc: Acc
     ) -> Response:
         own = await _owned(svc, acc, [job_id], Scope.READ)
         boxes = await _sandboxes(svc, own[job_id])
@@ -221,10 +224,12 @@ def make_router() -> APIRouter:
     @router.patch(
         "/{job_id}/sandbox/output",
         summary="DiracX: set a job's output sandbox",
-        responses=answers(403, 404),
+        responses=answers(400, 403, 404),
         openapi_extra=openapi.body({"type": "string"}),
     )
-    async def assign_sandbox_to_job(job_id: int, request: Request, svc: Svc, acc: Acc) -> Response:
+    async def assign_sandbox_to_job(
+        job_id: JobPath, request: Request, svc: Svc, acc: Acc
+    ) -> Response:
         own = await _owned(svc, acc, [job_id], Scope.SUBMIT)
         pfn = await parse_body(request)
         sha = sandbox_sha(pfn) if isinstance(pfn, str) else None
@@ -240,9 +245,9 @@ def make_router() -> APIRouter:
     @router.delete(
         "/{job_id}/sandbox",
         summary="DiracX: forget a job's output sandbox",
-        responses=answers(403),
+        responses=answers(400, 403),
     )
-    async def unassign_job_sandboxes(job_id: int, svc: Svc, acc: Acc) -> Response:
+    async def unassign_job_sandboxes(job_id: JobPath, svc: Svc, acc: Acc) -> Response:
         own = await _owned(svc, acc, [job_id], Scope.SUBMIT)
         await svc.sandboxes.store.set_output(own[job_id], None)
         return _json(None)
