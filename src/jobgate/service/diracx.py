@@ -12,6 +12,7 @@ every other attribute are kept as labels (strings; lists joined with ``,``).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import Any
 from jobgate.domain import diracx as dx
 from jobgate.domain import limits as lim
 from jobgate.domain.jdl import Jdl, JdlError, expand, parse
-from jobgate.domain.models import rfc3339
+from jobgate.domain.models import new_job_id, rfc3339
 from jobgate.domain.states import FINAL, State
 from jobgate.errors import Forbidden, InvalidRequest, JobgateError
 from jobgate.service.native import NativeJobs, Submitter
@@ -273,7 +274,8 @@ class DiracxJobs:
     async def submit(self, texts: Sequence[str], submitter: Submitter) -> list[dict[str, Any]]:
         """Submit every JDL's jobs in one transaction; DiracX's InsertedJob for each."""
         items = self.expand_all(texts, submitter.owner)
-        group = None
+        # The jobs of one call share a native group (as bulk and parametric jobs do).
+        group = new_job_id() if len(items) > 1 else None
         results = await self.native.submit_many(items, owner=submitter, group_id=group)
         errors = [r.error for r in results if r.error is not None]
         if errors:
@@ -321,11 +323,10 @@ class DiracxJobs:
         parameters = params.parameters or list(dx.DEFAULT_PARAMETERS)
         items = [render(r, parameters) for r in rows]
         if params.distinct:
-            seen = []
+            unique: dict[str, dict[str, Any]] = {}
             for item in items:
-                if item not in seen:
-                    seen.append(item)
-            items = seen
+                unique.setdefault(json.dumps(item, sort_keys=True, default=str), item)
+            items = list(unique.values())
         return total, items
 
     async def summary(self, params: dx.SummaryParams, *, scope: Scope) -> list[dict[str, Any]]:

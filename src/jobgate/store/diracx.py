@@ -36,7 +36,7 @@ class Cond:
     """``column`` (a key of :data:`COLUMNS`) or ``label`` compared by ``op`` with ``values``.
 
     ``op``: eq, neq, gt, lt (one value), in, not_in (many), like, not_like (SQL wildcards
-    ``%`` and ``_``, case-sensitive as DiracX's MySQL collation is not: case-insensitive).
+    ``%`` and ``_``, case-insensitive as with DiracX's MySQL collation).
     """
 
     op: str

@@ -27,14 +27,17 @@ from jobgate.api.bodies import parse_body, validate
 from jobgate.api.deps import Services, services
 from jobgate.api.diracx.jobs import JobIds, JobNumber, _json, _visible, diracx_jobs
 from jobgate.api.errors import answers
+from jobgate.api.files import declared_length
 from jobgate.api.security import Acc, public
 from jobgate.auth.identity import Scope
 from jobgate.errors import Forbidden, InvalidRequest, JobNotFound
 from jobgate.service.diracx import sandbox_pfn, sandbox_sha
+from jobgate.service.sandboxes import TooLarge
 from jobgate.staging.sandbox import sandbox_ref
 
 Svc = Annotated[Services, Depends(services)]
 CHUNK = 1 << 20
+FORM_OVERHEAD = 64 * 1024
 JobPath = Annotated[JobNumber, Path()]
 
 
@@ -128,6 +131,14 @@ def make_router() -> APIRouter:
     @public
     async def upload_sandbox(token: str, request: Request, svc: Svc) -> Response:
         sealed = _unseal(svc, "up", token)
+        # The form is spooled whole before its file part can be read: bound it first by
+        # the size the URL was made for (plus room for the form's own lines).
+        length = declared_length(request)
+        if length is None or length > int(sealed["size"]) + FORM_OVERHEAD:
+            raise TooLarge(
+                f"the upload must declare a Content-Length of at most the sandbox's "
+                f"{sealed['size']} bytes (plus {FORM_OVERHEAD} for a form)"
+            )
         info = await svc.sandboxes.upload(_file_chunks(request), owner=None, declared_size=None)
         if info.sha256 != sealed["sha"]:
             raise InvalidRequest(
