@@ -173,7 +173,14 @@ result = r
         assert c.post("/api/jobs/kill", params={"job_ids": [job_id]}).json() == [job_id]
         wait_procs(marker, present=False)
         wait_status(alice.server, alice.token, [job_id], {"Killed"})
+        # reset_jobs: the count starts again, so the reschedule limit applies afresh.
+        again = c.post(
+            "/api/jobs/reschedule", params={"reset_jobs": True}, json={"job_ids": [job_id]}
+        )
+        assert again.json()["success"][str(job_id)]["RescheduleCounter"] == 1
+        wait_procs(marker, present=True)
         assert c.delete("/api/jobs/", params={"job_ids": [job_id]}).json() == [job_id]
+        wait_procs(marker, present=False)
     assert statuses(alice.server, alice.token, [job_id]) == {}
 
 

@@ -185,6 +185,8 @@ def test_sandbox_urls_are_signed_and_expire(alice: httpx.Client, router_server: 
     assert httpx.post(forged, content=content).status_code == 403
     wrong = httpx.post(start["url"], files={"file": ("f", b"other bytes")})
     assert wrong.status_code == 400 and "not the sandbox" in wrong.json()["message"]
+    too_big = httpx.post(start["url"], content=bytes(len(content) + 70_000))
+    assert too_big.status_code == 413
     assert httpx.post(start["url"], files={"file": ("f", content)}).status_code == 204
     again = alice.post("/api/jobs/sandbox", json=info).json()
     assert again == {"pfn": start["pfn"], "url": None, "fields": {}}

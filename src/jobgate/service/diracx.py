@@ -12,9 +12,11 @@ every other attribute are kept as labels (strings; lists joined with ``,``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,14 +25,16 @@ from typing import Any
 from jobgate.domain import diracx as dx
 from jobgate.domain import limits as lim
 from jobgate.domain.jdl import Jdl, JdlError, expand, parse
-from jobgate.domain.models import new_job_id, rfc3339
+from jobgate.domain.models import JobRecord, new_job_id, rfc3339
 from jobgate.domain.states import FINAL, State
-from jobgate.errors import Forbidden, InvalidRequest, JobgateError
+from jobgate.errors import Conflict, Forbidden, InvalidRequest, JobgateError
 from jobgate.service.native import NativeJobs, Submitter
 from jobgate.store.diracx import Cond, DiracxQueries
 from jobgate.store.visibility import Scope
 
 WORKDIR = "/work"
+KILL_PATIENCE = 10.0
+"""Seconds a delete waits for a running job to be killed."""
 
 SANDBOX_PFN = re.compile(
     r"^(?:SB:[A-Za-z0-9_.-]+\|)?/S3/[A-Za-z0-9_.\-/]*sha256:([0-9a-f]{64})\.(tar\.bz2|tar\.zst|tar\.gz)$"
@@ -237,9 +241,9 @@ def render(row: dict[str, Any], parameters: Sequence[str]) -> dict[str, Any]:
 class DiracxJobs:
     """The DiracX router's use cases over :class:`NativeJobs`."""
 
-    def __init__(self, native: NativeJobs, queries: DiracxQueries, *, max_jobs: int) -> None:
+    def __init__(self, native: NativeJobs, *, max_jobs: int) -> None:
         self.native = native
-        self.queries = queries
+        self.queries = DiracxQueries(native.store.db)
         self.max_jobs = max_jobs
 
     # -- submission --------------------------------------------------------------------
@@ -392,15 +396,29 @@ class DiracxJobs:
                 errors=[{"where": "body.Status", "what": f"{status} cannot be set here"}],
             )
 
+    async def reschedule(self, job_id: str, *, reset: bool = False) -> JobRecord:
+        """Run a failed or killed job again; ``reset`` first sets its count of reschedules
+        back to zero (DiracX's ``reset_jobs``), so the limit applies afresh."""
+        if reset:
+            rec = await self.native.get(job_id)
+            if rec.state in FINAL:
+                await self.native.store.update_in(job_id, rec.state, reschedules=0)
+        await self.native.reschedule(job_id)
+        return await self.native.get(job_id)
+
     async def delete(self, job_id: str) -> None:
         """Kill the job if it still runs, then delete it with its data (a deleted job is
         gone from jobgate, where DiracX keeps it with status Deleted)."""
         rec = await self.native.get(job_id)
         if rec.state not in FINAL and rec.state != State.PAUSED:
             await self.native.cancel(job_id)
-            rec = await self.native.get(job_id)
-        if rec.state in FINAL or rec.state == State.PAUSED:
-            await self.native.delete(job_id)
+            # A running job is CANCELING until its processes are gone: wait for that.
+            deadline = time.monotonic() + KILL_PATIENCE
+            while (rec := await self.native.get(job_id)).state not in FINAL:
+                if time.monotonic() > deadline:
+                    raise Conflict(f"job {job_id} is still being killed; delete it once Killed")
+                await asyncio.sleep(0.05)
+        await self.native.delete(job_id)
 
     async def set_metadata(self, job_id: str, values: dict[str, Any]) -> None:
         """Set job attributes: UserPriority is the priority, ApplicationStatus the

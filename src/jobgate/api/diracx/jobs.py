@@ -26,7 +26,6 @@ from jobgate.domain import jsontext
 from jobgate.domain import limits as lim
 from jobgate.errors import InvalidRequest, JobgateError, JobNotFound
 from jobgate.service.diracx import DiracxJobs, StatusChange, failure
-from jobgate.store.diracx import DiracxQueries
 
 Svc = Annotated[Services, Depends(services)]
 MAX_PER_PAGE = 10_000
@@ -47,9 +46,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def diracx_jobs(svc: Services) -> DiracxJobs:
     """The use cases over the app's native jobs (cheap: built per request)."""
-    return DiracxJobs(
-        svc.native, DiracxQueries(svc.jobs.store.db), max_jobs=svc.settings.diracx_max_jobs
-    )
+    return DiracxJobs(svc.native, max_jobs=svc.settings.diracx_max_jobs)
 
 
 class JobIds(BaseModel):
@@ -292,8 +289,7 @@ def make_router() -> APIRouter:
                 failed[str(seq)] = {"detail": "Not found"}
                 continue
             try:
-                await dj.native.reschedule(job_id)
-                rec = await dj.native.get(job_id)
+                rec = await dj.reschedule(job_id, reset=reset_jobs)
                 success[str(seq)] = {
                     "Status": dx.STATUS_OF[rec.state],
                     "MinorStatus": "Job Rescheduled",
