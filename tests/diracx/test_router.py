@@ -168,6 +168,10 @@ def test_unknown_jobs_are_404s(alice: httpx.Client) -> None:
     assert r.status_code == 404
     assert r.json()["detail"]["failed_job_ids"] == [999_999]
     assert alice.patch("/api/jobs/metadata", json={"999999": {"Site": "x"}}).status_code == 404
+    _group, ids = held_jobs(alice, 1)
+    for bad in ({"": 1}, {"Status": "Done"}, {"UserPriority": "high"}):
+        r = alice.patch("/api/jobs/metadata", json={str(ids[0]): bad})
+        assert r.status_code == 400, (bad, r.text)
     assert alice.get("/api/jobs/999999/sandbox").status_code == 404
 
 

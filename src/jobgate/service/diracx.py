@@ -436,6 +436,12 @@ class DiracxJobs:
                 "invalid metadata",
                 errors=[{"where": "body.UserPriority", "what": "must be an integer"}],
             )
+        for key in values:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_().]{0,255}", key):
+                raise InvalidRequest(
+                    "invalid metadata",
+                    errors=[{"where": f"body.{key[:64]}", "what": "not an attribute name"}],
+                )
         labels: dict[str, str | None] = {
             k: None if v is None else _label_text(v)[: lim.TAG_VALUE] for k, v in values.items()
         }
