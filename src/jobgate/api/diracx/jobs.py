@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jobgate.api import openapi
 from jobgate.api.bodies import parse_body, validate
 from jobgate.api.deps import Services, services
-from jobgate.api.errors import answers
+from jobgate.api.errors import Error, answers
 from jobgate.api.security import Acc, submitter
 from jobgate.auth.identity import Scope
 from jobgate.auth.policy import Access
@@ -129,7 +129,7 @@ def make_router() -> APIRouter:
         summary="DiracX: search jobs",
         responses={
             206: {"description": "Partial Content: one page of the matching jobs"},
-            416: {"description": "The page is past the last matching job"},
+            416: {"model": Error, "description": "The page is past the last matching job"},
         },
         openapi_extra=openapi.body(openapi.ref(dx.SearchParams)),
     )
@@ -148,7 +148,13 @@ def make_router() -> APIRouter:
         )
         # Content-Range as DiracX sets it (RFC 7233): 206 for a part, 416 past the end.
         if not jobs and total > 0:
-            return _json([], 416, {"Content-Range": f"jobs */{total}"})
+            body = {
+                "code": "range_not_satisfiable",
+                "status": 416,
+                "message": f"page {page} is past the last of the {total} matching jobs",
+                "errors": [{"where": "query.page", "what": f"at most {-(-total // per_page)}"}],
+            }
+            return _json(body, 416, {"Content-Range": f"jobs */{total}"})
         if len(jobs) < total:
             first = per_page * (page - 1)
             last = first + len(jobs) - 1
