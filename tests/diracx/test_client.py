@@ -85,12 +85,13 @@ def test_parametric_jobs_with_sandboxes_through_the_python_api(users: dict[str, 
     (work / "data.txt").write_text("the input\n")
     result = alice.python(
         f"""
-files = [pathlib.Path("{work}/run.sh"), pathlib.Path("{work}/data.txt")]
-pfn = await create_sandbox(files, client=api)
-again = await create_sandbox(files, client=api)
+pfn = await create_sandbox([pathlib.Path("{work}/run.sh")], client=api)
+again = await create_sandbox([pathlib.Path("{work}/run.sh")], client=api)
+data = await create_sandbox([pathlib.Path("{work}/data.txt")], client=api)
 jdl = '''Executable = "run.sh"; Arguments = "%s"; JobGroup = "{group}";
 Parameters = 3; ParameterStart = 1; ParameterStep = 1;
-InputSandbox = {{"PFN"}}; OutputSandbox = {{"result.txt"}};'''.replace("PFN", pfn)
+InputSandbox = {{"PFN", "DATA"}}; OutputSandbox = {{"result.txt"}};'''
+jdl = jdl.replace("PFN", pfn).replace("DATA", data)
 inserted = await api.jobs.submit_jdl_jobs([jdl])
 ids = [j.job_id for j in inserted]
 cond = [{{"parameter": "JobGroup", "operator": "eq", "value": "{group}"}}]
@@ -104,7 +105,7 @@ boxes = await api.jobs.get_job_sandboxes(ids[1])
 out = pathlib.Path("{work}/out")
 await download_sandbox(boxes["Output"][0], out, client=api)
 result = {{
-    "pfn": pfn, "again": again, "ids": ids,
+    "pfn": pfn, "again": again, "data": data, "ids": ids,
     "status": [i.status for i in inserted], "jobs": jobs, "summary": summary, "boxes": boxes,
     "result": (out / "work" / "result.txt").read_text(),
 }}
@@ -118,7 +119,11 @@ result = {{
         for i, p in zip(result["ids"], (1, 2, 3), strict=True)
     ]
     assert result["summary"] == [{"Status": "Done", "JobGroup": group, "count": 3}]
-    assert result["boxes"]["Input"] == [result["pfn"]]
+    # Both input sandboxes are extracted into the job's directory, in order.
+    assert [b.rsplit(".", 2)[0] for b in result["boxes"]["Input"]] == [
+        result["pfn"].rsplit(".", 2)[0],
+        result["data"].rsplit(".", 2)[0],
+    ]
     assert result["result"] == "job 2 saw the input\n"
 
 

@@ -142,12 +142,6 @@ def job_request(jdl: Jdl, owner: str | None) -> dict[str, Any]:
                 attribute="InputSandbox",
             )
         inputs.append({"url": f"sandbox:{sha}", "path": WORKDIR, "type": "DIRECTORY"})
-    if len(inputs) > 1:
-        raise JdlError(
-            "at most one input sandbox per job here",
-            line=jdl.line_of("InputSandbox"),
-            attribute="InputSandbox",
-        )
     if inputs:
         job["inputs"] = inputs
     outputs = []
