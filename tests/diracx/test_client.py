@@ -158,10 +158,18 @@ result = {{"beat": beat, "changed": changed.success["{job_id}"].status}}
         shown = c.post(
             "/api/jobs/search",
             json={
-                "parameters": ["ApplicationStatus", "UserPriority", "Site"],
+                "parameters": [
+                    "ApplicationStatus",
+                    "UserPriority",
+                    "Site",
+                    "StartExecTime",
+                    "EndExecTime",
+                ],
                 "search": [{"parameter": "JobID", "operator": "eq", "value": job_id}],
             },
         ).json()
+    started, ended = shown[0].pop("StartExecTime"), shown[0].pop("EndExecTime")
+    assert started is not None and ended is not None and started < ended
     assert shown == [
         {"ApplicationStatus": "stopped by me", "UserPriority": 7, "Site": "LCG.CERN.cern"}
     ]

@@ -103,6 +103,8 @@ DEFAULT_PARAMETERS = (
     "VO",
     "SubmissionTime",
     "LastUpdateTime",
+    "StartExecTime",
+    "EndExecTime",
     "Status",
     "MinorStatus",
     "ApplicationStatus",

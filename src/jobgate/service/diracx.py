@@ -222,6 +222,9 @@ def render(row: dict[str, Any], parameters: Sequence[str]) -> dict[str, Any]:
         "LastUpdateTime": _iso(row["updated_at"]),
         "UserPriority": row["priority"],
         "RescheduleCounter": row["reschedules"],
+        "StartExecTime": None if row["started_at"] is None else _iso(row["started_at"]),
+        "EndExecTime": None if row["ended_at"] is None else _iso(row["ended_at"]),
+        "HeartBeatTime": None,
     }
     out = {}
     for p in parameters:

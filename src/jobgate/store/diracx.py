@@ -10,10 +10,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, func, literal, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
 
+from jobgate.domain.states import FINAL, State
 from jobgate.store.access import Database
-from jobgate.store.schema import job_tags, jobs
+from jobgate.store.schema import job_events, job_tags, jobs
 from jobgate.store.visibility import Scope, scope_condition
 
 COLUMNS: dict[str, Any] = {
@@ -120,12 +132,39 @@ def _page(
         select(*cols).where(*where).order_by(*order).offset(offset).limit(limit)
     ).all()
     items = [dict(r._mapping) for r in rows]
-    labels = _labels(conn, [r["id"] for r in items])
+    ids = [r["id"] for r in items]
+    labels = _labels(conn, ids)
+    times = _run_times(conn, ids)
     for item in items:
         item["created_at"] = _aware(item["created_at"])
         item["updated_at"] = _aware(item["updated_at"])
         item["labels"] = labels.get(item["id"], {})
+        item["started_at"], item["ended_at"] = times.get(item["id"], (None, None))
     return total, items
+
+
+def _run_times(
+    conn: Connection, ids: list[str]
+) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """When each job's last run started (its latest RUNNING) and when it last ended."""
+    out: dict[str, tuple[datetime | None, datetime | None]] = {}
+    if not ids:
+        return out
+    final = [s.value for s in FINAL]
+    start = func.max(case((job_events.c.to_state == State.RUNNING.value, job_events.c.at)))
+    end = func.max(case((job_events.c.to_state.in_(final), job_events.c.at)))
+    rows = conn.execute(
+        select(job_events.c.job_id, start, end)
+        .where(job_events.c.job_id.in_(ids))
+        .group_by(job_events.c.job_id)
+    ).all()
+    for job_id, started, ended in rows:
+        start_at = None if started is None else _aware(started)
+        end_at = None if ended is None else _aware(ended)
+        if start_at is not None and end_at is not None and end_at < start_at:
+            end_at = None  # running again since that end (rescheduled)
+        out[job_id] = (start_at, end_at)
+    return out
 
 
 def _summary(
