@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-slurm bench-pulsar system-deps pulsar-venv clean
+.PHONY: run test lint bench bench-slurm bench-pulsar system-deps pulsar-venv diracx-venv clean
 
 $(STAMP): pyproject.toml
 	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
@@ -68,10 +68,20 @@ $(PULSAR_VENV)/.installed:
 	touch $@
 pulsar-venv: $(PULSAR_VENV)/.installed
 
+# DiracX's own client (diracx-client, diracx-api, the `dirac` CLI) for tests/diracx: its
+# own venv, as its users have it; the tests run it against a live jobgate.
+DIRACX_VENV := .venv-diracx
+$(DIRACX_VENV)/.installed:
+	$(PYTHON) -m venv $(DIRACX_VENV)
+	$(DIRACX_VENV)/bin/pip install --quiet 'diracx-client==0.7.0' 'diracx-api==0.7.0' \
+		'diracx-cli==0.7.0'
+	touch $@
+diracx-venv: $(DIRACX_VENV)/.installed
+
 # The suite runs in parallel (pytest-xdist): most tests wait on servers and subprocesses,
 # so more workers than cores pay off; each scheduler's tests stay on one worker.
 TEST_WORKERS ?= 3
-test: $(STAMP) system-deps pulsar-venv
+test: $(STAMP) system-deps pulsar-venv diracx-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
@@ -87,4 +97,4 @@ bench-pulsar: $(STAMP) pulsar-venv
 	$(BIN)/python bench/pulsar_bench.py
 
 clean:
-	rm -rf $(VENV) $(PULSAR_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PULSAR_VENV) $(DIRACX_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -178,6 +178,12 @@ class Settings(BaseSettings):
     metrics_jobs_interval: float = Field(default=15.0, gt=0)
     """Seconds between two counts of jobs per backend and state (``jobgate_jobs``)."""
 
+    # -- DiracX jobs router (/api/jobs) -------------------------------------------------------
+    diracx_max_jobs: int = Field(default=20, ge=1, le=10_000)
+    """Jobs one ``POST /api/jobs/jdl`` may create (parametric ones included): DiracX's cap."""
+    diracx_sandbox_url_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+    """Seconds a sandbox upload or download URL handed to a DiracX client stays valid."""
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:

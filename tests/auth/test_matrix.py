@@ -7,6 +7,7 @@ Callers: anonymous, another user, the job's owner, an admin, the owner's read-on
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -323,6 +324,170 @@ MATRIX: dict[tuple[str, str], Case] = {
 }
 
 
+# -- DiracX jobs router: JobIDs are integers; the helpers find them by job name ---------
+
+
+def _dx_seq(w: World, name: str) -> int:
+    spec = {"parameter": "JobName", "operator": "eq", "value": name}
+    r = w.post("/api/jobs/search", {"search": [spec], "parameters": ["JobID"]}, "admin")
+    assert r.status_code == 200 and len(r.json()) == 1, r.text
+    return int(r.json()[0]["JobID"])
+
+
+def _dx_job(w: World, fresh: str = "") -> int:
+    """The owner's finished job, or a fresh ``held`` or ``canceled`` one."""
+    if not fresh:
+        return _dx_seq(w, w.done["name"])
+    name = f"matrix-dx-{uuid.uuid4().hex[:8]}"
+    r = w.post("/api/v1/jobs", {**HELD, "name": name})
+    assert r.status_code == 201, r.text
+    if fresh == "canceled":
+        assert w.post(f"/api/v1/jobs/{r.json()['id']}/cancel", None).status_code == 200
+    return _dx_seq(w, name)
+
+
+def _dx_pfn(w: World) -> str:
+    return f"SB:jobgate|/S3/sandboxes/sha256:{w.sandbox}.tar.gz"
+
+
+def _dx_upload(w: World) -> Request:
+    content = uuid.uuid4().bytes
+    info = {
+        "checksum_algorithm": "sha256",
+        "checksum": hashlib.sha256(content).hexdigest(),
+        "size": len(content),
+        "format": "tar.zst",
+    }
+    r = w.post("/api/jobs/sandbox", info)
+    assert r.status_code == 200 and r.json()["url"], r.text
+    return ("POST", httpx.URL(r.json()["url"]).path, {"content": content})
+
+
+def _dx_download(w: World) -> Request:
+    r = httpx.get(
+        w.server.url + "/api/jobs/sandbox",
+        params={"pfn": _dx_pfn(w)},
+        headers=w.headers["owner"],
+    )
+    assert r.status_code == 200, r.text
+    return ("GET", httpx.URL(r.json()["url"]).path, {})
+
+
+def _dx(method: str, path: str, expect: Any, fresh: str = "", **kw: Any) -> Case:
+    """A DiracX route on the owner's job: ``{seq}`` in ``path`` and ``kw`` is its JobID."""
+
+    def req(w: World) -> Request:
+        seq = _dx_job(w, fresh) if "{seq}" in repr((path, kw)) else 0
+
+        def fill(v: Any) -> Any:
+            if isinstance(v, str):
+                return int(seq) if v == "{seq}" else v.replace("{seq}", str(seq))
+            if isinstance(v, dict):
+                return {fill(k): fill(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [fill(x) for x in v]
+            return v
+
+        return (method, fill(path), fill(kw))
+
+    return Case(req, expect)
+
+
+def dx_seen(resp: httpx.Response, w: World) -> str:
+    if resp.status_code != 200:
+        return str(resp.status_code)
+    return "200/" + ("seen" if resp.json() else "hidden")
+
+
+def _dx_listing(path: str, body: dict[str, Any]) -> Case:
+    def req(w: World) -> Request:
+        spec = {"parameter": "JobName", "operator": "eq", "value": w.done["name"]}
+        return ("POST", path, {"json": {**body, "search": [spec]}})
+
+    return Case(req, LISTED, dx_seen)
+
+
+STAMP = "2026-01-01T00:00:00Z"
+DIRACX: dict[tuple[str, str], Case] = {
+    ("POST", "/api/jobs/jdl"): Case(
+        lambda w: ("POST", "/api/jobs/jdl", {"json": ['Executable = "true";']}), _submit("201")
+    ),
+    ("POST", "/api/jobs/search"): _dx_listing("/api/jobs/search", {}),
+    ("POST", "/api/jobs/summary"): _dx_listing("/api/jobs/summary", {"grouping": ["Status"]}),
+    ("PATCH", "/api/jobs/status"): _dx(
+        "PATCH",
+        "/api/jobs/status",
+        _control("200"),
+        "held",
+        json={"{seq}": {STAMP: {"Status": "Killed"}}},
+    ),
+    ("PATCH", "/api/jobs/heartbeat"): _dx(
+        "PATCH", "/api/jobs/heartbeat", _control("200"), json={"{seq}": {"LoadAverage": 1.0}}
+    ),
+    ("POST", "/api/jobs/reschedule"): _dx(
+        "POST", "/api/jobs/reschedule", _control("200"), "canceled", json={"job_ids": ["{seq}"]}
+    ),
+    ("PATCH", "/api/jobs/metadata"): _dx(
+        "PATCH", "/api/jobs/metadata", _control("204"), "held", json={"{seq}": {"Site": "X"}}
+    ),
+    ("DELETE", "/api/jobs/"): _dx(
+        "DELETE", "/api/jobs/", _control("200"), "held", params={"job_ids": ["{seq}"]}
+    ),
+    ("POST", "/api/jobs/kill"): _dx(
+        "POST", "/api/jobs/kill", _control("200"), "held", params={"job_ids": ["{seq}"]}
+    ),
+    ("POST", "/api/jobs/sandbox"): Case(
+        lambda w: (
+            "POST",
+            "/api/jobs/sandbox",
+            {
+                "json": {
+                    "checksum_algorithm": "sha256",
+                    "checksum": "0" * 64,
+                    "size": 1,
+                    "format": "tar.zst",
+                }
+            },
+        ),
+        _submit("200"),
+    ),
+    # Signed URLs: the token in the path is the credential, as with presigned S3 URLs.
+    ("POST", "/api/jobs/sandbox/upload/{token}"): Case(_dx_upload, ("204",) * 5),
+    ("GET", "/api/jobs/sandbox/download/{token}"): Case(_dx_download, ("200",) * 5),
+    ("GET", "/api/jobs/sandbox"): Case(
+        lambda w: ("GET", "/api/jobs/sandbox", {"params": {"pfn": _dx_pfn(w)}}), _ok("200")
+    ),
+    ("POST", "/api/jobs/sandbox/unassign"): _dx(
+        "POST", "/api/jobs/sandbox/unassign", _control("204"), "held", json={"job_ids": ["{seq}"]}
+    ),
+    ("GET", "/api/jobs/{job_id}/sandbox"): _dx("GET", "/api/jobs/{seq}/sandbox", _own("200")),
+    ("GET", "/api/jobs/{job_id}/sandbox/{sandbox_type}"): _dx(
+        "GET", "/api/jobs/{seq}/sandbox/output", _own("200")
+    ),
+    ("PATCH", "/api/jobs/{job_id}/sandbox/output"): Case(
+        lambda w: (
+            "PATCH",
+            f"/api/jobs/{_dx_job(w, 'held')}/sandbox/output",
+            {"json": _dx_pfn(w)},
+        ),
+        _control("200"),
+    ),
+    ("DELETE", "/api/jobs/{job_id}/sandbox"): _dx(
+        "DELETE", "/api/jobs/{seq}/sandbox", _control("200"), "held"
+    ),
+    # what DiracX's client reads before any call; jobgate issues no tokens
+    ("GET", "/.well-known/openid-configuration"): Case(
+        lambda w: ("GET", "/.well-known/openid-configuration", {}), PUBLIC
+    ),
+    ("GET", "/.well-known/dirac-metadata"): Case(
+        lambda w: ("GET", "/.well-known/dirac-metadata", {}), PUBLIC
+    ),
+    ("POST", "/api/auth/token"): Case(lambda w: ("POST", "/api/auth/token", {}), ("400",) * 5),
+    ("GET", "/api/auth/userinfo"): Case(lambda w: ("GET", "/api/auth/userinfo", {}), _ok("200")),
+}
+MATRIX.update(DIRACX)
+
+
 def test_every_route_has_a_matrix_entry() -> None:
     routes = app_routes()
     assert routes - set(MATRIX) == set(), "routes without a matrix entry"
@@ -351,6 +516,11 @@ def test_only_health_service_info_docs_metrics_and_the_dashboard_page_are_public
         "/v1/www/docs/oper",
         "/v1/www/docs/oper/rapidoc-min.js",
         "/metrics",
+        "/.well-known/openid-configuration",
+        "/.well-known/dirac-metadata",
+        "/api/auth/token",
+        "/api/jobs/sandbox/upload/{token}",
+        "/api/jobs/sandbox/download/{token}",
     }
 
 

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from jobgate.staging.tarball import (
     Entry,
@@ -317,6 +318,27 @@ def test_compressed_archives_and_non_archives(box: Path) -> None:
     truncated.write_bytes(tarball([member("big", bytes(100_000))], "w")[:20_000])
     with pytest.raises(tarfile.TarError):
         extract(truncated, box / "task" / "cut", LIMITS)
+
+
+def test_zstd_archives_as_diracx_packs_them(box: Path) -> None:
+    # tarfile reads zstd only from Python 3.14: the extractor decompresses it itself, and
+    # the same rules and limits apply.
+    good = box / "a.tar.zst"
+    good.write_bytes(zstandard.ZstdCompressor().compress(tarball([member("x/y.txt", b"hi")], "w")))
+    assert is_tarball(good)
+    extract(good, box / "task" / "zst", LIMITS)
+    assert (box / "task" / "zst" / "x/y.txt").read_bytes() == b"hi"
+    evil = box / "evil.tar.zst"
+    evil.write_bytes(zstandard.ZstdCompressor().compress(tarball([symlink("l", "/etc")], "w")))
+    with pytest.raises(UnsafeMember):
+        check(evil, LIMITS)
+    bomb = box / "bomb.tar.zst"
+    bomb.write_bytes(zstandard.ZstdCompressor().compress(bytes(4 << 20)))
+    with pytest.raises(OverLimit):
+        check(bomb, ExtractLimits(max_bytes=1 << 20, max_files=10))
+    not_tar = box / "data.zst"
+    not_tar.write_bytes(zstandard.ZstdCompressor().compress(b"just bytes\n" * 100))
+    assert not is_tarball(not_tar)
 
 
 def test_many_directories_in_any_order_land_where_named(box: Path) -> None:

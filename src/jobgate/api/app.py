@@ -26,6 +26,7 @@ from jobgate.api import (
     tokens,
     worksteps,
 )
+from jobgate.api import diracx as diracx_api
 from jobgate.api import jobs as jobs_api
 from jobgate.api import metrics as metrics_api
 from jobgate.api.dashboard import pages as dashboard_pages
@@ -291,6 +292,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(files.make_router())
     app.include_router(worksteps.make_router())
     app.include_router(tokens.make_router())
+    app.include_router(diracx_api.make_router())  # DiracX: /api/jobs, /.well-known
     app.include_router(dashboard_pages.make_router())  # the web dashboard at /
     app.include_router(tes.make_router(), prefix="/ga4gh/tes/v1")
 

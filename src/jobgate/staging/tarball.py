@@ -34,10 +34,14 @@ import lzma
 import os
 import stat
 import tarfile
+import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+import zstandard
 
 MAX_NAME_BYTES = 4095
 MAX_COMPONENT_BYTES = 255
@@ -49,7 +53,14 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # What a damaged or truncated archive raises while it is read.
-READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+READ_ERRORS = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    zstandard.ZstdError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +111,51 @@ class Summary:
     bytes: int
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+TAR_HEADER = 512
+
+
+def _is_zstd(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == ZSTD_MAGIC
+
+
 def is_tarball(path: Path) -> bool:
-    """True for a tar archive, plain or compressed (judged by content, never by name)."""
+    """True for a tar archive, plain or compressed (gzip, bzip2, xz, zstd; judged by
+    content, never by name)."""
     try:
+        if _is_zstd(path):
+            with path.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z:
+                head = z.read(TAR_HEADER)
+            # The POSIX (ustar, pax, GNU) magic of the first header: tarfile would need
+            # the whole first member to judge (a pax header runs on to the next block).
+            return head[257:262] == b"ustar"
         return tarfile.is_tarfile(path)
     except (*READ_ERRORS, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def _opened(src: Path, limits: ExtractLimits) -> Iterator[tarfile.TarFile]:
+    """``src`` opened as a tar archive. tarfile reads zstd only from Python 3.14 on, so a
+    zstd archive is decompressed to an unnamed temporary file first, bounded by the
+    limits (headers included: at most one 512-byte header and padding per entry)."""
+    if not _is_zstd(src):
+        with tarfile.open(src) as tar:
+            yield tar
+        return
+    bound = limits.max_bytes + (limits.max_files + 2) * 2 * TAR_HEADER
+    with tempfile.TemporaryFile() as plain:
+        with src.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z:
+            size = 0
+            while block := z.read(COPY_CHUNK):
+                size += len(block)
+                if size > bound:
+                    raise OverLimit(src.name, f"the tarball unpacks to more than {bound} bytes")
+                plain.write(block)
+        plain.seek(0)
+        with tarfile.open(fileobj=plain, mode="r:") as tar:
+            yield tar
 
 
 def check(src: Path, limits: ExtractLimits) -> Summary:
@@ -114,7 +164,7 @@ def check(src: Path, limits: ExtractLimits) -> Summary:
     Raises :class:`UnsafeMember` or :class:`OverLimit` naming the member, or one of
     ``READ_ERRORS`` for an archive that cannot be read.
     """
-    with tarfile.open(src) as tar:
+    with _opened(src, limits) as tar:
         entries = plan(tar, limits)
     return Summary(len(entries), sum(e.member.size for e in entries if e.kind is Kind.FILE))
 
@@ -127,7 +177,7 @@ def extract(src: Path, dest: Path, limits: ExtractLimits) -> None:
     name already in ``dest``) stops at that member and leaves what was written so far.
     ``dest`` itself must not be a symlink.
     """
-    with tarfile.open(src) as tar:
+    with _opened(src, limits) as tar:
         entries = plan(tar, limits)
         dest.mkdir(parents=True, exist_ok=True)
         writer = _Writer(dest, limits.max_bytes)
