@@ -40,6 +40,8 @@ from jobgate.auth.policy import Policy
 from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
+from jobgate.auth.unixsocket import SocketOwner
+from jobgate.auth.x509 import ClientCertificates
 from jobgate.backends.base import Backend
 from jobgate.backends.choice import (
     default_backend,
@@ -88,7 +90,7 @@ def is_loopback(host: str) -> bool:
 def check_listen_address(settings: Settings) -> None:
     """Refuse to serve without authentication beyond loopback unless explicitly told to."""
     open_to_all = "none" in settings.auth and not settings.auth_none_any_host
-    if open_to_all and not is_loopback(settings.host):
+    if open_to_all and settings.tcp and not is_loopback(settings.host):
         raise ValueError(
             f"JOBGATE_AUTH includes 'none' (no authentication): refusing to listen on "
             f"{settings.host}, which is not a loopback address; set "
@@ -141,11 +143,19 @@ def make_authenticator(
     basic = None
     if "basic" in settings.auth and settings.basic_users_file is not None:
         basic = BasicUsers(settings.basic_users_file, admin_groups)
+    certificates = None
+    if "x509" in settings.auth:
+        certificates = ClientCertificates(settings.x509_admin_dns)
+    socket_owner = None
+    if settings.uds is not None:
+        socket_owner = SocketOwner(settings.uds_owner, settings.uds_scope)
     return Authenticator(
         settings.auth,
         oidc=oidc,
         tokens=tokens if "token" in settings.auth else None,
         basic=basic,
+        certificates=certificates,
+        socket_owner=socket_owner,
     )
 
 

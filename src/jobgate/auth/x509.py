@@ -1,0 +1,254 @@
+"""Client certificates (mutual TLS): a verified chain → :class:`Caller`.
+
+The TLS layer (OpenSSL, through :mod:`ssl`) has already checked at the handshake that the
+chain leads to a trusted CA with valid signatures, RFC 3820 proxy certificates allowed
+(``VERIFY_ALLOW_PROXY_CERTS``), but not the validity dates: those are checked here, per
+request, so that a connection kept alive past a proxy's end stops working, and an expired
+certificate gets a 401 that says which certificate expired when (instead of a TLS alert).
+
+Here, on the chain as verified (leaf first, trust anchor last):
+
+- every certificate is within its validity period;
+- each proxy certificate (with the ProxyCertInfo extension) is signed by the next
+  certificate, its subject is that certificate's subject plus one ``CN``, it is not a CA,
+  its path length constraint holds, and its policy lets it act for its issuer (an
+  ``independent`` proxy does not);
+- the first certificate that is not a proxy is the user's (end-entity, not a CA); its
+  subject, in the OpenSSL one-line form grid tools print (``/DC=org/DC=example/CN=Alice``),
+  is the caller: owner ``x509:<subject>``.
+
+Legacy (pre-RFC, "Globus") proxies carry no ProxyCertInfo and are signed by a non-CA
+certificate, which OpenSSL refuses at the handshake; ``grid-proxy-init -rfc`` and
+``voms-proxy-init`` make RFC 3820 proxies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+from jobgate.auth.identity import Caller, Scope, expand
+from jobgate.auth.namespaces import X509, qualify
+
+PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
+"""id-pe-proxyCertInfo (RFC 3820)."""
+INHERIT_ALL = "1.3.6.1.5.5.7.21.1"
+INDEPENDENT = "1.3.6.1.5.5.7.21.2"
+LIMITED = "1.3.6.1.4.1.3536.1.1.1.9"
+"""Globus' limited proxy: may not start jobs at sites that honour it; here, the user."""
+CACHE_SIZE = 1024
+
+_SHORT_NAMES = {
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.SURNAME: "SN",
+    NameOID.USER_ID: "UID",
+}
+
+
+class CertificateRejected(ValueError):
+    """The client certificate chain does not identify a caller (the message says why)."""
+
+
+def oneline(name: x509.Name) -> str:
+    """``/C=UK/O=Grid/CN=Alice``: OpenSSL's one-line form, in the certificate's order."""
+    parts = []
+    for rdn in name.rdns:
+        values = [f"{_SHORT_NAMES.get(a.oid, a.rfc4514_attribute_name)}={a.value!s}" for a in rdn]
+        parts.append("+".join(values))
+    return "".join("/" + p for p in parts)
+
+
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end of contents) of the DER element at ``pos``."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated")
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4 or pos + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > len(data):
+        raise ValueError("truncated")
+    return tag, pos, pos + length
+
+
+def _oid(body: bytes) -> str:
+    arcs: list[int] = []
+    value = 0
+    for byte in body:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs:
+        raise ValueError("empty OID")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyCertInfo:
+    path_length: int | None
+    language: str
+
+
+def parse_proxy_cert_info(der: bytes) -> ProxyCertInfo:
+    """ProxyCertInfo ::= SEQUENCE { pCPathLenConstraint INTEGER OPTIONAL,
+    proxyPolicy SEQUENCE { policyLanguage OID, policy OCTET STRING OPTIONAL } }"""
+    tag, pos, end = _der(der, 0)
+    if tag != 0x30:
+        raise ValueError("not a SEQUENCE")
+    path_length = None
+    tag, start, stop = _der(der, pos)
+    if tag == 0x02:
+        path_length = int.from_bytes(der[start:stop], "big", signed=True)
+        tag, start, stop = _der(der, stop)
+    if tag != 0x30 or stop > end:
+        raise ValueError("no proxyPolicy")
+    tag, o_start, o_stop = _der(der, start)
+    if tag != 0x06:
+        raise ValueError("no policyLanguage")
+    return ProxyCertInfo(path_length, _oid(der[o_start:o_stop]))
+
+
+def proxy_info(cert: x509.Certificate) -> ProxyCertInfo | None:
+    """The certificate's ProxyCertInfo; None for a certificate that is not a proxy."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(PROXY_CERT_INFO)
+    except x509.ExtensionNotFound:
+        return None
+    value = ext.value
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
+    try:
+        return parse_proxy_cert_info(raw)
+    except (ValueError, IndexError):
+        raise CertificateRejected("the proxy certificate's ProxyCertInfo is malformed") from None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_proxy(proxy: x509.Certificate, issuer: x509.Certificate, info: ProxyCertInfo) -> None:
+    try:
+        proxy.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateRejected(
+            f"the proxy certificate {oneline(proxy.subject)} is not signed by "
+            f"{oneline(issuer.subject)}"
+        ) from None
+    rdns = proxy.subject.rdns
+    last = rdns[-1] if rdns else None
+    if (
+        last is None
+        or len(last) != 1
+        or next(iter(last)).oid != NameOID.COMMON_NAME
+        or x509.Name(rdns[:-1]) != issuer.subject
+    ):
+        raise CertificateRejected(
+            f"the proxy certificate's subject {oneline(proxy.subject)} is not its issuer's "
+            f"subject {oneline(issuer.subject)} plus one CN"
+        )
+    if _is_ca(proxy) or _is_ca(issuer):
+        raise CertificateRejected("a proxy certificate must not be, or be issued by, a CA")
+    if info.language == INDEPENDENT:
+        raise CertificateRejected(
+            "an independent proxy certificate does not act for its issuer; use an "
+            "inheritAll (or limited) proxy"
+        )
+
+
+def _check_dates(chain: Sequence[x509.Certificate], now: datetime) -> None:
+    for cert in chain:
+        kind = "proxy certificate" if proxy_info(cert) is not None else "certificate"
+        if now < cert.not_valid_before_utc:
+            raise CertificateRejected(
+                f"the {kind} {oneline(cert.subject)} is not valid before "
+                f"{cert.not_valid_before_utc.isoformat()}"
+            )
+        if now > cert.not_valid_after_utc:
+            raise CertificateRejected(
+                f"the {kind} {oneline(cert.subject)} expired at "
+                f"{cert.not_valid_after_utc.isoformat()}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CertIdentity:
+    """Who a chain identifies: the user's subject, and how many proxies stood for them."""
+
+    subject: str
+    proxies: int
+    expires: datetime
+
+
+def identify(chain: Sequence[x509.Certificate], now: datetime | None = None) -> CertIdentity:
+    """The user a verified chain (leaf first) stands for; raises CertificateRejected."""
+    if not chain:
+        raise CertificateRejected("no client certificate was presented")
+    now = now or datetime.now(UTC)
+    _check_dates(chain, now)
+    depth = 0
+    while (info := proxy_info(chain[depth])) is not None:
+        if depth + 1 >= len(chain):
+            raise CertificateRejected("the proxy certificate's issuer is not in the chain")
+        _check_proxy(chain[depth], chain[depth + 1], info)
+        # A proxy's path length bounds the proxies below it (those nearer the leaf).
+        if info.path_length is not None and depth > info.path_length:
+            raise CertificateRejected(
+                f"the proxy certificate {oneline(chain[depth].subject)} allows "
+                f"{info.path_length} proxies below it, the chain has {depth}"
+            )
+        depth += 1
+    user = chain[depth]
+    if _is_ca(user):
+        raise CertificateRejected("a CA certificate does not identify a user")
+    expires = min(c.not_valid_after_utc for c in chain[: depth + 1])
+    return CertIdentity(oneline(user.subject), depth, expires)
+
+
+class ClientCertificates:
+    """Authenticates callers by their verified client certificate chain (PEM, leaf first,
+    as the ASGI TLS extension's ``client_cert_chain``).
+
+    The caller is ``x509:<subject>`` with the ``submit`` scope, and ``admin`` when the
+    subject is one of ``admin_dns``. Parsed chains are cached (a connection presents the
+    same chain with every request); dates are checked on every request.
+    """
+
+    def __init__(self, admin_dns: Iterable[str] = ()) -> None:
+        self.admin_dns = frozenset(admin_dns)
+        self._parsed: dict[tuple[str, ...], list[x509.Certificate]] = {}
+
+    def _chain(self, pems: Sequence[str]) -> list[x509.Certificate]:
+        key = tuple(pems)
+        chain = self._parsed.get(key)
+        if chain is None:
+            try:
+                chain = [x509.load_pem_x509_certificate(p.encode()) for p in key]
+            except ValueError:
+                raise CertificateRejected("the client certificate cannot be read") from None
+            if len(self._parsed) >= CACHE_SIZE:
+                self._parsed.clear()
+            self._parsed[key] = chain
+        return chain
+
+    def authenticate(self, pems: Sequence[str], now: datetime | None = None) -> Caller:
+        ident = identify(self._chain(pems), now)
+        scopes = {Scope.SUBMIT}
+        if ident.subject in self.admin_dns:
+            scopes.add(Scope.ADMIN)
+        return Caller(qualify(X509, ident.subject), "x509", expand(scopes))
