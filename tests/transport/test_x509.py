@@ -1,0 +1,136 @@
+"""Client certificate chains → callers, without a server: the rules for users and RFC 3820
+proxies (signature, subject, expiry, policy, path length)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.x509.oid import NameOID
+
+from jobgate.auth.x509 import (
+    INHERIT_ALL,
+    LIMITED,
+    CertificateRejected,
+    ClientCertificates,
+    identify,
+    parse_proxy_cert_info,
+)
+from tests.transport.certs import (
+    ADMIN_DN,
+    INDEPENDENT,
+    USER_DN,
+    Pki,
+    issue,
+    make_pki,
+    name,
+    new_key,
+    proxy_cert_info,
+    proxy_of,
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def rejected(chain: list[object]) -> str:
+    with pytest.raises(CertificateRejected) as info:
+        identify(chain)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+def test_user_certificate_is_its_subject(pki: Pki) -> None:
+    ident = identify([pki.user.cert, pki.ca.cert])
+    assert (ident.subject, ident.proxies) == (USER_DN, 0)
+
+
+def test_proxy_and_proxy_of_proxy_are_the_user(pki: Pki) -> None:
+    proxy = proxy_of(pki.user)
+    assert identify([proxy.cert, pki.user.cert, pki.ca.cert]).subject == USER_DN
+    again = proxy_of(proxy, cn="99")
+    ident = identify([again.cert, proxy.cert, pki.user.cert, pki.ca.cert])
+    assert (ident.subject, ident.proxies) == (USER_DN, 2)
+    assert ident.expires == min(again.cert.not_valid_after_utc, proxy.cert.not_valid_after_utc)
+
+
+def test_limited_proxy_is_the_user(pki: Pki) -> None:
+    proxy = proxy_of(pki.user, language=LIMITED)
+    assert identify([proxy.cert, pki.user.cert, pki.ca.cert]).subject == USER_DN
+
+
+def test_expired_proxy_says_when(pki: Pki) -> None:
+    old = datetime.now(UTC) - timedelta(days=2)
+    proxy = proxy_of(pki.user, not_before=old, days=1)
+    message = rejected([proxy.cert, pki.user.cert, pki.ca.cert])
+    assert "proxy certificate" in message and "expired at" in message
+    assert proxy.cert.not_valid_after_utc.isoformat() in message
+
+
+def test_proxy_not_yet_valid(pki: Pki) -> None:
+    proxy = proxy_of(pki.user, not_before=datetime.now(UTC) + timedelta(hours=1))
+    assert "not valid before" in rejected([proxy.cert, pki.user.cert, pki.ca.cert])
+
+
+def test_expired_user_certificate_under_a_fresh_proxy(pki: Pki) -> None:
+    old = datetime.now(UTC) - timedelta(days=10)
+    user = issue(pki.user.subject, pki.ca, not_before=old, days=1)
+    proxy = proxy_of(user)
+    message = rejected([proxy.cert, user.cert, pki.ca.cert])
+    assert f"certificate {USER_DN} expired at" in message
+
+
+def test_proxy_signed_with_another_key(pki: Pki) -> None:
+    forged = proxy_of(pki.user, sign_with=new_key())
+    assert "is not signed by" in rejected([forged.cert, pki.user.cert, pki.ca.cert])
+
+
+def test_proxy_subject_must_extend_the_issuers(pki: Pki) -> None:
+    wrong = proxy_of(pki.user, subject=name((NameOID.COMMON_NAME, "Mallory")))
+    assert "plus one CN" in rejected([wrong.cert, pki.user.cert, pki.ca.cert])
+
+
+def test_independent_proxy_does_not_act_for_the_user(pki: Pki) -> None:
+    proxy = proxy_of(pki.user, language=INDEPENDENT)
+    assert "independent" in rejected([proxy.cert, pki.user.cert, pki.ca.cert])
+
+
+def test_proxy_without_its_issuer(pki: Pki) -> None:
+    assert "not in the chain" in rejected([proxy_of(pki.user).cert])
+
+
+def test_ca_certificate_is_not_a_user(pki: Pki) -> None:
+    assert "CA certificate" in rejected([pki.ca.cert])
+
+
+def test_proxy_cert_info_parsing() -> None:
+    info = parse_proxy_cert_info(proxy_cert_info(INHERIT_ALL, path_length=3))
+    assert (info.path_length, info.language) == (3, INHERIT_ALL)
+    assert parse_proxy_cert_info(proxy_cert_info(LIMITED)).path_length is None
+    with pytest.raises(ValueError):
+        parse_proxy_cert_info(b"\x30\x05\x02")
+
+
+def test_path_length_limits_proxies_below(pki: Pki) -> None:
+    top = issue(
+        pki.user.subject.__class__(
+            [*pki.user.subject.rdns, *name((NameOID.COMMON_NAME, "1")).rdns]
+        ),
+        pki.user,
+        proxy=proxy_cert_info(INHERIT_ALL, path_length=0),
+    )
+    below = proxy_of(top, cn="2")
+    message = rejected([below.cert, top.cert, pki.user.cert, pki.ca.cert])
+    assert "allows 0 proxies below it" in message
+
+
+def test_caller_owner_and_admin_dns(pki: Pki, tmp_path: Path) -> None:
+    certs = ClientCertificates([ADMIN_DN])
+    user = certs.authenticate([pki.user.pem().decode(), pki.ca.pem().decode()])
+    assert (user.name, user.method, user.admin) == (f"x509:{USER_DN}", "x509", False)
+    admin = certs.authenticate([pki.admin.pem().decode(), pki.ca.pem().decode()])
+    assert (admin.name, admin.admin) == (f"x509:{ADMIN_DN}", True)
+    with pytest.raises(CertificateRejected, match="cannot be read"):
+        certs.authenticate(["not a certificate"])
