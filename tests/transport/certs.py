@@ -26,6 +26,11 @@ def name(*pairs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
 
 
+def with_cn(subject: x509.Name, cn: str) -> x509.Name:
+    """``subject`` plus one ``CN`` (a proxy's subject)."""
+    return x509.Name([*subject.rdns, *name((NameOID.COMMON_NAME, cn)).rdns])
+
+
 def _der_len(n: int) -> bytes:
     if n < 0x80:
         return bytes([n])

@@ -28,6 +28,7 @@ from tests.transport.certs import (
     new_key,
     proxy_cert_info,
     proxy_of,
+    with_cn,
 )
 
 
@@ -115,9 +116,7 @@ def test_proxy_cert_info_parsing() -> None:
 
 def test_path_length_limits_proxies_below(pki: Pki) -> None:
     top = issue(
-        pki.user.subject.__class__(
-            [*pki.user.subject.rdns, *name((NameOID.COMMON_NAME, "1")).rdns]
-        ),
+        with_cn(pki.user.subject, "1"),
         pki.user,
         proxy=proxy_cert_info(INHERIT_ALL, path_length=0),
     )

@@ -24,6 +24,7 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -230,10 +231,24 @@ def connection_limit(settings: Settings, fd_limit: int) -> int:
 class Gateway(uvicorn.Server):
     """uvicorn's server, also (or only) listening on a bound UNIX socket, never with TLS."""
 
-    def __init__(self, config: ServerConfig, *, unix: socket.socket | None, tcp: bool) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        unix: socket.socket | None,
+        unix_path: Path | None = None,
+        tcp: bool = True,
+    ) -> None:
         super().__init__(config)
         self.unix = unix
+        self.unix_path = unix_path
         self.tcp = tcp
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after run(): uvicorn re-raises SIGTERM once serving ends.
+        if self.unix is not None and self.unix_path is not None:
+            unlink_unix(self.unix, self.unix_path)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if self.unix is None:
@@ -285,7 +300,7 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
         ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     try:
-        Gateway(config, unix=unix, tcp=settings.tcp).run()
+        Gateway(config, unix=unix, unix_path=settings.uds, tcp=settings.tcp).run()
     finally:
         if unix is not None and settings.uds is not None:
             unlink_unix(unix, settings.uds)

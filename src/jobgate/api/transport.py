@@ -145,10 +145,11 @@ def bind_unix(path: Path) -> socket.socket:
 
 
 def unlink_unix(sock: socket.socket, path: Path) -> None:
-    """Remove the socket file at exit if it is still the one ``sock`` made."""
+    """Remove the socket file at exit (if still a socket) and close ``sock``; twice is fine."""
+    path = path.expanduser().absolute()
     try:
-        if stat.S_ISSOCK(path.expanduser().absolute().lstat().st_mode):
-            path.expanduser().absolute().unlink()
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
     except OSError:
         pass
     sock.close()

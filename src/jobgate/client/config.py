@@ -73,6 +73,7 @@ class ClientConfig:
         """Server certificates checked as httpx checks them, the client certificate (if
         any) loaded; raises ConfigError for an unreadable certificate or key."""
         import ssl  # only for https: plain commands start without it
+
         if os.environ.get("SSL_CERT_FILE"):
             ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
         elif os.environ.get("SSL_CERT_DIR"):
