@@ -99,13 +99,13 @@ def test_serve_refuses_bad_tls_files(
 
 
 def test_tls_file_errors_name_the_setting_and_file(pki: Pki, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="JOBGATE_TLS_KEY .*: cannot read it"):
+    with pytest.raises(ValueError, match=r"JOBGATE_TLS_KEY .*: cannot read it"):
         server_context(pki.path("server.pem"), tmp_path / "missing.key", None)
     unreadable = tmp_path / "empty.pem"
     unreadable.write_text("not PEM\n")
-    with pytest.raises(ValueError, match="JOBGATE_TLS_CERT .*no PEM certificate"):
+    with pytest.raises(ValueError, match=r"JOBGATE_TLS_CERT .*no PEM certificate"):
         server_context(unreadable, None, None)
-    with pytest.raises(ValueError, match="JOBGATE_TLS_CLIENT_CA .*no PEM CA"):
+    with pytest.raises(ValueError, match=r"JOBGATE_TLS_CLIENT_CA .*no PEM CA"):
         server_context(pki.path("server.pem"), pki.path("server.key"), unreadable)
     both = pki.write("both.pem", pki.server.pem(), pki.server.key_pem())
     assert server_context(both, None, pki.path("ca.pem")).verify_mode.name == "CERT_OPTIONAL"
