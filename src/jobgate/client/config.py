@@ -183,7 +183,9 @@ def resolve(
     password = password or env.get("JOBGATE_PASSWORD") or None
     cert = cert or env.get("JOBGATE_CERT") or None
     key = key or env.get("JOBGATE_KEY") or None
-    if url is None or (token is None and user is None) or cert is None:
+    # A client certificate matters for https only: other URLs need the file as before.
+    wants_cert = cert is None and (url is None or url.startswith("https://"))
+    if url is None or (token is None and user is None) or wants_cert:
         file = _read_file(path or config_path())
         url = url or file.get("url")
         if token is None and user is None:
