@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,54 @@ def raw_unix_get(path: Path, target: str) -> dict[str, Any]:
     assert head.startswith(b"HTTP/1.1 200"), data
     result: dict[str, Any] = json.loads(body)
     return result
+
+
+def test_metrics_through_the_socket_and_for_an_admin_certificate(pki: Pki, server: Server) -> None:
+    with unix_client(server) as c:
+        assert c.get("/metrics").status_code == 200
+    with mtls(pki, server, pki.client_file("admin-client.pem", pki.admin)) as c:
+        assert c.get("/metrics").status_code == 200
+    with mtls(pki, server, pki.client_file("user-client.pem", pki.user)) as c:
+        # TLS from 127.0.0.1 is loopback (the default rule): readable without admin too.
+        assert c.get("/metrics").status_code == 200
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not os.path.exists("/usr/bin/python3"),
+    reason="connecting as another user needs root and a Python that user may run",
+)
+def test_widened_socket_still_refuses_other_users(server: Server) -> None:
+    # A hard link in a directory others may pass reaches the same socket.
+    public = Path(tempfile.mkdtemp(prefix="jobgate-uds-"))
+    public.chmod(0o711)
+    path = public / "link.sock"
+    os.link(sock_path(server), path)
+    os.chmod(path, 0o666)
+    try:
+        code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({str(path)!r})\n"
+            "s.sendall(b'GET /api/v1/me HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+            "data = b''\n"
+            "while chunk := s.recv(65536):\n"
+            "    data += chunk\n"
+            "sys.stdout.write(data.decode())\n"
+        )
+        run_as_nobody = subprocess.run(
+            ["/usr/bin/python3", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            user=65534,
+            group=65534,
+            extra_groups=[],
+        )
+    finally:
+        os.chmod(path, 0o600)
+        shutil.rmtree(public)
+    head, _, body = run_as_nobody.stdout.partition("\n\n")  # text mode: \r\n read as \n
+    assert head.startswith("HTTP/1.1 401"), run_as_nobody
+    assert body, run_as_nobody
+    error = json.loads(body)["errors"][0]
+    assert error["where"] == "socket.peer" and "uid 65534" in error["what"]

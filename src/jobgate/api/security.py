@@ -39,26 +39,29 @@ async def authenticate(request: Request) -> None:
     """Set ``request.state.caller`` from the request's credentials (401 without valid ones)."""
     if is_public(request.scope.get("endpoint")):
         return
-    svc: Services = request.app.state.services
+    request.state.caller = await request_caller(request, request.app.state.services)
+
+
+async def request_caller(request: Request, svc: Services) -> Caller:
+    """Who sent ``request``: the UNIX socket's owner, else the ``Authorization`` header's,
+    else the dashboard session's, else the client certificate's (401 without any valid)."""
     extensions = request.scope.get("extensions") or {}
     unix = extensions.get(UNIX_EXTENSION)
     if unix is not None:
         # The socket file is its owner's alone: its requests are the owner's, whatever
         # credentials they carry.
-        request.state.caller = svc.auth.socket_caller(unix.get("peer_uid"))
-        return
+        return svc.auth.socket_caller(unix.get("peer_uid"))
     header = request.headers.get("authorization")
     if header is None:
         # A dashboard page's request: the session cookie stands for the login's credential.
         caller = await session.cookie_caller(request, svc)
         if caller is not None:
-            request.state.caller = caller
-            return
+            return caller
     chain = (extensions.get(TLS_EXTENSION) or {}).get("client_cert_chain") or None
     caller = await svc.auth.authenticate(header, client_chain=chain)
     if caller.method == "x509":
         check_same_site(request)
-    request.state.caller = caller
+    return caller
 
 
 UNSAFE_SITES = frozenset({"cross-site", "same-site"})
