@@ -190,6 +190,11 @@ def test_cli_over_mtls(pki: Pki, server: Server) -> None:
     assert ls.returncode == 0, ls.stderr
     bad = cli("--url", server.url, "--cert", "/nonexistent.pem", "ls")
     assert bad.returncode == 1 and "cannot load the client certificate" in bad.stderr
+    stranger = pki.client_file("stranger.pem", pki.stranger)
+    for command in ("ls", "whoami"):  # the fast path, and httpx
+        refused = cli("--url", server.url, "--cert", str(stranger), command)
+        assert refused.returncode == 1, refused
+        assert "does not accept the client certificate" in refused.stderr, refused.stderr
 
 
 # -- the UNIX socket --------------------------------------------------------------------
