@@ -520,6 +520,14 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_TLS_CLIENT_CA needs JOBGATE_TLS_CERT (TLS served directly)")
         if "x509" in self.auth and self.tls_client_ca is None:
             raise ValueError("JOBGATE_AUTH=x509 needs JOBGATE_TLS_CLIENT_CA and JOBGATE_TLS_CERT")
+        if self.uds_owner is not None:
+            ns, sep, rest = self.uds_owner.partition(":")
+            if (
+                not ns.strip()
+                or (sep and not rest.strip())
+                or self.uds_owner != self.uds_owner.strip()
+            ):
+                raise ValueError(f"JOBGATE_UDS_OWNER {self.uds_owner!r}: a name, or namespace:name")
         if self.tls_cert is not None and not self.tcp:
             raise ValueError("JOBGATE_TLS_CERT applies to TCP: not with JOBGATE_TCP=false")
         return self

@@ -134,6 +134,8 @@ def test_socket_path_errors(tmp_path: Path) -> None:
         ({"auth": ("x509",)}, "JOBGATE_AUTH=x509 needs JOBGATE_TLS_CLIENT_CA"),
         ({"tcp": False}, "JOBGATE_TCP=false needs JOBGATE_UDS"),
         ({"tls_client_ca": Path("/ca.pem")}, "JOBGATE_TLS_CLIENT_CA needs JOBGATE_TLS_CERT"),
+        ({"uds_owner": "basic:"}, "JOBGATE_UDS_OWNER 'basic:'"),
+        ({"tls_cert": Path("/c.pem"), "tcp": False, "uds": Path("/s")}, "applies to TCP"),
     ],
 )
 def test_settings_refuse_incomplete_transports(env: dict[str, object], message: str) -> None:
