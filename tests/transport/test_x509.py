@@ -3,10 +3,13 @@ proxies (signature, subject, expiry, policy, path length)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from jobgate.auth.x509 import (
@@ -133,3 +136,30 @@ def test_caller_owner_and_admin_dns(pki: Pki, tmp_path: Path) -> None:
     assert (admin.name, admin.admin) == (f"x509:{ADMIN_DN}", True)
     with pytest.raises(CertificateRejected, match="cannot be read"):
         certs.authenticate(["not a certificate"])
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_proxy_made_by_openssl_is_the_user(pki: Pki, tmp_path: Path) -> None:
+    """A proxy from another implementation than the tests' own DER (OpenSSL's
+    ``proxyCertInfo`` extension, as grid tools built on it write)."""
+    subject = USER_DN + "/CN=424242"
+    (tmp_path / "proxy.ext").write_text(
+        "proxyCertInfo=critical,language:id-ppl-inheritAll,pathlen:1\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl(
+        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"),
+        *("-keyout", "proxy.key", "-out", "proxy.csr", "-subj", subject),
+    )
+    openssl(
+        *("x509", "-req", "-in", "proxy.csr", "-CA", str(pki.path("user.pem"))),
+        *("-CAkey", str(pki.path("user.key")), "-set_serial", "424242", "-days", "1"),
+        *("-extfile", "proxy.ext", "-out", "proxy.pem"),
+    )
+    proxy = x509.load_pem_x509_certificate((tmp_path / "proxy.pem").read_bytes())
+    ident = identify([proxy, pki.user.cert, pki.ca.cert])
+    assert (ident.subject, ident.proxies) == (USER_DN, 1)
