@@ -494,6 +494,9 @@ class Settings(BaseSettings):
     accepted; clients are then asked for a certificate (optional: other modes still work)."""
     x509_admin_dns: Annotated[tuple[str, ...], NoDecode] = ()
     """Certificate subjects (``/C=UK/O=Grid/CN=Alice``, ``;``-separated) that are admins."""
+    x509_subjects_file: Path | None = None
+    """grid-mapfile lines ``"<subject>" <owner> [group,group]``: who a certificate subject
+    is (a bare owner ``x509:<owner>``; ``iam:alice`` that owner) and its groups."""
     uds: Path | None = None
     """UNIX socket path to serve on as well (mode 0600: every request is its owner's)."""
     uds_owner: str | None = None
@@ -518,6 +521,8 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_TLS_KEY needs JOBGATE_TLS_CERT")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("JOBGATE_TLS_CLIENT_CA needs JOBGATE_TLS_CERT (TLS served directly)")
+        if self.x509_subjects_file is not None and "x509" not in self.auth:
+            raise ValueError("JOBGATE_X509_SUBJECTS_FILE needs x509 in JOBGATE_AUTH")
         if "x509" in self.auth and self.tls_client_ca is None:
             raise ValueError("JOBGATE_AUTH=x509 needs JOBGATE_TLS_CLIENT_CA and JOBGATE_TLS_CERT")
         if self.uds_owner is not None:
@@ -778,6 +783,7 @@ class TransportSettings(_Group):
     tls_key: Path | None
     tls_client_ca: Path | None
     x509_admin_dns: tuple[str, ...]
+    x509_subjects_file: Path | None
     uds: Path | None
     uds_owner: str | None
     uds_scope: Literal["read", "submit", "admin"]

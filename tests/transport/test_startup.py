@@ -141,3 +141,27 @@ def test_socket_path_errors(tmp_path: Path) -> None:
 def test_settings_refuse_incomplete_transports(env: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**env)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read it"), ('"/CN=x" nowhere:bob\n', "line 1: owner 'nowhere:bob'")],
+)
+def test_serve_refuses_a_bad_subjects_file(
+    pki: Pki, tmp_path: Path, content: str | None, message: str
+) -> None:
+    subjects = tmp_path / "grid-mapfile"
+    if content is not None:
+        subjects.write_text(content)
+    env = {
+        "JOBGATE_AUTH": "x509",
+        "JOBGATE_TLS_CERT": str(pki.path("server.pem")),
+        "JOBGATE_TLS_KEY": str(pki.path("server.key")),
+        "JOBGATE_TLS_CLIENT_CA": str(pki.path("ca.pem")),
+        "JOBGATE_X509_SUBJECTS_FILE": str(subjects),
+    }
+    proc = serve("--port", str(free_port()), data=tmp_path / "d", env=env)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    assert f"JOBGATE_X509_SUBJECTS_FILE {subjects}" in output or str(subjects) in output
+    assert message in output

@@ -12,12 +12,16 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from jobgate.auth.namespaces import GroupRule
 from jobgate.auth.x509 import (
     INHERIT_ALL,
     LIMITED,
     CertificateRejected,
     ClientCertificates,
+    MapFileError,
+    SubjectMap,
     identify,
+    parse_map,
     parse_proxy_cert_info,
 )
 from tests.transport.certs import (
@@ -163,3 +167,41 @@ def test_proxy_made_by_openssl_is_the_user(pki: Pki, tmp_path: Path) -> None:
     proxy = x509.load_pem_x509_certificate((tmp_path / "proxy.pem").read_bytes())
     ident = identify([proxy, pki.user.cert, pki.ca.cert])
     assert (ident.subject, ident.proxies) == (USER_DN, 1)
+
+
+def test_subjects_file_maps_owners_and_groups(pki: Pki, tmp_path: Path) -> None:
+    path = tmp_path / "grid-mapfile"
+    path.write_text(
+        "# subject, owner, groups\n"
+        f'"{USER_DN}" alice grid/users,grid/admins\n'
+        f'"{ADMIN_DN}" iam:ada   # the same person as the OIDC user iam:ada\n'
+    )
+    certs = ClientCertificates(
+        subjects=SubjectMap(path, ["iam"]), admin_groups=GroupRule.of(["grid/admins"], [])
+    )
+    alice = certs.authenticate([pki.user.pem().decode(), pki.ca.pem().decode()])
+    assert (alice.name, alice.groups, alice.admin) == (
+        "x509:alice",
+        frozenset({"grid/users", "grid/admins"}),
+        True,
+    )
+    ada = certs.authenticate([pki.admin.pem().decode(), pki.ca.pem().decode()])
+    assert (ada.name, ada.admin) == ("iam:ada", False)
+    # Read again when it changes; unlisted subjects are themselves.
+    path.write_text(f'"{ADMIN_DN}" ada\n')
+    again = certs.authenticate([pki.user.pem().decode(), pki.ca.pem().decode()])
+    assert (again.name, again.groups) == (f"x509:{USER_DN}", frozenset())
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('"/CN=x" egi:bob', "namespace must be one of"),
+        ("/CN=x", "expected"),
+        ('"/CN=x', "line 1"),
+        ("CN=x bob", "expected"),
+    ],
+)
+def test_subjects_file_errors_name_the_line(line: str, words: str) -> None:
+    with pytest.raises(MapFileError, match=words):
+        parse_map(line + "\n", ["iam"])

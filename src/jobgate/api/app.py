@@ -34,14 +34,20 @@ from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
 from jobgate.auth.basic import BasicUsers, parse_users
 from jobgate.auth.credentials import JobCredentials
-from jobgate.auth.namespaces import GroupRule, LegacyOwners, ambiguous_bare, issuer_namespaces
+from jobgate.auth.namespaces import (
+    RESERVED,
+    GroupRule,
+    LegacyOwners,
+    ambiguous_bare,
+    issuer_namespaces,
+)
 from jobgate.auth.oidc import OidcVerifier
 from jobgate.auth.policy import Policy
 from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
 from jobgate.auth.unixsocket import SocketOwner
-from jobgate.auth.x509 import ClientCertificates
+from jobgate.auth.x509 import ClientCertificates, SubjectMap
 from jobgate.backends.base import Backend
 from jobgate.backends.choice import (
     default_backend,
@@ -122,6 +128,19 @@ def legacy_owners(settings: Settings) -> LegacyOwners:
     )
 
 
+def subject_map(settings: Settings) -> SubjectMap | None:
+    """``JOBGATE_X509_SUBJECTS_FILE`` read; raises ValueError naming the file's problem
+    (a malformed line: its file and number)."""
+    path = settings.x509_subjects_file
+    if path is None:
+        return None
+    try:
+        return SubjectMap(path, (*oidc_namespaces(settings), *RESERVED))
+    except OSError as exc:
+        what = f"cannot read it ({exc.strerror})"
+        raise ValueError(f"JOBGATE_X509_SUBJECTS_FILE {path}: {what}") from None
+
+
 def make_authenticator(
     settings: Settings, tokens: ServiceTokens, http: httpx.AsyncClient
 ) -> Authenticator:
@@ -145,7 +164,10 @@ def make_authenticator(
         basic = BasicUsers(settings.basic_users_file, admin_groups)
     certificates = None
     if "x509" in settings.auth:
-        certificates = ClientCertificates(settings.x509_admin_dns)
+        subjects = subject_map(settings)
+        certificates = ClientCertificates(
+            settings.x509_admin_dns, subjects=subjects, admin_groups=admin_groups
+        )
     socket_owner = None
     if settings.uds is not None:
         socket_owner = SocketOwner(settings.uds_owner, settings.uds_scope)
@@ -166,6 +188,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     """
     settings = settings or Settings()
     check_listen_address(settings)
+    subject_map(settings)  # a bad subjects file fails here, before serving
     plan_backends(settings)  # a bad config file or backend kind fails here, before serving
 
     @asynccontextmanager

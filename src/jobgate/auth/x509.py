@@ -24,16 +24,20 @@ certificate, which OpenSSL refuses at the handshake; ``grid-proxy-init -rfc`` an
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
-from jobgate.auth.identity import Caller, Scope, expand
-from jobgate.auth.namespaces import X509, qualify
+from jobgate.auth.identity import Caller, Scope, expand, plain_group
+from jobgate.auth.namespaces import X509, GroupRule, qualify, token_owner
 
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
 """id-pe-proxyCertInfo (RFC 3820)."""
@@ -220,17 +224,90 @@ def identify(chain: Sequence[x509.Certificate], now: datetime | None = None) -> 
     return CertIdentity(oneline(user.subject), depth, expires)
 
 
+@dataclass(frozen=True, slots=True)
+class MappedUser:
+    owner: str
+    groups: frozenset[str]
+
+
+class MapFileError(ValueError):
+    """A line of the subjects file is not ``"<subject>" <owner> [group,group]``."""
+
+
+def parse_map(
+    text: str, known: Iterable[str], source: str = "subjects file"
+) -> dict[str, MappedUser]:
+    """grid-mapfile lines, ``"<subject>" <owner> [group,group]``: subject → owner and
+    groups. A bare owner is ``x509:<owner>``; a full one (``iam:alice``) is taken as written,
+    its namespace one of ``known`` (the administrator's choice, as for service tokens)."""
+    out: dict[str, MappedUser] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            fields = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise MapFileError(f"{source} line {n}: {exc}") from None
+        if len(fields) not in (2, 3) or not fields[0].startswith("/"):
+            raise MapFileError(f'{source} line {n}: expected "/subject" owner [group,group]')
+        subject, owner = fields[0], fields[1]
+        try:
+            full = qualify(X509, owner) if ":" not in owner else token_owner(owner, known)
+        except ValueError as exc:
+            raise MapFileError(f"{source} line {n}: {exc}") from None
+        groups = frozenset(
+            plain_group(g) for g in (fields[2] if len(fields) == 3 else "").split(",")
+        )
+        out[subject] = MappedUser(full, groups - {""})
+    return out
+
+
+class SubjectMap:
+    """The subjects file, read again when it changes (like the basic users file)."""
+
+    def __init__(self, path: Path, known: Iterable[str] = ()) -> None:
+        self.path = path
+        self.known = tuple(known)
+        self._map: dict[str, MappedUser] = {}
+        self._stamp: tuple[int, int] | None = None
+        self.load()
+
+    def load(self) -> None:
+        """(Re)read the file if it changed since the last read; raises if it is invalid."""
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._map = parse_map(self.path.read_text(), self.known, str(self.path))
+            self._stamp = stamp
+
+    def get(self, subject: str) -> MappedUser | None:
+        # On a failed read keep the map last read (the file is being rewritten).
+        with contextlib.suppress(OSError, MapFileError):
+            self.load()
+        return self._map.get(subject)
+
+
 class ClientCertificates:
     """Authenticates callers by their verified client certificate chain (PEM, leaf first,
     as the ASGI TLS extension's ``client_cert_chain``).
 
-    The caller is ``x509:<subject>`` with the ``submit`` scope, and ``admin`` when the
-    subject is one of ``admin_dns``. Parsed chains are cached (a connection presents the
-    same chain with every request); dates are checked on every request.
+    The caller is ``x509:<subject>``, or who the subjects file maps the subject to, with
+    the file's groups; scope ``submit``, and ``admin`` when the subject is one of
+    ``admin_dns`` or a group is one of the admin groups. Parsed chains are cached (a
+    connection presents the same chain with every request); dates are checked on every
+    request.
     """
 
-    def __init__(self, admin_dns: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        admin_dns: Iterable[str] = (),
+        *,
+        subjects: SubjectMap | None = None,
+        admin_groups: GroupRule | None = None,
+    ) -> None:
         self.admin_dns = frozenset(admin_dns)
+        self.subjects = subjects
+        self.admin_groups = admin_groups
         self._parsed: dict[tuple[str, ...], list[x509.Certificate]] = {}
 
     def _chain(self, pems: Sequence[str]) -> list[x509.Certificate]:
@@ -248,7 +325,12 @@ class ClientCertificates:
 
     def authenticate(self, pems: Sequence[str], now: datetime | None = None) -> Caller:
         ident = identify(self._chain(pems), now)
+        mapped = self.subjects.get(ident.subject) if self.subjects is not None else None
+        owner = mapped.owner if mapped else qualify(X509, ident.subject)
+        groups = mapped.groups if mapped else frozenset()
         scopes = {Scope.SUBMIT}
-        if ident.subject in self.admin_dns:
+        if ident.subject in self.admin_dns or (
+            self.admin_groups is not None and self.admin_groups.any(groups)
+        ):
             scopes.add(Scope.ADMIN)
-        return Caller(qualify(X509, ident.subject), "x509", expand(scopes))
+        return Caller(owner, "x509", expand(scopes), groups)
