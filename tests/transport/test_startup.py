@@ -19,7 +19,7 @@ from jobgate.api.transport import bind_unix, server_context
 from jobgate.config import Settings
 from tests.conftest import free_port
 from tests.transport.certs import Pki, make_pki
-from tests.transport.test_transports import raw_unix_get
+from tests.transport.unixhttp import raw_unix_get
 
 
 @pytest.fixture(scope="module")

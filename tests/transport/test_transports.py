@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import stat
 import subprocess
@@ -17,7 +16,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -245,19 +243,6 @@ def test_cli_over_the_socket(server: Server) -> None:
     assert status.returncode == 0, status.stderr
     gone = cli("--url", "unix:///nonexistent/jobgate.sock", "ls")
     assert gone.returncode == 1 and "cannot reach jobgate" in gone.stderr
-
-
-def raw_unix_get(path: Path, target: str) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(path))
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), data
-    result: dict[str, Any] = json.loads(body)
-    return result
 
 
 def test_metrics_through_the_socket_and_for_an_admin_certificate(pki: Pki, server: Server) -> None:
