@@ -187,7 +187,9 @@ def connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
 TLS_CLOSED = (
     "EOF occurred in violation of protocol",
     "UNEXPECTED_EOF_WHILE_READING",
-    "Server disconnected without sending a response",
+    "Server disconnected without sending a response",  # httpx
+    "Remote end closed connection without response",  # http.client
+    "Connection reset by peer",  # the close met the request
 )
 """How OpenSSL and httpx report a server that closed the connection without a word: what
 a TLS server does with a client certificate it does not accept."""
