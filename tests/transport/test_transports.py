@@ -295,3 +295,10 @@ def test_widened_socket_still_refuses_other_users(server: Server) -> None:
     assert body, run_as_nobody
     error = json.loads(body)["errors"][0]
     assert error["where"] == "socket.peer" and "uid 65534" in error["what"]
+
+
+def test_openapi_names_the_client_certificate_scheme(server: Server) -> None:
+    doc = httpx.get(server.url + "/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["clientCertificate"]["type"] == "mutualTLS"
+    assert {"clientCertificate": []} in doc["paths"]["/api/v1/jobs"]["post"]["security"]
