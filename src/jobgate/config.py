@@ -492,6 +492,9 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None
     """PEM bundle of the CAs whose client certificates (and their RFC 3820 proxies) are
     accepted; clients are then asked for a certificate (optional: other modes still work)."""
+    tls_crl: Path | None = None
+    """Certificate revocation lists (a PEM or DER file, or a directory of them such as
+    ``/etc/grid-security/certificates``) checked for client certificates and their CAs."""
     x509_admin_dns: Annotated[tuple[str, ...], NoDecode] = ()
     """Certificate subjects (``/C=UK/O=Grid/CN=Alice``, ``;``-separated) that are admins."""
     x509_subjects_file: Path | None = None
@@ -521,6 +524,8 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_TLS_KEY needs JOBGATE_TLS_CERT")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("JOBGATE_TLS_CLIENT_CA needs JOBGATE_TLS_CERT (TLS served directly)")
+        if self.tls_crl is not None and "x509" not in self.auth:
+            raise ValueError("JOBGATE_TLS_CRL needs x509 in JOBGATE_AUTH")
         if self.x509_subjects_file is not None and "x509" not in self.auth:
             raise ValueError("JOBGATE_X509_SUBJECTS_FILE needs x509 in JOBGATE_AUTH")
         if "x509" in self.auth and self.tls_client_ca is None:
@@ -782,6 +787,7 @@ class TransportSettings(_Group):
     tls_cert: Path | None
     tls_key: Path | None
     tls_client_ca: Path | None
+    tls_crl: Path | None
     x509_admin_dns: tuple[str, ...]
     x509_subjects_file: Path | None
     uds: Path | None

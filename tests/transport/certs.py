@@ -149,6 +149,31 @@ def proxy_of(
     )
 
 
+def crl_der(issuer: Issued, *revoked: Issued, sign_with: Key | None = None) -> bytes:
+    """A CRL of ``issuer`` (DER) revoking ``revoked``."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now - timedelta(hours=1))
+        .next_update(now + timedelta(days=7))
+    )
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.cert.serial_number)
+            .revocation_date(now - timedelta(minutes=30))
+            .build()
+        )
+    crl = builder.sign(sign_with or issuer.key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def crl_pem(issuer: Issued, *revoked: Issued) -> bytes:
+    der = crl_der(issuer, *revoked)
+    return x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+
+
 USER_DN = "/C=UK/O=jobgate tests/OU=Users/CN=Alice Grid"
 ADMIN_DN = "/C=UK/O=jobgate tests/OU=Users/CN=Ada Admin"
 

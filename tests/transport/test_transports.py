@@ -23,7 +23,16 @@ import pytest
 from jobgate.client import Client
 from tests.conftest import Server
 from tests.support import exit_codes, run, sh_task, stdouts
-from tests.transport.certs import ADMIN_DN, USER_DN, Pki, make_pki, proxy_of
+from tests.transport.certs import (
+    ADMIN_DN,
+    USER_DN,
+    Pki,
+    crl_pem,
+    issue,
+    make_pki,
+    proxy_of,
+    with_cn,
+)
 from tests.transport.certs import new_key as fresh_key
 
 USER = f"x509:{USER_DN}"
@@ -32,6 +41,9 @@ USER = f"x509:{USER_DN}"
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     pki = make_pki(tmp_path_factory.mktemp("pki"))
+    revoked = issue(with_cn(pki.ca.subject, "Revoked Rita"), pki.ca)
+    pki.write("crl.pem", crl_pem(pki.ca, revoked))
+    pki.client_file("revoked-client.pem", revoked)
     # httpx, the CLI and the Server fixture's health check trust the tests' CA this way.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SSL_CERT_FILE", str(pki.path("ca.pem")))
@@ -49,6 +61,7 @@ def server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
             "JOBGATE_TLS_KEY": str(pki.path("server.key")),
             "JOBGATE_TLS_CLIENT_CA": str(pki.path("ca.pem")),
             "JOBGATE_X509_ADMIN_DNS": ADMIN_DN,
+            "JOBGATE_TLS_CRL": str(pki.path("crl.pem")),
             "JOBGATE_UDS": str(data.parent / "jobgate.sock"),
         },
     )
@@ -131,6 +144,10 @@ def test_expired_proxy_is_a_401_saying_so(pki: Pki, server: Server) -> None:
     old = proxy_of(pki.user, not_before=datetime.now(UTC) - timedelta(hours=3), days=0.1)
     resp = as_cert(pki, server, pki.client_file("expired.pem", old, pki.user))
     assert_401(resp, "proxy certificate", "expired at")
+
+
+def test_revoked_certificate_is_a_401_saying_so(pki: Pki, server: Server) -> None:
+    assert_401(as_cert(pki, server, pki.path("revoked-client.pem")), "Revoked Rita", "revoked at")
 
 
 def test_no_certificate_is_a_401(pki: Pki, server: Server) -> None:

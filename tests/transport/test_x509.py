@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from jobgate.auth.namespaces import GroupRule
@@ -19,6 +20,7 @@ from jobgate.auth.x509 import (
     CertificateRejected,
     ClientCertificates,
     MapFileError,
+    Revocations,
     SubjectMap,
     identify,
     parse_map,
@@ -29,6 +31,7 @@ from tests.transport.certs import (
     INDEPENDENT,
     USER_DN,
     Pki,
+    crl_der,
     issue,
     make_pki,
     name,
@@ -205,3 +208,23 @@ def test_subjects_file_maps_owners_and_groups(pki: Pki, tmp_path: Path) -> None:
 def test_subjects_file_errors_name_the_line(line: str, words: str) -> None:
     with pytest.raises(MapFileError, match=words):
         parse_map(line + "\n", ["iam"])
+
+
+def test_revoked_user_certificate_and_its_proxies(pki: Pki, tmp_path: Path) -> None:
+    # A grid-security style directory: a DER <hash>.r0 CRL beside files that hold none.
+    (tmp_path / "a1b2c3d4.r0").write_bytes(crl_der(pki.ca, pki.user))
+    (tmp_path / "a1b2c3d4.0").write_bytes(pki.ca.pem())
+    (tmp_path / "a1b2c3d4.signing_policy").write_text("access_id_CA X509 '/C=UK'\n")
+    crls = Revocations(tmp_path)
+    proxy = proxy_of(pki.user)
+    with pytest.raises(CertificateRejected, match=f"certificate {USER_DN} was revoked at"):
+        identify([proxy.cert, pki.user.cert, pki.ca.cert], revocations=crls)
+    assert identify([pki.admin.cert, pki.ca.cert], revocations=crls).subject == ADMIN_DN
+
+
+def test_crl_not_signed_by_its_issuer_is_ignored(pki: Pki, tmp_path: Path) -> None:
+    path = tmp_path / "forged.pem"
+    forged = x509.load_der_x509_crl(crl_der(pki.ca, pki.user, sign_with=new_key()))
+    path.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    crls = Revocations(path)
+    assert identify([pki.user.cert, pki.ca.cert], revocations=crls).subject == USER_DN

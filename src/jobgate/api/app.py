@@ -47,7 +47,7 @@ from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
 from jobgate.auth.unixsocket import SocketOwner
-from jobgate.auth.x509 import ClientCertificates, SubjectMap
+from jobgate.auth.x509 import ClientCertificates, Revocations, SubjectMap
 from jobgate.backends.base import Backend
 from jobgate.backends.choice import (
     default_backend,
@@ -141,6 +141,18 @@ def subject_map(settings: Settings) -> SubjectMap | None:
         raise ValueError(f"JOBGATE_X509_SUBJECTS_FILE {path}: {what}") from None
 
 
+def revocation_lists(settings: Settings) -> Revocations | None:
+    """``JOBGATE_TLS_CRL`` read; raises ValueError when it cannot be."""
+    path = settings.tls_crl
+    if path is None:
+        return None
+    try:
+        return Revocations(path)
+    except OSError as exc:
+        what = f"cannot read it ({exc.strerror})"
+        raise ValueError(f"JOBGATE_TLS_CRL {path}: {what}") from None
+
+
 def make_authenticator(
     settings: Settings, tokens: ServiceTokens, http: httpx.AsyncClient
 ) -> Authenticator:
@@ -166,7 +178,10 @@ def make_authenticator(
     if "x509" in settings.auth:
         subjects = subject_map(settings)
         certificates = ClientCertificates(
-            settings.x509_admin_dns, subjects=subjects, admin_groups=admin_groups
+            settings.x509_admin_dns,
+            subjects=subjects,
+            admin_groups=admin_groups,
+            revocations=revocation_lists(settings),
         )
     socket_owner = None
     if settings.uds is not None:
@@ -188,7 +203,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     """
     settings = settings or Settings()
     check_listen_address(settings)
-    subject_map(settings)  # a bad subjects file fails here, before serving
+    subject_map(settings)  # a bad subjects file or CRL path fails here, before serving
+    revocation_lists(settings)
     plan_backends(settings)  # a bad config file or backend kind fails here, before serving
 
     @asynccontextmanager

@@ -15,7 +15,9 @@ Here, on the chain as verified (leaf first, trust anchor last):
   ``independent`` proxy does not);
 - the first certificate that is not a proxy is the user's (end-entity, not a CA); its
   subject, in the OpenSSL one-line form grid tools print (``/DC=org/DC=example/CN=Alice``),
-  is the caller: owner ``x509:<subject>``.
+  is the caller: owner ``x509:<subject>``;
+- with certificate revocation lists configured, neither the user's certificate nor a CA
+  above it is revoked by a CRL its issuer signed.
 
 Legacy (pre-RFC, "Globus") proxies carry no ProxyCertInfo and are signed by a non-CA
 certificate, which OpenSSL refuses at the handshake; ``grid-proxy-init -rfc`` and
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -199,7 +203,71 @@ class CertIdentity:
     expires: datetime
 
 
-def identify(chain: Sequence[x509.Certificate], now: datetime | None = None) -> CertIdentity:
+class Revocations:
+    """Certificate revocation lists from a file (PEM, several at once, or DER) or a
+    directory of them (``/etc/grid-security/certificates``: its ``<hash>.r0`` files; files
+    that hold no CRL are skipped). Read again, when changed, at most every ``recheck``
+    seconds. A CRL whose signature is not its issuer's is ignored."""
+
+    _DER_NAME = re.compile(r"\.(r\d+|crl|der)$")
+
+    def __init__(self, path: Path, recheck: float = 60.0) -> None:
+        self.path = path
+        self.recheck = recheck
+        self._by_issuer: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
+        self._stamp: object = None
+        self._checked = 0.0
+        self.load()
+
+    def _files(self) -> list[Path]:
+        if self.path.is_dir():
+            return sorted(p for p in self.path.iterdir() if p.is_file())
+        return [self.path]
+
+    def load(self) -> None:
+        """Read the CRLs if they changed; raises OSError when the path cannot be read."""
+        files = self._files()
+        stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        self._checked = time.monotonic()
+        if stamp == self._stamp:
+            return
+        found: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
+        for path in files:
+            for crl in self._parse(path):
+                found.setdefault(crl.issuer, []).append(crl)
+        self._by_issuer, self._stamp = found, stamp
+
+    def _parse(self, path: Path) -> list[x509.CertificateRevocationList]:
+        data = path.read_bytes()
+        out = []
+        with contextlib.suppress(ValueError):
+            if b"-----BEGIN X509 CRL-----" in data:
+                for block in data.split(b"-----BEGIN X509 CRL-----")[1:]:
+                    pem = b"-----BEGIN X509 CRL-----" + block.split(b"-----END X509 CRL-----")[0]
+                    out.append(x509.load_pem_x509_crl(pem + b"-----END X509 CRL-----\n"))
+            elif self._DER_NAME.search(path.name):
+                out.append(x509.load_der_x509_crl(data))
+        return out
+
+    def revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> datetime | None:
+        """When ``cert`` was revoked by a CRL of ``issuer``; None if it is not."""
+        if time.monotonic() - self._checked >= self.recheck:
+            with contextlib.suppress(OSError):  # keep the lists last read
+                self.load()
+        for crl in self._by_issuer.get(cert.issuer, ()):
+            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                continue
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None:
+                return entry.revocation_date_utc
+        return None
+
+
+def identify(
+    chain: Sequence[x509.Certificate],
+    now: datetime | None = None,
+    revocations: Revocations | None = None,
+) -> CertIdentity:
     """The user a verified chain (leaf first) stands for; raises CertificateRejected."""
     if not chain:
         raise CertificateRejected("no client certificate was presented")
@@ -220,6 +288,13 @@ def identify(chain: Sequence[x509.Certificate], now: datetime | None = None) -> 
     user = chain[depth]
     if _is_ca(user):
         raise CertificateRejected("a CA certificate does not identify a user")
+    if revocations is not None:
+        for cert, issuer in zip(chain[depth:], chain[depth + 1 :], strict=False):
+            when = revocations.revoked(cert, issuer)
+            if when is not None:
+                raise CertificateRejected(
+                    f"the certificate {oneline(cert.subject)} was revoked at {when.isoformat()}"
+                )
     expires = min(c.not_valid_after_utc for c in chain[: depth + 1])
     return CertIdentity(oneline(user.subject), depth, expires)
 
@@ -304,8 +379,10 @@ class ClientCertificates:
         *,
         subjects: SubjectMap | None = None,
         admin_groups: GroupRule | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.admin_dns = frozenset(admin_dns)
+        self.revocations = revocations
         self.subjects = subjects
         self.admin_groups = admin_groups
         self._parsed: dict[tuple[str, ...], list[x509.Certificate]] = {}
@@ -324,7 +401,7 @@ class ClientCertificates:
         return chain
 
     def authenticate(self, pems: Sequence[str], now: datetime | None = None) -> Caller:
-        ident = identify(self._chain(pems), now)
+        ident = identify(self._chain(pems), now, self.revocations)
         mapped = self.subjects.get(ident.subject) if self.subjects is not None else None
         owner = mapped.owner if mapped else qualify(X509, ident.subject)
         groups = mapped.groups if mapped else frozenset()
