@@ -165,3 +165,17 @@ def test_serve_refuses_a_bad_subjects_file(
     assert proc.returncode == 2, output
     assert f"JOBGATE_X509_SUBJECTS_FILE {subjects}" in output or str(subjects) in output
     assert message in output
+
+
+def test_app_refuses_an_unreadable_crl_path(pki: Pki, tmp_path: Path) -> None:
+    from jobgate.api.app import create_app
+
+    settings = Settings(
+        auth=("x509",),
+        tls_cert=pki.path("server.pem"),
+        tls_client_ca=pki.path("ca.pem"),
+        tls_crl=tmp_path / "missing",
+        data_dir=tmp_path / "d",
+    )
+    with pytest.raises(ValueError, match=r"JOBGATE_TLS_CRL .*missing: cannot read it"):
+        create_app(settings)
