@@ -32,6 +32,7 @@ from tests.transport.certs import (
     USER_DN,
     Pki,
     crl_der,
+    crl_pem,
     issue,
     make_pki,
     name,
@@ -228,3 +229,19 @@ def test_crl_not_signed_by_its_issuer_is_ignored(pki: Pki, tmp_path: Path) -> No
     path.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
     crls = Revocations(path)
     assert identify([pki.user.cert, pki.ca.cert], revocations=crls).subject == USER_DN
+
+
+def test_checks_are_reused_only_within_validity_and_the_same_crls(pki: Pki, tmp_path: Path) -> None:
+    proxy = proxy_of(pki.user, days=1)
+    pems = [proxy.pem().decode(), pki.user.pem().decode(), pki.ca.pem().decode()]
+    crl = tmp_path / "ca.crl.pem"
+    crl.write_bytes(crl_pem(pki.ca))  # revokes nothing
+    certs = ClientCertificates(revocations=Revocations(crl, recheck=0))
+    assert certs.authenticate(pems).name == f"x509:{USER_DN}"
+    assert certs.authenticate(pems).name == f"x509:{USER_DN}"  # from what was checked
+    later = proxy.cert.not_valid_after_utc + timedelta(seconds=1)
+    with pytest.raises(CertificateRejected, match="expired at"):
+        certs.authenticate(pems, now=later)
+    crl.write_bytes(crl_pem(pki.ca, pki.user))  # a new CRL applies from the next request
+    with pytest.raises(CertificateRejected, match="revoked at"):
+        certs.authenticate(pems)

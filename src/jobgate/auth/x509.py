@@ -201,6 +201,10 @@ class CertIdentity:
     subject: str
     proxies: int
     expires: datetime
+    valid_from: datetime
+    """The latest start of validity in the chain: before it, the chain is not valid."""
+    valid_until: datetime
+    """The earliest end of validity in the chain (CA certificates included)."""
 
 
 class Revocations:
@@ -249,11 +253,16 @@ class Revocations:
                 out.append(x509.load_der_x509_crl(data))
         return out
 
-    def revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> datetime | None:
-        """When ``cert`` was revoked by a CRL of ``issuer``; None if it is not."""
+    def current(self) -> object:
+        """The lists' version, after reading them again if due and changed."""
         if time.monotonic() - self._checked >= self.recheck:
             with contextlib.suppress(OSError):  # keep the lists last read
                 self.load()
+        return self._stamp
+
+    def revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> datetime | None:
+        """When ``cert`` was revoked by a CRL of ``issuer``; None if it is not."""
+        self.current()
         for crl in self._by_issuer.get(cert.issuer, ()):
             if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 continue
@@ -296,7 +305,13 @@ def identify(
                     f"the certificate {oneline(cert.subject)} was revoked at {when.isoformat()}"
                 )
     expires = min(c.not_valid_after_utc for c in chain[: depth + 1])
-    return CertIdentity(oneline(user.subject), depth, expires)
+    return CertIdentity(
+        oneline(user.subject),
+        depth,
+        expires,
+        max(c.not_valid_before_utc for c in chain),
+        min(c.not_valid_after_utc for c in chain),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,8 +384,10 @@ class ClientCertificates:
     The caller is ``x509:<subject>``, or who the subjects file maps the subject to, with
     the file's groups; scope ``submit``, and ``admin`` when the subject is one of
     ``admin_dns`` or a group is one of the admin groups. Parsed chains are cached (a
-    connection presents the same chain with every request); dates are checked on every
-    request.
+    connection presents the same chain with every request), and so is what they identify:
+    a later request reuses the checks (signatures, proxy rules, revocation under the same
+    revocation lists) while the time is within every certificate's validity, and checks
+    again otherwise, so an expired certificate is refused with its reason.
     """
 
     def __init__(
@@ -386,6 +403,22 @@ class ClientCertificates:
         self.subjects = subjects
         self.admin_groups = admin_groups
         self._parsed: dict[tuple[str, ...], list[x509.Certificate]] = {}
+        self._known: dict[tuple[str, ...], tuple[CertIdentity, object]] = {}
+
+    def _identify(self, pems: Sequence[str], now: datetime | None) -> CertIdentity:
+        key = tuple(pems)
+        now = now or datetime.now(UTC)
+        stamp = self.revocations.current() if self.revocations is not None else None
+        known = self._known.get(key)
+        if known is not None:
+            ident, checked_with = known
+            if ident.valid_from <= now <= ident.valid_until and checked_with == stamp:
+                return ident
+        ident = identify(self._chain(pems), now, self.revocations)
+        if len(self._known) >= CACHE_SIZE:
+            self._known.clear()
+        self._known[key] = (ident, stamp)
+        return ident
 
     def _chain(self, pems: Sequence[str]) -> list[x509.Certificate]:
         key = tuple(pems)
@@ -401,7 +434,7 @@ class ClientCertificates:
         return chain
 
     def authenticate(self, pems: Sequence[str], now: datetime | None = None) -> Caller:
-        ident = identify(self._chain(pems), now, self.revocations)
+        ident = self._identify(pems, now)
         mapped = self.subjects.get(ident.subject) if self.subjects is not None else None
         owner = mapped.owner if mapped else qualify(X509, ident.subject)
         groups = mapped.groups if mapped else frozenset()
