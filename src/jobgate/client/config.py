@@ -194,8 +194,11 @@ def resolve(
             password = password or file.get("password")
         if cert is None:
             cert, key = file.get("cert"), key or file.get("key")
-    # Grid tools leave a proxy (certificate and key in one file) here.
-    cert = cert or env.get("X509_USER_PROXY") or None
+    # Grid tools leave a proxy (certificate and key in one file) here; a stale variable
+    # naming a removed file is no reason to fail.
+    proxy = env.get("X509_USER_PROXY")
+    if cert is None and proxy and os.path.isfile(proxy):
+        cert = proxy
     final_url = normalize_url(url or DEFAULT_URL)
     if token is None and user is None and final_url == DEFAULT_URL:
         token = local_admin_token()
