@@ -297,8 +297,9 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
         access_log=False,
         http=Protocol,
         timeout_keep_alive=settings.http_keep_alive_timeout,
-        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
+    config.load()
+    config.ssl = tls  # our own context (uvicorn's options cannot ask for proxy certificates)
     try:
         Gateway(config, unix=unix, unix_path=settings.uds, tcp=settings.tcp).run()
     finally:
