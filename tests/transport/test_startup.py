@@ -179,3 +179,24 @@ def test_app_refuses_an_unreadable_crl_path(pki: Pki, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"JOBGATE_TLS_CRL .*missing: cannot read it"):
         create_app(settings)
+
+
+def test_an_expiring_server_certificate_is_logged(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.x509.oid import NameOID
+
+    from tests.transport.certs import issue, name
+
+    soon = issue(
+        name((NameOID.COMMON_NAME, "127.0.0.1")),
+        pki.ca,
+        not_before=datetime.now(UTC) - timedelta(days=80),
+        days=83,
+    )
+    cert = pki.write("soon.pem", soon.pem(), soon.key_pem())
+    with caplog.at_level("WARNING", logger="jobgate.api.transport"):
+        server_context(cert, None, None)
+    assert f"JOBGATE_TLS_CERT {cert} expires at" in caplog.text

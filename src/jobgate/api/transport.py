@@ -19,15 +19,22 @@ that does not lead to a trusted CA fails the handshake (a TLS alert: no HTTP exi
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
 import stat
 import struct
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+log = logging.getLogger(__name__)
+
 TLS_EXTENSION = "tls"
+EXPIRY_WARNING = timedelta(days=14)
 UNIX_EXTENSION = "jobgate.unix"
 NO_CHECK_TIME = 0x200000
 """OpenSSL's ``X509_V_FLAG_NO_CHECK_TIME`` (not among :class:`ssl.VerifyFlags`)."""
@@ -58,6 +65,7 @@ def server_context(cert: Path, key: Path | None, client_ca: Path | None) -> ssl.
         else:
             what = f"JOBGATE_TLS_CERT {cert} / JOBGATE_TLS_KEY {key}: {exc.reason}"
         raise ValueError(what) from None
+    _warn_expiry(cert)
     if client_ca is not None:
         _readable("JOBGATE_TLS_CLIENT_CA", client_ca)
         try:
@@ -72,6 +80,20 @@ def server_context(cert: Path, key: Path | None, client_ca: Path | None) -> ssl.
             ctx.verify_flags | ssl.VERIFY_ALLOW_PROXY_CERTS | NO_CHECK_TIME
         )
     return ctx
+
+
+def _warn_expiry(cert: Path) -> None:
+    """Log when the server's certificate has expired or expires soon (clients will refuse
+    it; serving goes on, so that a renewal can be put in place and the server restarted)."""
+    try:
+        ends = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    except ValueError:
+        return
+    left = ends - datetime.now(UTC)
+    if left <= timedelta(0):
+        log.error("JOBGATE_TLS_CERT %s expired at %s: clients will refuse it", cert, ends)
+    elif left <= EXPIRY_WARNING:
+        log.warning("JOBGATE_TLS_CERT %s expires at %s", cert, ends)
 
 
 def _verified_chain(obj: Any) -> list[str]:
