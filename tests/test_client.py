@@ -319,6 +319,8 @@ def test_tes_calls(jg: Client) -> None:
     assert full["logs"][0]["logs"][0]["stdout"] == "t\n"
     listed = jg.tes_list(tags={"t": t}, view="BASIC")
     assert [x["id"] for x in listed["tasks"]] == [task_id]
+    # A second task, so that a page of one cannot hold every task.
+    jg.tes_create({"executors": [{"image": "x", "command": ["true"]}]})
     assert jg.tes_list(page_size=1)["next_page_token"]
     assert jg.tes_list(name_prefix="tes", tags={"t": t})["tasks"] == [
         {"id": task_id, "state": "COMPLETE"}

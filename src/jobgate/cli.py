@@ -65,6 +65,8 @@ class Globals:
     token: str | None = None
     json: bool = False
     user: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
 
 @app.callback()
@@ -74,8 +76,8 @@ def main(
         str | None,
         typer.Option(
             envvar="JOBGATE_URL",
-            help="Server to talk to (default: `url` in ~/.config/jobgate/config.toml, "
-            "else http://127.0.0.1:8000).",
+            help="Server to talk to, http(s)://… or unix:///path/of/socket (default: `url` in "
+            "~/.config/jobgate/config.toml, else http://127.0.0.1:8000).",
         ),
     ] = None,
     token: Annotated[
@@ -97,9 +99,22 @@ def main(
             help="HTTP basic user (the password comes from JOBGATE_PASSWORD or the config file).",
         ),
     ] = None,
+    cert: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBGATE_CERT",
+            show_envvar=True,
+            help="Client certificate (PEM) for mutual TLS, or a proxy file holding the key too "
+            "(default: `cert` in the config file, else $X509_USER_PROXY).",
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="JOBGATE_KEY", show_envvar=True, help="Private key of --cert (PEM)."),
+    ] = None,
 ) -> None:
     """jobgate: one front door to many compute systems."""
-    ctx.obj = Globals(url, token, json_out, user)
+    ctx.obj = Globals(url, token, json_out, user, cert, key)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -128,7 +143,7 @@ def _client(ctx: typer.Context) -> Client:
     from jobgate.client import Client
 
     g = _globals(ctx)
-    return Client(g.url, g.token, user=g.user)
+    return Client(g.url, g.token, user=g.user, cert=g.cert, key=g.key)
 
 
 def client_errors() -> Any:
@@ -269,13 +284,38 @@ def serve(
             "(`jobgate backends` lists the kinds and options)."
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate to serve HTTPS with.", show_default=False)
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM key of --tls-cert (default: in that file).", show_default=False),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM CA bundle whose client certificates are accepted (with JOBGATE_AUTH=x509).",
+            show_default=False,
+        ),
+    ] = None,
+    uds: Annotated[
+        Path | None,
+        typer.Option(help="Also serve on this UNIX socket (mode 0600).", show_default=False),
+    ] = None,
+    tcp: Annotated[
+        bool | None,
+        typer.Option(
+            "--tcp/--no-tcp", help="Listen on --host/--port (default: yes).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run the API and the dispatcher in one process (SQLite + local backend by default).
 
     Every option also comes from the environment: JOBGATE_HOST, JOBGATE_PORT,
     JOBGATE_DATA_DIR, JOBGATE_DATABASE_URL, JOBGATE_ALLOWED_DIRS, JOBGATE_RUNTIME,
-    JOBGATE_SLOTS, JOBGATE_CONFIG_FILE; JOBGATE_BACKEND=slurm makes Slurm the default
-    backend (JOBGATE_SLURM_SHARED_DIR: the job directory root the nodes see).
+    JOBGATE_SLOTS, JOBGATE_CONFIG_FILE, JOBGATE_TLS_CERT, JOBGATE_TLS_KEY,
+    JOBGATE_TLS_CLIENT_CA, JOBGATE_UDS, JOBGATE_TCP; JOBGATE_BACKEND=slurm makes Slurm the
+    default backend (JOBGATE_SLURM_SHARED_DIR: the job directory root the nodes see).
     """
     from jobgate.api.app import create_app
     from jobgate.api.server import serve as run_server
@@ -288,9 +328,15 @@ def serve(
             "port": port,
             "data_dir": data_dir,
             "config_file": config,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "tls_client_ca": tls_client_ca,
+            "uds": uds,
         }.items()
         if v
     }
+    if tcp is not None:
+        overrides["tcp"] = tcp
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -302,7 +348,7 @@ def serve(
         raise typer.Exit(2) from None
     try:
         run_server(asgi, settings, log_level=log_level)
-    except ValueError as exc:  # limits that cannot be met (the open-files limit)
+    except ValueError as exc:  # limits that cannot be met, TLS files, the socket path
         err().print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
 

@@ -1,7 +1,8 @@
 """The ``jobgate`` console entry point: the commonest client commands without typer.
 
 ``jobgate version``, ``jobgate status ID...`` and ``jobgate ls`` (optionally ``-q`` and
-``--limit N`` up to one page, after the global ``--url``/``--token``/``--user``) are
+``--limit N`` up to one page, after the global ``--url``/``--token``/``--user``/
+``--cert``/``--key``) are
 answered here, with one request each over the standard library's ``http.client``: typer,
 click, httpx and pydantic together cost more CPU at start than the whole command may. They
 print what :mod:`jobgate.cli` prints (the same tables, messages and exit codes) and read
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlsplit
 from jobgate import __version__
 
 if TYPE_CHECKING:
-    import ssl
+    import http.client
 
     from jobgate.client.config import ClientConfig
 
@@ -29,7 +30,7 @@ TIMEOUT = 30.0
 """Seconds per connect, send and read, as :class:`jobgate.client.Client`'s default."""
 MAX_PAGE = 500
 """``ls`` asks for at most this many rows per request (as the typer command does)."""
-GLOBALS = ("--url", "--token", "--user")
+GLOBALS = ("--url", "--token", "--user", "--cert", "--key")
 PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -77,7 +78,7 @@ def run_quick(argv: Sequence[str]) -> int:
 
 
 def _globals(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """The leading ``--url``/``--token``/``--user`` options, and what follows them."""
+    """The leading global options (:data:`GLOBALS`), and what follows them."""
     options: dict[str, str] = {}
     args = list(argv)
     while args and args[0].startswith("-"):
@@ -125,7 +126,13 @@ def _guarded(options: dict[str, str], command: Callable[[ClientConfig], int]) ->
     if PROXY_VARIABLES & {name.lower() for name in os.environ}:
         raise Fallback  # httpx honours proxies; http.client would not
     try:
-        cfg = resolve(options.get("--url"), options.get("--token"), user=options.get("--user"))
+        cfg = resolve(
+            options.get("--url"),
+            options.get("--token"),
+            user=options.get("--user"),
+            cert=options.get("--cert"),
+            key=options.get("--key"),
+        )
         code = command(cfg)
     except JobgateClientError as exc:
         print_error(exc, False)
@@ -169,11 +176,13 @@ def request(cfg: ClientConfig, method: str, path: str, body: Any = None) -> Any:
 
     from jobgate.client.errors import from_answer, transport_failed
 
-    url = urlsplit(cfg.url)
+    url = urlsplit(cfg.base_url)
     conn: http.client.HTTPConnection
-    if url.scheme == "https":
+    if cfg.uds is not None:
+        conn = _unix_connection(cfg.uds)
+    elif url.scheme == "https":
         conn = http.client.HTTPSConnection(
-            url.hostname or "", url.port, timeout=TIMEOUT, context=_tls_context()
+            url.hostname or "", url.port, timeout=TIMEOUT, context=cfg.ssl_context()
         )
     else:
         conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=TIMEOUT)
@@ -204,15 +213,20 @@ def request(cfg: ClientConfig, method: str, path: str, body: Any = None) -> Any:
     return json.loads(data)
 
 
-def _tls_context() -> ssl.SSLContext:
-    """Certificate checks as httpx makes them: ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else
-    certifi's bundle."""
-    import ssl
+def _unix_connection(path: str) -> http.client.HTTPConnection:
+    """An HTTP connection over the UNIX socket at ``path``."""
+    import http.client
+    import socket
 
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
 
-    return ssl.create_default_context(cafile=certifi.where())
+    return UnixConnection("localhost", timeout=TIMEOUT)

@@ -11,6 +11,7 @@ a component can take only its group. Every flat field belongs to exactly one gro
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -23,7 +24,7 @@ from jobgate.runtimes.hostmounts import HostMount, parse_host_mounts
 from jobgate.runtimes.images import parse_image_map
 
 Runtime = Literal["auto", "bwrap", "process", "podman", "docker", "apptainer", "singularity"]
-AuthMode = Literal["oidc", "token", "basic", "none"]
+AuthMode = Literal["oidc", "token", "basic", "x509", "none"]
 
 
 def default_podman_runtime() -> str:
@@ -278,6 +279,10 @@ class Settings(BaseSettings):
     def metrics(self) -> MetricsSettings:
         return MetricsSettings.of(self)
 
+    @property
+    def transports(self) -> TransportSettings:
+        return TransportSettings.of(self)
+
     # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
     staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
@@ -313,7 +318,7 @@ class Settings(BaseSettings):
 
     # -- authentication and authorization (issue 5) --------------------------------------
     auth: Annotated[tuple[AuthMode, ...], NoDecode] = ("token",)
-    """Accepted credentials (comma-separated): oidc, token, basic, none."""
+    """Accepted credentials (comma-separated): oidc, token, basic, x509, none."""
     auth_none_any_host: bool = False
     """With ``none`` on, serve on a non-loopback address anyway (anyone reaching it is admin)."""
     oidc_issuers: Annotated[tuple[str, ...], NoDecode] = ()
@@ -406,7 +411,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _auth_complete(self) -> Settings:
         if not self.auth:
-            raise ValueError("JOBGATE_AUTH names no mode; use oidc, token, basic or none")
+            raise ValueError("JOBGATE_AUTH names no mode; use oidc, token, basic, x509 or none")
         if "oidc" in self.auth and not (self.oidc_issuers and self.oidc_audience):
             raise ValueError(
                 "JOBGATE_AUTH=oidc needs JOBGATE_OIDC_ISSUERS and JOBGATE_OIDC_AUDIENCE"
@@ -482,6 +487,66 @@ class Settings(BaseSettings):
             if not (sep and uid.isdigit() and gid.isdigit() and int(uid) > 0 and int(gid) > 0):
                 raise ValueError(f"expected UID:GID of a non-root user, got {value!r}")
         return value
+
+    # -- transports: TLS, client certificates, the UNIX socket ----------------------------
+    tcp: bool = True
+    """Listen on ``host``:``port``; false serves only on the UNIX socket (``uds``)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the server presents: TLS is served directly when set."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (unset: the key is in the certificate file)."""
+    tls_client_ca: Path | None = None
+    """PEM bundle of the CAs whose client certificates (and their RFC 3820 proxies) are
+    accepted; clients are then asked for a certificate (optional: other modes still work)."""
+    tls_crl: Path | None = None
+    """Certificate revocation lists (a PEM or DER file, or a directory of them such as
+    ``/etc/grid-security/certificates``) checked for client certificates and their CAs."""
+    x509_admin_dns: Annotated[tuple[str, ...], NoDecode] = ()
+    """Certificate subjects (``/C=UK/O=Grid/CN=Alice``, ``;``-separated) that are admins."""
+    x509_subjects_file: Path | None = None
+    """grid-mapfile lines ``"<subject>" <owner> [group,group]``: who a certificate subject
+    is (a bare owner ``x509:<owner>``; ``iam:alice`` that owner) and its groups."""
+    uds: Path | None = None
+    """UNIX socket path to serve on as well (mode 0600: every request is its owner's)."""
+    uds_owner: str | None = None
+    """Who the socket's requests are: a bare name is ``unix:<name>``, a full one
+    (``basic:alice``) that owner; unset: ``unix:<the server's user>``."""
+    uds_scope: Literal["read", "submit", "admin"] = "admin"
+    """What the socket's requests may do."""
+
+    @field_validator("x509_admin_dns", mode="before")
+    @classmethod
+    def _split_dns(cls, value: object) -> object:
+        # Distinguished names may hold commas; ';' and newlines separate them here.
+        if isinstance(value, str):
+            return tuple(p.strip() for p in re.split(r"[;\n]", value) if p.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _transports_complete(self) -> Settings:
+        if not self.tcp and self.uds is None:
+            raise ValueError("JOBGATE_TCP=false needs JOBGATE_UDS: nothing to listen on")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("JOBGATE_TLS_KEY needs JOBGATE_TLS_CERT")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("JOBGATE_TLS_CLIENT_CA needs JOBGATE_TLS_CERT (TLS served directly)")
+        if self.tls_crl is not None and "x509" not in self.auth:
+            raise ValueError("JOBGATE_TLS_CRL needs x509 in JOBGATE_AUTH")
+        if self.x509_subjects_file is not None and "x509" not in self.auth:
+            raise ValueError("JOBGATE_X509_SUBJECTS_FILE needs x509 in JOBGATE_AUTH")
+        if "x509" in self.auth and self.tls_client_ca is None:
+            raise ValueError("JOBGATE_AUTH=x509 needs JOBGATE_TLS_CLIENT_CA and JOBGATE_TLS_CERT")
+        if self.uds_owner is not None:
+            ns, sep, rest = self.uds_owner.partition(":")
+            if (
+                not ns.strip()
+                or (sep and not rest.strip())
+                or self.uds_owner != self.uds_owner.strip()
+            ):
+                raise ValueError(f"JOBGATE_UDS_OWNER {self.uds_owner!r}: a name, or namespace:name")
+        if self.tls_cert is not None and not self.tcp:
+            raise ValueError("JOBGATE_TLS_CERT applies to TCP: not with JOBGATE_TCP=false")
+        return self
 
 
 # -- groups ------------------------------------------------------------------------------
@@ -720,6 +785,22 @@ class MetricsSettings(_Group):
     jobs_interval: float
 
 
+class TransportSettings(_Group):
+    """How clients reach the server besides ``host``:``port``: TLS, client certificates,
+    the UNIX socket."""
+
+    tcp: bool
+    tls_cert: Path | None
+    tls_key: Path | None
+    tls_client_ca: Path | None
+    tls_crl: Path | None
+    x509_admin_dns: tuple[str, ...]
+    x509_subjects_file: Path | None
+    uds: Path | None
+    uds_owner: str | None
+    uds_scope: Literal["read", "submit", "admin"]
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "store": StoreSettings,
@@ -731,5 +812,6 @@ GROUPS: dict[str, type[_Group]] = {
     "runtimes": RuntimeSettings,
     "backends": BackendSettings,
     "metrics": MetricsSettings,
+    "transports": TransportSettings,
 }
 """Property name on :class:`Settings` → its group model."""

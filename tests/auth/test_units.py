@@ -117,6 +117,8 @@ def test_token_owners_and_owner_searches() -> None:
         "iam:alice",
         "jobgate:alice",
         "token:alice",
+        "unix:alice",
+        "x509:alice",
     ]
 
 

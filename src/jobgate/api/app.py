@@ -35,12 +35,20 @@ from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
 from jobgate.auth.basic import BasicUsers, parse_users
 from jobgate.auth.credentials import JobCredentials
-from jobgate.auth.namespaces import GroupRule, LegacyOwners, ambiguous_bare, issuer_namespaces
+from jobgate.auth.namespaces import (
+    RESERVED,
+    GroupRule,
+    LegacyOwners,
+    ambiguous_bare,
+    issuer_namespaces,
+)
 from jobgate.auth.oidc import OidcVerifier
 from jobgate.auth.policy import Policy
 from jobgate.auth.ratelimit import RateLimiter
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
+from jobgate.auth.unixsocket import SocketOwner
+from jobgate.auth.x509 import ClientCertificates, Revocations, SubjectMap
 from jobgate.backends.base import Backend
 from jobgate.backends.choice import (
     default_backend,
@@ -89,7 +97,7 @@ def is_loopback(host: str) -> bool:
 def check_listen_address(settings: Settings) -> None:
     """Refuse to serve without authentication beyond loopback unless explicitly told to."""
     open_to_all = "none" in settings.auth and not settings.auth_none_any_host
-    if open_to_all and not is_loopback(settings.host):
+    if open_to_all and settings.tcp and not is_loopback(settings.host):
         raise ValueError(
             f"JOBGATE_AUTH includes 'none' (no authentication): refusing to listen on "
             f"{settings.host}, which is not a loopback address; set "
@@ -121,6 +129,31 @@ def legacy_owners(settings: Settings) -> LegacyOwners:
     )
 
 
+def subject_map(settings: Settings) -> SubjectMap | None:
+    """``JOBGATE_X509_SUBJECTS_FILE`` read; raises ValueError naming the file's problem
+    (a malformed line: its file and number)."""
+    path = settings.x509_subjects_file
+    if path is None:
+        return None
+    try:
+        return SubjectMap(path, (*oidc_namespaces(settings), *RESERVED))
+    except OSError as exc:
+        what = f"cannot read it ({exc.strerror})"
+        raise ValueError(f"JOBGATE_X509_SUBJECTS_FILE {path}: {what}") from None
+
+
+def revocation_lists(settings: Settings) -> Revocations | None:
+    """``JOBGATE_TLS_CRL`` read; raises ValueError when it cannot be."""
+    path = settings.tls_crl
+    if path is None:
+        return None
+    try:
+        return Revocations(path)
+    except OSError as exc:
+        what = f"cannot read it ({exc.strerror})"
+        raise ValueError(f"JOBGATE_TLS_CRL {path}: {what}") from None
+
+
 def make_authenticator(
     settings: Settings, tokens: ServiceTokens, http: httpx.AsyncClient
 ) -> Authenticator:
@@ -142,11 +175,25 @@ def make_authenticator(
     basic = None
     if "basic" in settings.auth and settings.basic_users_file is not None:
         basic = BasicUsers(settings.basic_users_file, admin_groups)
+    certificates = None
+    if "x509" in settings.auth:
+        subjects = subject_map(settings)
+        certificates = ClientCertificates(
+            settings.x509_admin_dns,
+            subjects=subjects,
+            admin_groups=admin_groups,
+            revocations=revocation_lists(settings),
+        )
+    socket_owner = None
+    if settings.uds is not None:
+        socket_owner = SocketOwner(settings.uds_owner, settings.uds_scope)
     return Authenticator(
         settings.auth,
         oidc=oidc,
         tokens=tokens if "token" in settings.auth else None,
         basic=basic,
+        certificates=certificates,
+        socket_owner=socket_owner,
     )
 
 
@@ -157,6 +204,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     """
     settings = settings or Settings()
     check_listen_address(settings)
+    subject_map(settings)  # a bad subjects file or CRL path fails here, before serving
+    revocation_lists(settings)
     plan_backends(settings)  # a bad config file or backend kind fails here, before serving
 
     @asynccontextmanager

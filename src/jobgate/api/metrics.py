@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobgate.api.deps import Services, services
-from jobgate.api.security import public
+from jobgate.api.security import public, request_caller
 from jobgate.errors import Forbidden
 from jobgate.observability import tracing
 from jobgate.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -42,7 +42,7 @@ async def check_scraper(request: Request, svc: Services) -> None:
     secret = token.get_secret_value().encode() if token is not None else b""
     if secret and hmac.compare_digest(sent, secret):
         return
-    caller = await svc.auth.authenticate(header or None)
+    caller = await request_caller(request, svc)
     if not caller.admin:
         raise Forbidden(
             "the metrics are for admins and the JOBGATE_METRICS_TOKEN bearer "

@@ -68,6 +68,12 @@ def security_schemes(settings: Settings) -> dict[str, dict[str, Any]]:
         }
     if "basic" in settings.auth:
         schemes["basic"] = {"type": "http", "scheme": "basic"}
+    if "x509" in settings.auth:
+        schemes["clientCertificate"] = {
+            "type": "mutualTLS",
+            "description": "a client certificate, or an RFC 3820 proxy of one, from a CA "
+            "the server trusts",
+        }
     return schemes
 
 

@@ -10,6 +10,10 @@ kernel hands it, so idle sockets alone could use up the process's open files. He
   longest without a request under way, or, if every one is busy, the new one;
 - at start the soft open-files limit is raised to the hard one, and ``max_connections``
   is lowered (with a warning) to what fits beside the files the service itself needs.
+
+It serves TLS directly when a certificate is configured, and a UNIX socket besides (or
+instead of) TCP; each connection's requests carry what the connection tells about its
+client as scope extensions (:mod:`jobgate.api.transport`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from jobgate.api.transport import bind_unix, connection_extensions, server_context, unlink_unix
 from jobgate.config import Settings
 
 log = logging.getLogger(__name__)
@@ -131,7 +139,41 @@ class _Limits:
             )
 
 
-class H11Limited(_Limits, H11Protocol):
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+def _extended(app: ASGIApp, extensions: dict[str, Any]) -> ASGIApp:
+    """``app``, its requests' scopes carrying ``extensions``."""
+
+    async def extended(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["extensions"] = {**(scope.get("extensions") or {}), **extensions}
+        await app(scope, receive, send)
+
+    return extended
+
+
+class _Peer:
+    """Mixed into a uvicorn HTTP protocol: the connection's client facts (TLS client
+    certificate chain, UNIX socket peer) go into every request's scope."""
+
+    app: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        extensions = connection_extensions(transport)
+        if extensions:
+            self.app = _extended(self.app, extensions)
+
+
+class H11Limited(_Limits, _Peer, H11Protocol):
     pass
 
 
@@ -139,7 +181,7 @@ Protocol: type[asyncio.Protocol] = H11Limited
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HttpToolsLimited(_Limits, HttpToolsProtocol):
+    class HttpToolsLimited(_Limits, _Peer, HttpToolsProtocol):
         pass
 
     Protocol = HttpToolsLimited
@@ -186,11 +228,65 @@ def connection_limit(settings: Settings, fd_limit: int) -> int:
     return settings.max_connections
 
 
+class Gateway(uvicorn.Server):
+    """uvicorn's server, also (or only) listening on a bound UNIX socket, never with TLS."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        unix: socket.socket | None,
+        unix_path: Path | None = None,
+        tcp: bool = True,
+    ) -> None:
+        super().__init__(config)
+        self.unix = unix
+        self.unix_path = unix_path
+        self.tcp = tcp
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Here, not after run(): uvicorn re-raises SIGTERM once serving ends.
+        if self.unix is not None and self.unix_path is not None:
+            unlink_unix(self.unix, self.unix_path)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.unix is None:
+            await super().startup(sockets)
+            return
+        if not self.tcp:  # the socket alone (settings refuse TLS without TCP)
+            await super().startup([self.unix])
+            log.info("jobgate serving on unix socket %s", self.unix.getsockname())
+            return
+        await super().startup(sockets)
+        if not self.started:
+            return
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+
+        server = await loop.create_server(protocol, sock=self.unix, backlog=config.backlog)
+        self.servers.append(server)
+        log.info("jobgate serving on unix socket %s too", self.unix.getsockname())
+
+
 def serve(app: Any, settings: Settings, *, log_level: str) -> None:
-    """Run ``app`` until stopped (SIGINT/SIGTERM). Raises ValueError on impossible limits."""
+    """Run ``app`` until stopped (SIGINT/SIGTERM). Raises ValueError on impossible limits,
+    and on TLS files or a socket path that cannot be used (naming the setting)."""
     files = raise_fd_limit()
     limit = connection_limit(settings, files)
     log.info("open-files limit %d: at most %d client connections", files, limit)
+    tls = None
+    if settings.tls_cert is not None:
+        tls = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    unix = bind_unix(settings.uds) if settings.uds is not None else None
     config = ServerConfig(
         app,
         header_timeout=settings.http_header_timeout,
@@ -202,4 +298,10 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
         http=Protocol,
         timeout_keep_alive=settings.http_keep_alive_timeout,
     )
-    uvicorn.Server(config).run()
+    config.load()
+    config.ssl = tls  # our own context (uvicorn's options cannot ask for proxy certificates)
+    try:
+        Gateway(config, unix=unix, unix_path=settings.uds, tcp=settings.tcp).run()
+    finally:
+        if unix is not None and settings.uds is not None:
+            unlink_unix(unix, settings.uds)

@@ -2,8 +2,9 @@
 
 Namespaces: one per trusted OIDC issuer (its alias, given as ``alias=url`` in
 ``JOBGATE_OIDC_ISSUERS`` or derived from the URL), ``basic`` for users of the users file,
-``token`` for service tokens made for a bare name (robots), and ``jobgate`` for the
-bootstrap admin token, which no OIDC or basic identity can spell. Issuers given the same
+``token`` for service tokens made for a bare name (robots), ``x509`` for client
+certificates (``x509:<subject DN>``), ``unix`` for the UNIX socket's owner, and ``jobgate``
+for the bootstrap admin token, which no OIDC or basic identity can spell. Issuers given the same
 alias share one namespace: the administrator's explicit choice.
 
 Groups: an OIDC caller's groups are qualified the same way (``iam:src/team``); groups of
@@ -24,7 +25,9 @@ from urllib.parse import urlsplit
 BASIC = "basic"
 TOKEN = "token"
 SYSTEM = "jobgate"
-RESERVED = frozenset({BASIC, TOKEN, SYSTEM})
+X509 = "x509"
+UNIX = "unix"
+RESERVED = frozenset({BASIC, TOKEN, SYSTEM, X509, UNIX})
 BOOTSTRAP_ADMIN = f"{SYSTEM}:admin"
 """The bootstrap admin token's owner: no OIDC issuer or basic user can produce it."""
 

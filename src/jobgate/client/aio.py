@@ -38,7 +38,9 @@ class AsyncClient:
     """A client for one jobgate server (native API and GA4GH TES).
 
     ``url`` and ``token`` default to ``JOBGATE_URL``/``JOBGATE_TOKEN``, then the config
-    file (see :mod:`jobgate.client.config`). Every method raises a
+    file (see :mod:`jobgate.client.config`); ``url`` may be ``unix:///path`` (a server's
+    ``--uds`` socket), and ``cert``/``key`` a client certificate for mutual TLS
+    (``JOBGATE_CERT``/``JOBGATE_KEY``). Every method raises a
     :class:`~jobgate.client.errors.JobgateClientError` subclass on failure: ``NotFound``,
     ``InvalidRequest`` (with ``.errors``), ``Conflict``, ``ConnectionFailed``, …
 
@@ -58,13 +60,20 @@ class AsyncClient:
         retries: int = 4,
         backoff: float = 0.25,
         config_path: Path | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
-        cfg = resolve(url, token, user=user, password=password, path=config_path)
+        cfg = resolve(
+            url, token, user=user, password=password, path=config_path, cert=cert, key=key
+        )
         self.url = cfg.url
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.AsyncClient(base_url=cfg.url, headers=cfg.headers(), timeout=timeout)
+        transport = None if cfg.uds is None else httpx.AsyncHTTPTransport(uds=cfg.uds)
+        self._http = httpx.AsyncClient(
+            headers=cfg.headers(), timeout=timeout, transport=transport, **cfg.httpx_options()
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -184,8 +184,25 @@ def connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
     return transport_failed(url, "lost", str(exc))
 
 
+TLS_CLOSED = (
+    "EOF occurred in violation of protocol",
+    "UNEXPECTED_EOF_WHILE_READING",
+    "Server disconnected without sending a response",  # httpx
+    "Remote end closed connection without response",  # http.client
+    "Connection reset by peer",  # the close met the request
+)
+"""How OpenSSL and httpx report a server that closed the connection without a word: what
+a TLS server does with a client certificate it does not accept."""
+
+
 def transport_failed(url: str, failure: Failure, detail: str) -> ConnectionFailed:
     """The error for a failure to talk to ``url``; ``detail`` names the timeout or the cause."""
+    if url.startswith("https:") and any(words in detail for words in TLS_CLOSED):
+        return ConnectionFailed(
+            f"lost the connection to jobgate at {url}: {detail} (so a TLS server ends one "
+            "when it does not accept the client certificate sent, or needs one: not from a "
+            "CA it trusts, or not signed by its issuer's key)"
+        )
     if failure == "timeout":
         return ConnectionFailed(f"jobgate at {url} did not answer in time ({detail})")
     if failure == "connect":

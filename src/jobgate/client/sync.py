@@ -35,7 +35,9 @@ class Client:
 
     ``url`` and ``token`` (or ``user``/``password`` for HTTP basic) default to
     ``JOBGATE_URL``/``JOBGATE_TOKEN``/``JOBGATE_USER``/``JOBGATE_PASSWORD``, then the config
-    file (see :mod:`jobgate.client.config`). Every method raises a
+    file (see :mod:`jobgate.client.config`); ``url`` may be ``unix:///path`` (a server's
+    ``--uds`` socket), and ``cert``/``key`` a client certificate for mutual TLS
+    (``JOBGATE_CERT``/``JOBGATE_KEY``). Every method raises a
     :class:`~jobgate.client.errors.JobgateClientError` subclass on failure: ``NotFound``,
     ``InvalidRequest`` (with ``.errors``), ``Conflict``, ``ConnectionFailed``, …
 
@@ -55,13 +57,20 @@ class Client:
         retries: int = 4,
         backoff: float = 0.25,
         config_path: Path | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
-        cfg = resolve(url, token, user=user, password=password, path=config_path)
+        cfg = resolve(
+            url, token, user=user, password=password, path=config_path, cert=cert, key=key
+        )
         self.url = cfg.url
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.Client(base_url=cfg.url, headers=cfg.headers(), timeout=timeout)
+        transport = None if cfg.uds is None else httpx.HTTPTransport(uds=cfg.uds)
+        self._http = httpx.Client(
+            headers=cfg.headers(), timeout=timeout, transport=transport, **cfg.httpx_options()
+        )
 
     def close(self) -> None:
         self._http.close()
