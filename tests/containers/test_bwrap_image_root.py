@@ -87,12 +87,17 @@ async def test_other_images_still_get_the_host_dirs(tmp_path: Path, rootfs: Path
     assert run.result.executor_logs[0].stdout == "host\n"
 
 
-async def test_task_paths_over_the_images_dirs_are_a_clear_system_error(
+async def test_task_paths_inside_the_images_dirs_sit_beside_its_files(
     tmp_path: Path, rootfs: Path
 ) -> None:
-    run = await _run(tmp_path, "bb", "true", rootfs, volumes=["/bin/x"])
-    assert run.result.state == State.SYSTEM_ERROR
-    assert "/bin" in run.result.system_logs[0] and "image" in run.result.system_logs[0]
+    # CWL runners put inputs under /var/lib/cwl of the image; here a volume inside /bin.
+    script = "echo hi > /bin/x/f && cat /bin/x/f && ls /bin/busybox && readlink /bin/sh"
+    script += " && ! echo no > /bin/busybox"
+    run = await _run(tmp_path, "bb", script, rootfs, volumes=["/bin/x"])
+    assert run.result.state == State.COMPLETE, run.result.system_logs
+    assert run.result.executor_logs[0].stdout == "hi\n/bin/busybox\nbusybox\n"
+    assert (rootfs / "bin" / "busybox").stat().st_size > 1000  # the image is untouched
+    assert not (rootfs / "bin" / "x").exists()
 
 
 async def test_a_mapped_directory_that_is_missing_is_a_system_error(

@@ -36,6 +36,9 @@ class EngineSite:
     """The read-write host mount (``JOBGATE_HOST_MOUNTS=<shared>:rw``), the engine user's."""
     readonly: Path
     """A read-only host mount, root's."""
+    allowed: Path
+    """A directory ``file://`` inputs and outputs may be staged from and to
+    (``JOBGATE_ALLOWED_DIRS``): where cwl-tes runs."""
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,7 @@ def engine_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineSite
     os.chmod(readonly, 0o755)
     (readonly / "tool.txt").write_text("from the host\n")
     os.chmod(readonly / "tool.txt", 0o644)
+    allowed = Path(tempfile.mkdtemp(prefix="jobgate-staged-", dir="/var/tmp"))
     server = Server(
         tmp_path_factory.mktemp("engines") / "data",
         {
@@ -57,9 +61,11 @@ def engine_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineSite
             "JOBGATE_IMAGE_MAP": "*=dir:/",
             "JOBGATE_TASK_USER": "{}:{}".format(*ENGINE_USER),
             "JOBGATE_POLL_INTERVAL": "0.2",
+            "JOBGATE_ALLOWED_DIRS": str(allowed),
         },
     ).start()
-    yield EngineSite(server, shared, readonly)
+    yield EngineSite(server, shared, readonly, allowed)
     server.stop()
+    shutil.rmtree(allowed, ignore_errors=True)
     shutil.rmtree(shared, ignore_errors=True)
     shutil.rmtree(readonly, ignore_errors=True)

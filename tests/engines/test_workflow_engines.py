@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,15 +48,26 @@ class EngineRun:
         return code, self.log.read_text(errors="replace")[-6000:], took
 
 
-def start(name: str, argv: list[str], workdir: Path, venv: Path, env: dict[str, str]) -> Any:
-    """``argv`` started in ``workdir`` as the engine user, with the venv first on PATH."""
+def start(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    venv: Path,
+    env: dict[str, str],
+    *,
+    as_engine_user: bool = True,
+) -> Any:
+    """``argv`` started in ``workdir`` as the engine user (else as the test's user), with
+    the venv first on PATH."""
     log = workdir / f"{name}.log"
     home = workdir / "home"
     home.mkdir()
-    os.chown(home, *ENGINE_USER)
-    uid, gid = ENGINE_USER
-    drop = [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={gid}"]
-    drop += ["--clear-groups", "--"]
+    drop: list[str] = []
+    if as_engine_user:
+        os.chown(home, *ENGINE_USER)
+        uid, gid = ENGINE_USER
+        drop = [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={gid}"]
+        drop += ["--clear-groups", "--"]
     full_env = {
         "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
@@ -121,6 +133,24 @@ def engines(engine_site: EngineSite) -> Iterator[dict[str, EngineRun]]:
     proc, log = start("toil", argv, toil_dir, toil, {})
     runs["toil"] = EngineRun("toil", proc, log, toil_dir, time.monotonic(), output, jobstore)
 
+    # cwl-tes: the gateway stages its file:// inputs and outputs (the directory is in
+    # JOBGATE_ALLOWED_DIRS); the tool's inputs go under /var/lib/cwl of the host-root
+    # image. Its interpreter may live under root's pyenv, which the engine user cannot
+    # read: it runs as the test's user (a client only: its task runs as the engine user).
+    old = venvs.old_python()
+    if old is not None:
+        cwl = venvs.build("cwltes", venvs.CWL_TES, interpreter=old, setup=venvs.CWL_TES_SETUP)
+        cwl_dir = Path(tempfile.mkdtemp(prefix="cwl-", dir=engine_site.allowed))
+        shutil.copy(WORKFLOWS / "count_lines.cwl", cwl_dir / "count_lines.cwl")
+        (cwl_dir / "lines.txt").write_text("one\ntwo\nthree\n")
+        (cwl_dir / "job.yml").write_text("text: {class: File, path: lines.txt}\n")
+        argv = [f"{cwl}/bin/cwl-tes", "--tes", url, "--outdir", str(cwl_dir / "out")]
+        argv += ["count_lines.cwl", "job.yml"]
+        proc, log = start("cwl-tes", argv, cwl_dir, cwl, {}, as_engine_user=False)
+        runs["cwl-tes"] = EngineRun(
+            "cwl-tes", proc, log, cwl_dir, time.monotonic(), cwl_dir / "out" / "count.txt"
+        )
+
     yield runs
     for r in runs.values():
         if r.proc.poll() is None:
@@ -177,3 +207,20 @@ def test_toil_two_jobs_run_as_tes_tasks_sharing_the_job_store(
     assert sorted(t["name"].split()[0].strip("'") for t in ours) == ["greet", "shout"]
     assert {t["state"] for t in ours} == {"COMPLETE"}
     print(f"toil workflow: {took:.1f} s")
+
+
+def test_cwl_tes_runs_a_one_step_workflow_as_a_tes_task(
+    engines: dict[str, EngineRun], engine_site: EngineSite
+) -> None:
+    if "cwl-tes" not in engines:
+        pytest.skip("no Python 3.7 to 3.9 on this host for cwl-tes's cwltool 1.0")
+    run = engines["cwl-tes"]
+    code, log, took = run.wait()
+    assert code == 0, log
+    # wc -l of the staged input, at the path cwl-tes gave it under /var/lib/cwl.
+    count, path = run.output.read_text().split()
+    assert count == "3" and path.startswith("/var/lib/cwl/") and path.endswith("/lines.txt")
+    document = f"file://{run.workdir}/count_lines.cwl"
+    ours = [t for t in tasks(engine_site) if t.get("tags", {}).get("CWLDocumentId") == document]
+    assert [t["state"] for t in ours] == ["COMPLETE"]
+    print(f"cwl-tes workflow: {took:.1f} s")

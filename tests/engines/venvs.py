@@ -36,12 +36,27 @@ SNAKEMAKE = (
 SNAKEMAKE_WHEELS = ("snakemake-storage-plugin-fs==1.1.3",)
 """What each remote Snakemake job pip-installs (offline, from ``<venv>/wheels``)."""
 TOIL = ("toil==7.0.0", "toil-batch-system-tes==2.0.0")
+CWL_TES = ("cwl-tes==0.3.0",)
+"""cwl-tes's last release pins cwltool 1.0.2019, whose dependencies build only with
+setuptools < 58 (2to3) and run on Python ≤ 3.9: see :func:`old_python`."""
+CWL_TES_SETUP = ("setuptools<58", "wheel")
 
 
-def build(name: str, requirements: Sequence[str], *, wheels: Sequence[str] = ()) -> Path:
+def build(
+    name: str,
+    requirements: Sequence[str],
+    *,
+    wheels: Sequence[str] = (),
+    interpreter: str | None = None,
+    setup: Sequence[str] = (),
+) -> Path:
     """The venv ``name`` holding ``requirements`` (built now if missing). ``wheels`` are
-    downloaded with their dependencies into ``<venv>/wheels`` for offline installs."""
-    key = hashlib.sha256("\n".join([*requirements, "--", *wheels]).encode()).hexdigest()[:12]
+    downloaded with their dependencies into ``<venv>/wheels`` for offline installs.
+    ``interpreter`` makes the venv (default :func:`python`); ``setup`` is installed first
+    and then builds the requirements (no build isolation)."""
+    made_by = interpreter or python()
+    parts = [*requirements, "--", *wheels, "--", made_by, *setup]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
     target = ROOT / f"{name}-{key}"
     ROOT.mkdir(parents=True, exist_ok=True)
     os.chmod(ROOT, 0o755)
@@ -51,9 +66,13 @@ def build(name: str, requirements: Sequence[str], *, wheels: Sequence[str] = ())
             return target
         shutil.rmtree(target, ignore_errors=True)
         run = functools.partial(subprocess.run, check=True, preexec_fn=_readable_by_all)
-        run([python(), "-m", "venv", str(target)])
+        run([made_by, "-m", "venv", str(target)])
         pip = [str(target / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
-        run([*pip, "install", *requirements])
+        if setup:
+            run([*pip, "install", *setup])
+            run([*pip, "install", "--no-build-isolation", *requirements])
+        else:
+            run([*pip, "install", *requirements])
         if wheels:
             dest = target / "wheels"
             run([*pip, "download", "-d", str(dest), *wheels])
@@ -72,6 +91,21 @@ def python() -> str:
         if probe.returncode == 0:  # Debian ships venv apart (python3-venv)
             return SYSTEM_PYTHON
     return str(getattr(sys, "_base_executable", sys.executable))
+
+
+def old_python() -> str | None:
+    """A Python 3.7 to 3.9 interpreter (cwl-tes's cwltool needs one), if the host has one
+    that runs: under pyenv's versions, else on PATH (a pyenv shim on PATH may not run)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates: list[str] = []
+    for minor in (7, 8, 9):
+        candidates += [str(p) for p in sorted(pyenv.glob(f"3.{minor}.*/bin/python3"))]
+        candidates += [found for found in [shutil.which(f"python3.{minor}")] if found]
+    for candidate in candidates:
+        probe = subprocess.run([candidate, "-c", "import venv"], check=False, capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    return None
 
 
 def main() -> None:

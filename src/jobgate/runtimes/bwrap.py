@@ -151,13 +151,18 @@ class BwrapRuntime(Runtime):
             names = sorted(os.listdir(spec.root))
         except FileNotFoundError:
             names = []
+        spliced: set[str] = set()
         if rootfs is None:
             argv = list(self._prefix)
             reserved: tuple[str, ...] = RESERVED
         else:
-            argv, reserved = self._image_prefix(rootfs, names)
+            argv, reserved, spliced = self._image_prefix(rootfs, names)
         for name in names:
             target = "/" + name
+            if name in spliced:
+                assert rootfs is not None
+                argv += _splice(str(rootfs / name), f"{spec.root}/{name}", target)
+                continue
             if any(_inside(target, r) for r in reserved):
                 where = "the host's system directories" if rootfs is None else "the image"
                 raise UnsupportedTask(
@@ -209,9 +214,11 @@ class BwrapRuntime(Runtime):
 
     def _image_prefix(
         self, rootfs: Path, task_names: list[str]
-    ) -> tuple[list[str], tuple[str, ...]]:
+    ) -> tuple[list[str], tuple[str, ...], set[str]]:
         """The sandbox's start for an image root: its entries read-only, except empty
-        directories the task puts its own files in; and the paths the task may not use."""
+        directories the task puts its own files in; the paths the task may not use; and
+        the image's directories the task's own paths go into (spliced: see
+        :func:`_splice`)."""
         entries = self._image_roots.get(rootfs)
         if entries is None:
             entries = self._image_roots[rootfs] = _root_entries(rootfs)
@@ -223,13 +230,17 @@ class BwrapRuntime(Runtime):
             entries = [e for e in entries if e.name not in HOST_ROOT_SKIPPED]
             argv += ["--ro-bind", str(self.etc_dir), "/etc"]
             reserved.append("/etc")
+        spliced = set()
         for e in entries:
             if e.empty and e.name in task_names:
+                continue
+            if e.name in task_names and e.directory:
+                spliced.add(e.name)
                 continue
             argv += e.args
             reserved.append("/" + e.name)
         argv += ["--dev", "/dev", "--proc", "/proc"]
-        return argv, tuple(reserved)
+        return argv, tuple(reserved), spliced
 
     def _image_helper(self) -> tuple[list[str], list[str]]:
         """bwrap arguments showing the host's setpriv, its libraries and loader under
@@ -253,6 +264,40 @@ class _RootEntry:
     name: str
     args: list[str]
     empty: bool
+    directory: bool = False
+
+
+def _splice(image: str, task: str, target: str) -> list[str]:
+    """bwrap arguments showing the image's directory ``image`` at ``target`` with the
+    task's own paths (under ``task``) placed inside it: ``target`` is a fresh directory
+    holding each image entry read-only and the task's entries read-write, down to where
+    the task's path leaves the image. bwrap cannot create a mount point inside a
+    read-only bind, so the image directory itself cannot be bound whole (CWL runners put
+    inputs under ``/var/lib/cwl`` of a host-root image)."""
+    args = ["--dir", target]
+    own = set(os.listdir(task))
+    with os.scandir(image) as found:
+        for e in sorted(found, key=lambda e: e.name):
+            if e.name in own:
+                continue
+            dest = f"{target}/{e.name}"
+            if e.is_symlink():
+                args += ["--symlink", os.readlink(e.path), dest]
+            else:
+                args += ["--ro-bind", e.path, dest]
+    for name in sorted(own):
+        src, inner, dest = f"{task}/{name}", f"{image}/{name}", f"{target}/{name}"
+        if (
+            os.path.isdir(src)
+            and not os.path.islink(src)
+            and os.path.isdir(inner)
+            and not os.path.islink(inner)
+            and os.listdir(inner)
+        ):
+            args += _splice(inner, src, dest)
+        else:
+            args += ["--bind", src, dest]
+    return args
 
 
 def _is_dir_in(root: Path, path: str) -> bool:
@@ -273,7 +318,8 @@ def _root_entries(rootfs: Path) -> list[_RootEntry]:
                 )
             elif e.is_dir():
                 empty = not os.listdir(e.path)
-                entries.append(_RootEntry(e.name, ["--ro-bind", e.path, "/" + e.name], empty))
+                args = ["--ro-bind", e.path, "/" + e.name]
+                entries.append(_RootEntry(e.name, args, empty, directory=True))
             else:
                 entries.append(_RootEntry(e.name, ["--ro-bind", e.path, "/" + e.name], False))
     return entries
