@@ -91,10 +91,14 @@ def make_node_runtime(name: str, scratch: Path, options: dict[str, Any] | None =
     runtime: Runtime
     if name == "bwrap":
         catalog = ImageCatalog(options.get("image_map") or {})
+        # The sandbox's user maps to the node runner's own uid whatever it is called
+        # inside; called by that uid's number, scheduler tools work: srun's step requests
+        # carry getuid(), which must be the job owner's (a nobody inside is refused).
         runtime = BwrapRuntime(
             etc_dir=scratch / "etc",
             catalog=catalog,
             network=bool(options.get("executor_network", False)),
+            run_as=(os.geteuid(), os.getegid()),
         )
     elif name == "process":
         runtime = ProcessRuntime()
