@@ -486,8 +486,9 @@ class Settings(BaseSettings):
     )
     """psik backend names → jobgate backends (``default=local,frontier=slurm``), first
     one first; an empty value is jobgate's default backend."""
-    psik_shell: str = Field(default="rc", min_length=1)
-    """The interpreter of psik scripts that do not start with ``#!`` (psik's ``rc_path``)."""
+    psik_shell: str = Field(default="/usr/bin/env rc", min_length=1)
+    """The interpreter of psik scripts that do not start with ``#!`` (psik's ``rc_path``,
+    whose default this is)."""
 
     @field_validator("psik_prefix")
     @classmethod

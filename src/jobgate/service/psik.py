@@ -6,7 +6,8 @@ A psik job is a native job with one executor running the job's ``script`` from t
 :data:`SCRIPT_PATH` in the working directory :data:`WORKDIR`: a script that starts with
 ``#!`` runs under the interpreter it names (as the kernel would run it: the interpreter,
 its one optional argument, the script's path); any other script under the configured
-shell (``JOBGATE_PSIK_SHELL``, default ``rc``, as psik runs scripts without ``#!``).
+shell (``JOBGATE_PSIK_SHELL``, default ``/usr/bin/env rc``, as psik runs scripts
+without ``#!``).
 Files uploaded into a held job land in the working directory.
 """
 
@@ -131,7 +132,7 @@ class PsikJobs:
         logs: JobLogs,
         secrets: SecretBox,
         backends: Mapping[str, str],
-        shell: str = "rc",
+        shell: str = "/usr/bin/env rc",
     ) -> None:
         self.native = native
         self.job_logs = logs
