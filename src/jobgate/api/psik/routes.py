@@ -118,6 +118,7 @@ def make_router(prefix: str) -> APIRouter:
             methods=["GET"],
             summary="psik backends",
             include_in_schema=i == 0,
+            responses=answers(404),
             response_model=dict[str, PsikSystemStatus],
         )
 
@@ -155,6 +156,7 @@ def make_router(prefix: str) -> APIRouter:
             methods=["GET"],
             summary="List jobs (psik status rows)",
             include_in_schema=i == 0,
+            responses=answers(404),
             response_model=list[PsikStepInfo],
         )
         router.add_api_route(
@@ -164,7 +166,7 @@ def make_router(prefix: str) -> APIRouter:
             summary="Submit a psik job",
             include_in_schema=i == 0,
             response_model=str,
-            responses=answers(403, 429),
+            responses=answers(403, 404, 429),
             openapi_extra=openapi.body(openapi.ref(PsikJobSpec)),
         )
 
@@ -186,7 +188,7 @@ def make_router(prefix: str) -> APIRouter:
         "/jobs/new",
         summary="Create a job without starting it (upload files, then start it)",
         response_model=str,
-        responses=answers(403, 429),
+        responses=answers(403, 404, 429),
         openapi_extra=openapi.body(openapi.ref(PsikJobSpec)),
     )
     async def new_job(
