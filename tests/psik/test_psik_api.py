@@ -39,7 +39,8 @@ from tests.conftest import Server
 from tests.psik import psikserver
 from tests.support import assert_error, fresh_postgres, requires_bwrap, serve_http
 
-pytestmark = [requires_bwrap, pytest.mark.timeout(120)]
+# One worker runs the module: its servers start once.
+pytestmark = [requires_bwrap, pytest.mark.timeout(120), pytest.mark.xdist_group("psik")]
 
 SECRET = "psik-s3cret"
 README_JOB = {
