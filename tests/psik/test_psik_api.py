@@ -16,6 +16,8 @@ Deliberate differences, asserted as such (see the README's psik_api section):
   answers 405;
 - callbacks are signed with the job's ``cb_secret``; psik_api 1.0.0 (psik 1.3) stores the
   spec with the secret masked and signs with the mask ``**********``;
+- psik_api may lose a job's ``queued`` row and callback (a race on its status file's
+  lock, seen under load); jobgate's history always has it;
 - errors have jobgate's error body, not FastAPI's ``{"detail": ...}``.
 """
 
@@ -146,10 +148,35 @@ class Flow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def client(base: str) -> httpx.Client:
+    # A connection per request: psik_api drops a kept-alive connection when a background
+    # task it ran after its last answer (a submission, a cancel) raised.
+    return httpx.Client(
+        base_url=base,
+        timeout=30,
+        headers={"accept": "application/json"},
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+def state_of(c: httpx.Client, job_id: str) -> Any:
+    """The job's state; None when psik_api fails to read its status file (500) meanwhile."""
+    try:
+        r = c.get(f"/jobs/{job_id}/state")
+    except httpx.TransportError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
 def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> list[Any]:
     deadline = time.monotonic() + timeout
     while True:
-        r = client.get(f"/jobs/{job_id}")
+        try:
+            r = client.get(f"/jobs/{job_id}")
+        except httpx.TransportError:
+            # psik_api closes a keep-alive connection when a background task it ran after
+            # the last answer (a job's submission) raised.
+            r = httpx.Response(503)
         # psik_api may answer 500 while a job script appends to its status file.
         rows = r.json() if r.status_code == 200 else [{"state": None}]
         if rows[-1]["state"] in FINAL:
@@ -160,7 +187,7 @@ def wait_final(client: httpx.Client, job_id: str, timeout: float = 60) -> list[A
 
 def readme_flows(base: str, callback: str) -> Flow:
     flow = Flow()
-    with httpx.Client(base_url=base, timeout=30, headers={"accept": "application/json"}) as c:
+    with client(base) as c:
         flow.backends = c.get("/backends").json()
         job = {**README_JOB, "callback": callback, "cb_secret": SECRET}
         r = c.post("/jobs", json=job)
@@ -229,6 +256,13 @@ def states(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
     return [(r["jobndx"], r["state"]) for r in rows]
 
 
+def psik_may_lose_queued(rows: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+    """``rows``, and ``rows`` without ``queued``: psik 1.3 takes its status file's lock
+    without waiting, so when the job script records ``active`` just as psik_api records
+    ``queued``, the ``queued`` row (and its callback) is lost."""
+    return [rows, [r for r in rows if r[1] != "queued"]]
+
+
 # -- the flows on jobgate ----------------------------------------------------------------
 
 
@@ -270,7 +304,11 @@ def test_callbacks_are_psiks_and_signed(flows: dict[str, Flow], hooks: tuple[Hoo
             time.sleep(0.1)
     calls = {name: receiver.got[f"/{name}"] for name in ("jobgate", "psik_api")}
     for name, got in calls.items():
-        assert [json.loads(b)["state"] for _h, b in got] == ["queued", "active", "completed"]
+        sent = [json.loads(b)["state"] for _h, b in got]
+        if name == "jobgate":
+            assert sent == ["queued", "active", "completed"]
+        else:
+            assert sent in (["queued", "active", "completed"], ["active", "completed"])
         # psik 1.3 writes the job's spec with pydantic's SecretStr masked, so psik_api
         # signs with the mask "**********" instead of the secret; jobgate with the secret.
         key = SECRET if name == "jobgate" else "*" * 10
@@ -282,7 +320,7 @@ def test_callbacks_are_psiks_and_signed(flows: dict[str, Flow], hooks: tuple[Hoo
             assert cb["jobid"] == flows[name].submitted and cb["jobndx"] == 1
     ours = [json.loads(b) for _h, b in calls["jobgate"]]
     theirs = [json.loads(b) for _h, b in calls["psik_api"]]
-    assert [shape(c) for c in ours] == [shape(c) for c in theirs]
+    assert {json.dumps(shape(c)) for c in ours} == {json.dumps(shape(c)) for c in theirs}
     # The very bytes psik's pydantic model writes (signatures are over them).
     assert calls["jobgate"][0][1] == json.dumps(ours[0], separators=(",", ":")).encode()
 
@@ -307,7 +345,7 @@ def test_answers_have_psik_apis_shapes(flows: dict[str, Flow]) -> None:
         assert shape(getattr(ours, attr)) == shape(getattr(theirs, attr)), attr
     assert list(ours.backends) == list(theirs.backends) == ["default"]
     for attr in ("history", "held_history", "held_final"):
-        assert states(getattr(ours, attr)) == states(getattr(theirs, attr)), attr
+        assert states(getattr(theirs, attr)) in psik_may_lose_queued(states(getattr(ours, attr)))
     assert ours.state == theirs.state == "completed"
     assert ours.held_logs == {k: v for k, v in theirs.held_logs.items() if k != "messages"}
     # Deliberate differences (module docstring).
@@ -327,16 +365,16 @@ def test_answers_have_psik_apis_shapes(flows: dict[str, Flow]) -> None:
 def test_a_canceled_job_reads_as_psiks(jobgate: str, psik_api: str) -> None:
     got = {}
     for name, base in (("jobgate", jobgate), ("psik_api", psik_api)):
-        with httpx.Client(base_url=base, timeout=30) as c:
+        with client(base) as c:
             job_id = c.post("/jobs", json={"script": "echo started; sleep 60"}).json()
             deadline = time.monotonic() + 30
-            while c.get(f"/jobs/{job_id}/state").json() != "active":
+            while state_of(c, job_id) != "active":
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             r = c.delete(f"/jobs/{job_id}")
             assert (r.status_code, r.json()) == (200, None)
             got[name] = wait_final(c, job_id)
-    assert states(got["jobgate"]) == states(got["psik_api"])
+    assert states(got["psik_api"]) in psik_may_lose_queued(states(got["jobgate"]))
     assert states(got["jobgate"])[-1] == (0, "canceled")
 
 

@@ -29,6 +29,7 @@ from jobgate.domain.models import JobEvent, JobRecord
 from jobgate.domain.native import DEFAULT_IMAGE, JobRequest
 from jobgate.domain.psik import (
     JOBGATE_STATES,
+    PSIK_STATE,
     PsikCallback,
     PsikJobSpec,
     PsikState,
@@ -318,6 +319,14 @@ class PsikJobs:
         return path
 
     # -- control -----------------------------------------------------------------------
+
+    def check_held(self, rec: JobRecord) -> None:
+        """Files go only into a job not started yet (409 otherwise: it would miss them)."""
+        if rec.state != State.PAUSED:
+            raise Conflict(
+                f"job {rec.id} is {PSIK_STATE[rec.state].value} ({rec.state}): files can be "
+                "uploaded only into a job created with POST /jobs/new, before it is started"
+            )
 
     async def start(self, rec: JobRecord) -> State:
         """Start a held job; submit a failed or canceled one again (its next jobndx)."""

@@ -262,7 +262,7 @@ def make_router(prefix: str) -> APIRouter:
     ) -> JSONResponse:
         """Upload ``files`` (multipart/form-data) into a held job's working directory."""
         checked(psik, backend)
-        await acc.control(jobid)
+        psik.check_held(await acc.control(jobid))
         await _receive(jobid, request, svc)
         return _json(None)
 
@@ -322,7 +322,7 @@ def make_router(prefix: str) -> APIRouter:
     ) -> JSONResponse:
         # What `curl --upload-file FILE .../files/` sends (psik_api 1.0 answers it 405).
         checked(psik, backend)
-        await acc.control(jobid)
+        psik.check_held(await acc.control(jobid))
         await svc.uploads.put(
             jobid,
             _in_workdir(fname),
