@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-slurm bench-pulsar system-deps pulsar-venv diracx-venv clean
+.PHONY: run test lint bench bench-slurm bench-pulsar system-deps pulsar-venv diracx-venv psik-venv clean
 
 $(STAMP): pyproject.toml
 	@# Debian/Ubuntu ship venv separately; install it when we can (root), else say so.
@@ -28,6 +28,7 @@ run: $(STAMP)
 # gridengine-*: a single-node Grid Engine cluster for tests/gridengine. Their install asks
 # for the master host and cell (debconf), so those answers are given first; without them
 # the packages install no cell.
+# rc: the shell psik scripts without #! run under (tests/psik, and real psik_api's jobs).
 # chromium: the dashboard's page tests (tests/dashboard, driven by Playwright's Python package).
 # debootstrap and podman-compose: tests/image builds the container image from a Debian root
 # made offline and runs compose.yaml with it.
@@ -35,7 +36,7 @@ IMAGE_PKGS := debootstrap:debootstrap podman-compose:podman-compose
 SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static \
 	slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge \
 	sge_qmaster:gridengine-master sge_execd:gridengine-exec qconf:gridengine-client \
-	chromium:chromium rsync:rsync rabbitmq-server:rabbitmq-server $(IMAGE_PKGS)
+	chromium:chromium rsync:rsync rabbitmq-server:rabbitmq-server rc:rc $(IMAGE_PKGS)
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=""; \
@@ -78,10 +79,19 @@ $(DIRACX_VENV)/.installed:
 	touch $@
 diracx-venv: $(DIRACX_VENV)/.installed
 
+# A real psik_api 1.0.0 server for tests/psik to compare answers with: its own venv (its
+# psik and certified dependencies stay out of jobgate's); it needs pydantic below 2.12.
+PSIK_VENV := .venv-psik
+$(PSIK_VENV)/.installed:
+	$(PYTHON) -m venv $(PSIK_VENV)
+	$(PSIK_VENV)/bin/pip install --quiet 'psik_api==1.0.0' 'pydantic<2.12'
+	touch $@
+psik-venv: $(PSIK_VENV)/.installed
+
 # The suite runs in parallel (pytest-xdist): most tests wait on servers and subprocesses,
 # so more workers than cores pay off; each scheduler's tests stay on one worker.
 TEST_WORKERS ?= 3
-test: $(STAMP) system-deps pulsar-venv diracx-venv
+test: $(STAMP) system-deps pulsar-venv diracx-venv psik-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
@@ -97,4 +107,4 @@ bench-pulsar: $(STAMP) pulsar-venv
 	$(BIN)/python bench/pulsar_bench.py
 
 clean:
-	rm -rf $(VENV) $(PULSAR_VENV) $(DIRACX_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PULSAR_VENV) $(DIRACX_VENV) $(PSIK_VENV) .pytest_cache .mypy_cache .ruff_cache

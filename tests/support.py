@@ -6,10 +6,13 @@ conftest files), so any test module may import from it.
 
 from __future__ import annotations
 
+import asyncio
 import http.server
+import os
 import random
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -22,6 +25,8 @@ import httpx
 import psutil
 import pytest
 import tes
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 if TYPE_CHECKING:
     from tests.conftest import Server
@@ -381,3 +386,30 @@ def pytes_final(client: tes.HTTPClient, task_id: str, timeout: float = 60) -> te
 def pytes_run(client: tes.HTTPClient, task: tes.Task, timeout: float = 60) -> tes.Task:
     """Create ``task`` through py-tes and wait until it is final; its FULL view."""
     return pytes_final(client, client.create_task(task), timeout)
+
+
+# -- databases ---------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_postgres(prefix: str = "jg") -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server (dropped afterwards): its URL.
+    Skips the test when PostgreSQL is not reachable."""
+    url = os.environ.get("JOBGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+        await engine.dispose()
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))

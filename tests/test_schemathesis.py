@@ -109,6 +109,7 @@ def config_file(path: Path, objects: dict[str, list[str]], max_examples: int) ->
         "job_id": "jobs",
         "task_id": "jobs",
         "workstep_id": "jobs",
+        "jobid": "jobs",
         "sha256": "sandboxes",
         "token_id": "tokens",
     }.items():

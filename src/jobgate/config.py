@@ -548,6 +548,42 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_TLS_CERT applies to TCP: not with JOBGATE_TCP=false")
         return self
 
+    # -- psik_api-compatible jobs API ------------------------------------------------------
+    psik_prefix: str = "/psik/v1"
+    """Where the psik_api routes are served (psik_api itself uses ``/v1``, which jobgate
+    serves TES 1.0 on)."""
+    psik_backends: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"default": ""}
+    )
+    """psik backend names → jobgate backends (``default=local,frontier=slurm``), first
+    one first; an empty value is jobgate's default backend."""
+    psik_shell: str = Field(default="/usr/bin/env rc", min_length=1)
+    """The interpreter of psik scripts that do not start with ``#!`` (psik's ``rc_path``,
+    whose default this is)."""
+
+    @field_validator("psik_prefix")
+    @classmethod
+    def _check_psik_prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith("/") or "//" in value:
+            raise ValueError(f"expected an absolute URL path like /psik/v1, got {value!r}")
+        return value
+
+    @field_validator("psik_backends", mode="before")
+    @classmethod
+    def _split_psik_backends(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        out: dict[str, str] = {}
+        for item in (p.strip() for p in value.split(",")):
+            if not item:
+                continue
+            name, sep, target = item.partition("=")
+            if not name.strip():
+                raise ValueError(f"expected NAME=BACKEND entries, got {item!r}")
+            out[name.strip()] = target.strip() if sep else ""
+        return out
+
 
 # -- groups ------------------------------------------------------------------------------
 

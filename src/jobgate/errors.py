@@ -53,6 +53,13 @@ class JobNotFound(JobgateError):
         self.job_id = job_id
 
 
+class NotFound(JobgateError):
+    """Something other than a job (a backend, a file) that the request names is not there."""
+
+    status = 404
+    code = "not_found"
+
+
 class Conflict(JobgateError):
     status = 409
     code = "conflict"

@@ -201,6 +201,75 @@ def _bulk(action: str, fresh: str, **extra: Any) -> Case:
     return Case(req, BULK, first_item)
 
 
+PSIK = "/psik/v1"
+
+
+def _psik(
+    suffix: str, code: str = "200", *, method: str = "GET", fresh: bool = False, **kwargs: Any
+) -> Case:
+    """A psik_api route on the owner's finished job, or (``fresh``) on a new held one."""
+
+    def req(w: World) -> Request:
+        job_id = w.held() if fresh else w.done["id"]
+        return (method, f"{PSIK}/jobs/{job_id}{suffix}", kwargs)
+
+    return Case(req, _control(code) if fresh else _own(code))
+
+
+def _psik_uploaded(w: World) -> Request:
+    job_id = w.held()
+    r = httpx.put(
+        f"{w.server.url}{PSIK}/jobs/{job_id}/files/a.txt", content=b"a", headers=w.headers["owner"]
+    )
+    assert r.status_code == 200, r.text
+    return ("GET", f"{PSIK}/jobs/{job_id}/files/a.txt", {})
+
+
+PSIK_JOB = {"name": "matrix", "script": "true"}
+PSIK_CASES: dict[tuple[str, str], Case] = {
+    **{
+        (m, f"{PSIK}{p}"): c
+        for p in ("/jobs", "/jobs/")
+        for m, c in (
+            ("GET", Case(lambda w, p=p: ("GET", f"{PSIK}{p}", {}), LISTED, sees_done)),
+            (
+                "POST",
+                Case(lambda w, p=p: ("POST", f"{PSIK}{p}", {"json": PSIK_JOB}), _submit("200")),
+            ),
+        )
+    },
+    **{
+        ("GET", f"{PSIK}{p}"): Case(lambda w, p=p: ("GET", f"{PSIK}{p}", {}), _ok("200"))
+        for p in ("/backends", "/backends/")
+    },
+    ("GET", f"{PSIK}/backends/{{name}}"): Case(
+        lambda w: ("GET", f"{PSIK}/backends/default", {}), _ok("200")
+    ),
+    ("POST", f"{PSIK}/jobs/new"): Case(
+        lambda w: ("POST", f"{PSIK}/jobs/new", {"json": PSIK_JOB}), _submit("200")
+    ),
+    ("GET", f"{PSIK}/jobs/{{jobid}}"): _psik(""),
+    ("GET", f"{PSIK}/jobs/{{jobid}}/state"): _psik("/state"),
+    **{
+        ("GET", f"{PSIK}/jobs/{{jobid}}{s}"): _psik(s)
+        for s in ("/logs", "/logs/", "/scripts", "/scripts/", "/files", "/files/")
+    },
+    ("DELETE", f"{PSIK}/jobs/{{jobid}}"): _psik("", method="DELETE", fresh=True),
+    ("POST", f"{PSIK}/jobs/{{jobid}}/start"): _psik("/start", method="POST", fresh=True),
+    **{
+        ("POST", f"{PSIK}/jobs/{{jobid}}{s}"): _psik(
+            s, method="POST", fresh=True, files=[("files", ("in.txt", b"data"))]
+        )
+        for s in ("/files", "/files/")
+    },
+    ("PUT", f"{PSIK}/jobs/{{jobid}}/files/{{fname:path}}"): _psik(
+        "/files/in.txt", method="PUT", fresh=True, content=b"data"
+    ),
+    ("GET", f"{PSIK}/jobs/{{jobid}}/files/{{fname:path}}"): Case(_psik_uploaded, _own("200")),
+}
+"""The psik_api-compatible routes (JOBGATE_PSIK_PREFIX)."""
+
+
 MATRIX: dict[tuple[str, str], Case] = {
     **{
         ("GET", p): Case(lambda w, p=p: ("GET", p, {}), PUBLIC)
@@ -321,6 +390,7 @@ MATRIX: dict[tuple[str, str], Case] = {
         ("GET", p): Case(lambda w, p=p: ("GET", p, {}), PUBLIC)
         for p in ("/v1/www/docs/oper", "/v1/www/docs/oper/rapidoc-min.js", "/metrics")
     },
+    **PSIK_CASES,
 }
 
 

@@ -29,6 +29,7 @@ from jobgate.api import (
 from jobgate.api import diracx as diracx_api
 from jobgate.api import jobs as jobs_api
 from jobgate.api import metrics as metrics_api
+from jobgate.api import psik as psik_api
 from jobgate.api.dashboard import pages as dashboard_pages
 from jobgate.api.deps import Services
 from jobgate.api.security import authenticate, public
@@ -69,6 +70,8 @@ from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
+from jobgate.service.psik import FORMAT as PSIK_FORMAT
+from jobgate.service.psik import PsikCallbacks
 from jobgate.service.sandboxes import Sandboxes
 from jobgate.service.uploads import JobUploads
 from jobgate.service.webhooks import Webhooks, webhook_guard
@@ -292,7 +295,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher
         # Webhooks run where jobs run: one sender per database, resuming from its cursor.
-        webhooks = Webhooks.from_settings(store, bus, settings)
+        webhooks = Webhooks.from_settings(
+            store, bus, settings, formats={PSIK_FORMAT: PsikCallbacks(secrets)}
+        )
         job_counts = JobCounts(store, settings.metrics.jobs_interval, list(backends))
         await job_counts.start()
         if dispatch:
@@ -344,6 +349,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(diracx_api.make_router())  # DiracX: /api/jobs, /.well-known
     app.include_router(dashboard_pages.make_router())  # the web dashboard at /
     app.include_router(tes.make_router(), prefix="/ga4gh/tes/v1")
+    # Before the /v1 TES router too: a psik prefix under /v1 must not be taken as task ids.
+    app.include_router(psik_api.make_router(settings.psik_prefix))
 
     # /v1 is TES 1.0 for the clients that use it (py-tes 0.4: Toil, Snakemake).
     # Before the /v1 router: its /v1/tasks/{task_id} would take "service-info" as an id.

@@ -40,6 +40,13 @@ Restarts
     that commits after a higher-numbered one was delivered and saved, and is not delivered
     before a crash, is not read back.
 
+Other formats
+    A front end that serves another API's callbacks (psik_api's) stores ``_hook:
+    {"format": NAME, ...}`` in the job's spec and gives the sender a :class:`Format` under
+    that NAME: it renders the body and headers of each event, or skips an event its API
+    would not report. Delivery, retries, ordering and the host checks stay as above; the
+    event-id and attempt headers are sent with every format.
+
 Callback hosts
     Callback URLs are http(s) without a user name or password, to global addresses only,
     as for staging (:mod:`jobgate.staging.guard`): loopback, private, link-local, metadata
@@ -62,9 +69,10 @@ import random
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -123,6 +131,12 @@ def payload(event: JobEvent, target: Target) -> bytes:
         "labels": target.labels,
     }
     return jsontext.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Format(Protocol):
+    """Another API's callback body: ``(body, headers)`` for an event, None to skip it."""
+
+    def render(self, event: JobEvent, target: Target) -> tuple[bytes, dict[str, str]] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +302,12 @@ class Webhooks:
         cursor: Cursor,
         policy: RetryPolicy | None = None,
         guard: Guard | None = None,
+        formats: Mapping[str, Format] | None = None,
     ) -> None:
-        """``guard`` decides which hosts may be sent to (default: global addresses only)."""
+        """``guard`` decides which hosts may be sent to (default: global addresses only);
+        ``formats`` render the callbacks of jobs whose spec names one in ``_hook``."""
         self.store = store
+        self.formats = dict(formats or {})
         self.bus = bus
         self.secret = secret
         self.cursor = cursor
@@ -315,7 +332,13 @@ class Webhooks:
         self._stopping = False
 
     @classmethod
-    def from_settings(cls, store: JobStore, bus: EventBus, settings: Settings) -> Webhooks:
+    def from_settings(
+        cls,
+        store: JobStore,
+        bus: EventBus,
+        settings: Settings,
+        formats: Mapping[str, Format] | None = None,
+    ) -> Webhooks:
         return cls(
             store,
             bus,
@@ -328,6 +351,7 @@ class Webhooks:
                 timeout=settings.webhook_timeout,
             ),
             guard=webhook_guard(settings),
+            formats=formats,
         )
 
     async def start(self) -> None:
@@ -483,13 +507,13 @@ class Webhooks:
         del self._jobs[job_id]
 
     async def _deliver(self, event: JobEvent, target: Target, queue: _JobQueue) -> bool:
-        """POST ``event`` until it is accepted or the policy gives up; True if delivered."""
-        body = payload(event, target)
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: str(event.seq),
-            SIGNATURE_HEADER: sign(self.secret, body),
-        }
+        """POST ``event`` until it is accepted or the policy gives up; True if delivered
+        (or skipped by its format)."""
+        rendered = self._render(event, target)
+        if rendered is None:
+            return True
+        body, headers = rendered
+        headers[EVENT_ID_HEADER] = str(event.seq)
         policy = self.policy
         refused = refusal(target.url, self.guard)
         why = f"refused: {refused}" if refused else ""
@@ -542,6 +566,18 @@ class Webhooks:
             why,
         )
         return False
+
+    def _render(self, event: JobEvent, target: Target) -> tuple[bytes, dict[str, str]] | None:
+        kind = (target.hook or {}).get("format")
+        fmt = self.formats.get(kind) if isinstance(kind, str) else None
+        if fmt is not None:
+            return fmt.render(event, target)
+        if kind is not None:
+            log.warning(
+                "job %s asks for webhook format %r, which is not served", event.job_id, kind
+            )
+        body = payload(event, target)
+        return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
 
     # -- cursor ------------------------------------------------------------------------
 

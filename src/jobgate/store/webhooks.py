@@ -30,18 +30,31 @@ class Target:
     url: str
     name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    hook: dict[str, Any] | None = None
+    """The stored spec's ``_hook``: which body format a front end asked for (``format``),
+    and what it needs to render it; None: jobgate's own."""
+    reschedules: int = 0
 
 
-def _target(name: Any, url: Any, tags: Any) -> Target | None:
+def _target(
+    name: Any, url: Any, tags: Any, hook: Any = None, reschedules: Any = 0
+) -> Target | None:
     if not isinstance(url, str):
         return None
     labels = {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
-    return Target(url, name if isinstance(name, str) else None, labels)
+    return Target(
+        url,
+        name if isinstance(name, str) else None,
+        labels,
+        hook if isinstance(hook, dict) else None,
+        reschedules if isinstance(reschedules, int) else 0,
+    )
 
 
 def _targets(conn: Connection, job_ids: Sequence[str]) -> dict[str, Target]:
     url: Any = jobs.c.spec["callback"].as_string()
     tags: Any = jobs.c.spec["tags"]
+    hook: Any = jobs.c.spec["_hook"]
     ok: Any = literal(True)
     if conn.dialect.name == "sqlite":
         # SQLite's JSON functions fail the whole statement on one spec that is not JSON
@@ -49,22 +62,35 @@ def _targets(conn: Connection, job_ids: Sequence[str]) -> dict[str, Target]:
         # only flagged here, and read whole below, where Python's parser accepts it.
         ok = func.json_valid(jobs.c.spec) == 1
         url, tags = case((ok, url), else_=None), case((ok, tags), else_=None)
+        hook = case((ok, hook), else_=None)
     out: dict[str, Target] = {}
     odd: list[str] = []
     for i in range(0, len(job_ids), _CHUNK):
         rows = conn.execute(
-            select(jobs.c.id, jobs.c.name, url.label("url"), tags.label("tags"), ok.label("ok"))
+            select(
+                jobs.c.id,
+                jobs.c.name,
+                jobs.c.reschedules,
+                url.label("url"),
+                tags.label("tags"),
+                hook.label("hook"),
+                ok.label("ok"),
+            )
             .where(jobs.c.id.in_(job_ids[i : i + _CHUNK]))
             .where(or_(url.is_not(None), ~ok))
         ).all()
         for row in rows:
             if not row.ok:
                 odd.append(row.id)
-            elif (target := _target(row.name, row.url, row.tags)) is not None:
+            elif (
+                target := _target(row.name, row.url, row.tags, row.hook, row.reschedules)
+            ) is not None:
                 out[row.id] = target
     raw = type_coerce(jobs.c.spec, Text).label("spec")
     for job_id in odd:
-        whole = conn.execute(select(jobs.c.name, raw).where(jobs.c.id == job_id)).first()
+        whole = conn.execute(
+            select(jobs.c.name, jobs.c.reschedules, raw).where(jobs.c.id == job_id)
+        ).first()
         if whole is None:
             continue
         try:
@@ -74,7 +100,10 @@ def _targets(conn: Connection, job_ids: Sequence[str]) -> dict[str, Target]:
             continue
         if not isinstance(spec, dict):
             continue
-        if (target := _target(whole.name, spec.get("callback"), spec.get("tags"))) is not None:
+        target = _target(
+            whole.name, spec.get("callback"), spec.get("tags"), spec.get("_hook"), whole.reschedules
+        )
+        if target is not None:
             out[job_id] = target
     return out
 
