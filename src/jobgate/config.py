@@ -283,6 +283,10 @@ class Settings(BaseSettings):
     def transports(self) -> TransportSettings:
         return TransportSettings.of(self)
 
+    @property
+    def dialects(self) -> DialectSettings:
+        return DialectSettings.of(self)
+
     # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
     staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
@@ -837,6 +841,16 @@ class TransportSettings(_Group):
     uds_scope: Literal["read", "submit", "admin"]
 
 
+class DialectSettings(_Group):
+    """The other communities' front doors over the same engine: DiracX and psik_api."""
+
+    diracx_max_jobs: int
+    diracx_sandbox_url_seconds: int
+    psik_prefix: str
+    psik_backends: dict[str, str]
+    psik_shell: str
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "store": StoreSettings,
@@ -849,5 +863,6 @@ GROUPS: dict[str, type[_Group]] = {
     "backends": BackendSettings,
     "metrics": MetricsSettings,
     "transports": TransportSettings,
+    "dialects": DialectSettings,
 }
 """Property name on :class:`Settings` → its group model."""
