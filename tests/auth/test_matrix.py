@@ -320,6 +320,16 @@ MATRIX: dict[tuple[str, str], Case] = {
         ("GET", p): Case(lambda w, p=p: ("GET", p, {}), PUBLIC)
         for p in ("/v1/www/docs/oper", "/v1/www/docs/oper/rapidoc-min.js", "/metrics")
     },
+    # job lifecycle: validate without creating (the submit scope)
+    **{
+        ("POST", f"{p}/tasks:validate"): Case(
+            lambda w, p=p: ("POST", f"{p}/tasks:validate", {"json": TES_TASK}), _submit("200")
+        )
+        for p in ("/ga4gh/tes/v1", "/v1")
+    },
+    ("POST", "/api/v1/jobs/validate"): Case(
+        lambda w: ("POST", "/api/v1/jobs/validate", {"json": HELD}), _submit("200")
+    ),
 }
 
 

@@ -58,12 +58,14 @@ from jobgate.observability.metrics import count_transitions
 from jobgate.service.events import EventBus
 from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
+from jobgate.service.lifecycle import limits_of
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
 from jobgate.service.sandboxes import Sandboxes
 from jobgate.service.uploads import JobUploads
 from jobgate.service.webhooks import Webhooks, webhook_guard
 from jobgate.staging import Stager
+from jobgate.staging.guard import Guard
 from jobgate.staging.tarball import ExtractLimits
 from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
@@ -207,6 +209,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             notifier=dispatcher if dispatch else None,
             credential_backends=settings.credential_backends,
             router=router,
+            limits=limits_of(settings),
+            staging_guard=Guard.from_entries(settings.staging_allowed_hosts),
+            allowed_dirs=settings.allowed_dirs,
         )
         native = NativeJobs(
             jobs,

@@ -233,6 +233,17 @@ def make_router() -> APIRouter:
         return await idempotent(svc, request, key, run)
 
     @router.post(
+        "/jobs/validate",
+        summary="Check one job as submitting it would, without creating it",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(JobRequest)),
+    )
+    async def validate_job(request: Request, svc: Svc, acc: Acc) -> Response:
+        acc.require(Scope.SUBMIT)  # no rate-limit token: checking is not submitting
+        req = validate(JobRequest, await parse_body(request))
+        return _json(native(svc).check(req).to_json())
+
+    @router.post(
         "/jobs/bulk",
         summary="Submit many jobs in one transaction",
         responses=SUBMISSION_ANSWERS,
