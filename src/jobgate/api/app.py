@@ -334,6 +334,7 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
         max_attempts=group.max_attempts,
         keep_task_dirs=group.keep_task_dirs,
         retry_max_delay=group.submit_retry_max_delay,
+        stalled_fail_after=settings.lifecycle.stalled_fail_after,
     )
 
 

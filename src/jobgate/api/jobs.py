@@ -62,9 +62,18 @@ def job_view(rec: JobRecord) -> dict[str, Any]:
         "app_status": rec.app_status,
         "attempt": rec.attempt,
         "reschedules": rec.reschedules,
+        "retries": rec.retries,
+        "stalled": rec.stalled,
+        "heartbeat": _heartbeat_view(rec),
         "spec": spec,
         "logs": rec.logs or [],
     }
+
+
+def _heartbeat_view(rec: JobRecord) -> dict[str, Any] | None:
+    if rec.heartbeat_at is None:
+        return None
+    return {"at": rfc3339(rec.heartbeat_at), **(rec.heartbeat or {})}
 
 
 def event_view(e: JobEvent) -> dict[str, Any]:
