@@ -327,6 +327,9 @@ MATRIX: dict[tuple[str, str], Case] = {
         )
         for p in ("/ga4gh/tes/v1", "/v1")
     },
+    ("PATCH", "/api/v1/jobs/{job_id}/heartbeat"): _job(
+        "/heartbeat", "204", method="PATCH", fresh="held"
+    ),
     ("POST", "/api/v1/jobs/validate"): Case(
         lambda w: ("POST", "/api/v1/jobs/validate", {"json": HELD}), _submit("200")
     ),

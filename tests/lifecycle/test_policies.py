@@ -41,7 +41,7 @@ def test_queued_timeout_ends_a_waiting_job(api: httpx.Client) -> None:
 def test_initializing_timeout_ends_a_slow_stage_in(api: httpx.Client) -> None:
     # An input from a server that answers slowly keeps the job staging.
     class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+        def do_GET(self) -> None:
             time.sleep(8)
             self.send_response(404)
             self.end_headers()

@@ -56,6 +56,7 @@ from jobgate.domain.states import ACTIVE, State
 from jobgate.observability import tracing
 from jobgate.observability.metrics import count_transitions
 from jobgate.service.events import EventBus
+from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
 from jobgate.service.lifecycle import limits_of
@@ -221,6 +222,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             callback_guard=webhook_guard(settings),
         )
         tokens = ServiceTokens(TokenStore(db))
+        heartbeats = Heartbeats(store, flush_interval=settings.heartbeat_flush_interval)
+        await heartbeats.start()
         # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         policy = Policy(
@@ -243,6 +246,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             policy=policy,
             tokens=tokens,
             secrets=secrets,
+            heartbeats=heartbeats,
         )
         await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher
@@ -269,6 +273,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             yield
         finally:
             await job_counts.stop()
+            await heartbeats.stop()
             tracing.shutdown()
             await dispatcher.stop()
             await webhooks.stop()

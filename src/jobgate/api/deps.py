@@ -13,6 +13,7 @@ from jobgate.auth.tokens import ServiceTokens
 from jobgate.backends.base import Backend
 from jobgate.config import Settings
 from jobgate.service.events import EventBus
+from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobs import JobService
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
@@ -36,6 +37,7 @@ class Services:
     policy: Policy
     tokens: ServiceTokens
     secrets: SecretBox
+    heartbeats: Heartbeats
 
 
 async def services(request: Request) -> Services:

@@ -181,6 +181,18 @@ class Patch(BaseModel):
         return value
 
 
+class Heartbeat(BaseModel):
+    """``PATCH /jobs/{id}/heartbeat``: what a running job reports of itself."""
+
+    load: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    memory_bytes: lim.Int | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    wall_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    stdout: str | None = Field(default=None, max_length=65536)
+    """The latest lines of output (the last 4 KiB are kept)."""
+    app_status: lim.Text | None = None
+
+
 class BulkPatch(Patch):
     ids: list[JobId] = Field(min_length=1, max_length=lim.IDS)
 
@@ -188,6 +200,7 @@ class BulkPatch(Patch):
 IdBody = Annotated[IdList, Depends(body_of(IdList))]
 IDS_BODY = openapi.body(openapi.ref(IdList))
 PatchBody = Annotated[Patch, Depends(body_of(Patch))]
+HeartbeatBody = Annotated[Heartbeat, Depends(body_of(Heartbeat))]
 BulkPatchBody = Annotated[BulkPatch, Depends(body_of(BulkPatch))]
 
 
@@ -417,6 +430,17 @@ def make_router() -> APIRouter:
     async def delete(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         await native(svc).delete(job_id)
+        return Response(status_code=204)
+
+    @router.patch(
+        "/jobs/{job_id}/heartbeat",
+        summary="Report that a running job is alive (load, memory, CPU, output, status)",
+        responses=answers(403, 409),
+        openapi_extra=openapi.body(openapi.ref(Heartbeat)),
+    )
+    async def heartbeat(job_id: str, body: HeartbeatBody, svc: Svc, acc: Acc) -> Response:
+        await acc.control(job_id)
+        svc.heartbeats.heartbeat(acc.owner, job_id, body.model_dump(exclude_none=True))
         return Response(status_code=204)
 
     @router.patch(
