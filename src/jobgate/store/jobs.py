@@ -476,7 +476,9 @@ def _heartbeats(
                 by_app.append({**row, "app": str(fields["app_status"])})
             else:
                 plain.append(row)
-        base = update(jobs).where(jobs.c.id == bindparam("k"), jobs.c.state.in_(_BEATING))
+        # OR of equalities, not IN: an expanding IN cannot be run as executemany.
+        active = or_(*(jobs.c.state == s for s in _BEATING))
+        base = update(jobs).where(jobs.c.id == bindparam("k"), active)
         if plain:
             conn.execute(
                 base.values(
