@@ -16,6 +16,8 @@ LIMITS = {
     "JOBGATE_MAX_RUNNING_TIMEOUT": "3600",
     "JOBGATE_POLL_INTERVAL": "0.3",
     "JOBGATE_HEARTBEAT_FLUSH_INTERVAL": "0.2",
+    # Executors reach the gateway by HTTP with their job token.
+    "JOBGATE_EXECUTOR_NETWORK": "true",
 }
 
 

@@ -53,3 +53,34 @@ def test_a_stalled_job_is_retried_when_its_policy_says_so(api: httpx.Client) -> 
     assert len(job["logs"]) == 2
     assert "stalled: no heartbeat" in "".join(job["logs"][0]["system_logs"])
     assert any(d.startswith("retry 1 of 1 after STALLED") for d in _details(api, job_id))
+
+
+BEAT = """python3 - <<'PY'
+import json, os, urllib.request
+req = urllib.request.Request(
+    os.environ["JOBGATE_JOB_URL"] + "/heartbeat",
+    data=json.dumps({"load": 0.25, "app_status": "from inside"}).encode(),
+    method="PATCH",
+    headers={"Authorization": "Bearer " + os.environ["JOBGATE_JOB_TOKEN"],
+             "Content-Type": "application/json"},
+)
+print(urllib.request.urlopen(req).status)
+other = urllib.request.Request(os.environ["JOBGATE_JOB_URL"],
+    headers={"Authorization": "Bearer " + os.environ["JOBGATE_JOB_TOKEN"]})
+try:
+    urllib.request.urlopen(other)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+PY
+sleep 1"""
+
+
+def test_a_job_reports_with_its_own_token(api: httpx.Client) -> None:
+    job = wait_job(api, submit_job(api, script=BEAT, heartbeat_timeout=30), timeout=60)
+    assert job["state"] == "COMPLETE", job
+    stdout = job["logs"][-1]["logs"][0]["stdout"].split()
+    assert stdout == ["204", "403"], stdout  # its heartbeat, but no other route
+    assert job["heartbeat"]["from"] == f"job:{job['id']}"
+    assert job["app_status"] == "from inside"
+    forged = {"Authorization": f"Bearer jgjob.{job['id']}.{'0' * 40}"}
+    assert api.patch(f"/jobs/{job['id']}/heartbeat", json={}, headers=forged).status_code == 401

@@ -34,6 +34,7 @@ from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
 from jobgate.auth.basic import BasicUsers, parse_users
 from jobgate.auth.credentials import JobCredentials
+from jobgate.auth.jobtokens import JobTokens
 from jobgate.auth.namespaces import GroupRule, LegacyOwners, ambiguous_bare, issuer_namespaces
 from jobgate.auth.oidc import OidcVerifier
 from jobgate.auth.policy import Policy
@@ -59,7 +60,7 @@ from jobgate.service.events import EventBus
 from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
-from jobgate.service.lifecycle import limits_of
+from jobgate.service.lifecycle import gateway_url, job_environment, limits_of
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
 from jobgate.service.sandboxes import Sandboxes
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             settings.data_dir,
         )
         carry_credentials(settings, backends)
+        job_tokens = JobTokens(secrets.derived_key("job tokens"))
         # Routing (config file `routing:`): one policy for the service and the dispatcher.
         router = make_router(settings, backends)
         if router is not None:
@@ -201,6 +203,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             packer=sandboxes,
             credentials=JobCredentials(store, secrets).reveal,
             router=router,
+            job_env=job_environment(job_tokens, gateway_url(settings)),
         )
         jobs = JobService(
             store,
@@ -247,6 +250,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             tokens=tokens,
             secrets=secrets,
             heartbeats=heartbeats,
+            job_tokens=job_tokens,
         )
         await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher

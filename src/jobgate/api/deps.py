@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from jobgate.auth.authenticator import Authenticator
+from jobgate.auth.jobtokens import JobTokens
 from jobgate.auth.policy import Policy
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
@@ -38,6 +39,7 @@ class Services:
     tokens: ServiceTokens
     secrets: SecretBox
     heartbeats: Heartbeats
+    job_tokens: JobTokens
 
 
 async def services(request: Request) -> Services:

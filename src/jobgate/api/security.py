@@ -15,7 +15,9 @@ from fastapi import Depends, Request
 from jobgate.api.dashboard import session
 from jobgate.api.deps import Services, services
 from jobgate.auth.identity import Caller
+from jobgate.auth.jobtokens import PREFIX as JOB_TOKEN_PREFIX
 from jobgate.auth.policy import Access
+from jobgate.errors import Unauthorized
 from jobgate.service.native import Submitter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,6 +46,14 @@ async def authenticate(request: Request) -> None:
         if caller is not None:
             request.state.caller = caller
             return
+    if header is not None and header.startswith(f"Bearer {JOB_TOKEN_PREFIX}"):
+        # A job's own token: no scope, good only for that job's heartbeat route.
+        job_id = svc.job_tokens.verify(header.removeprefix("Bearer "))
+        if job_id is None:
+            raise Unauthorized("invalid job token")
+        request.state.job_token = job_id
+        request.state.caller = Caller(f"job:{job_id}", "job-token", frozenset())
+        return
     request.state.caller = await svc.auth.authenticate(header)
 
 
