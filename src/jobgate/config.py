@@ -287,6 +287,10 @@ class Settings(BaseSettings):
     def dialects(self) -> DialectSettings:
         return DialectSettings.of(self)
 
+    @property
+    def lifecycle(self) -> LifecycleSettings:
+        return LifecycleSettings.of(self)
+
     # -- data staging (issue 4): stores, transfers, SSRF guard ------------------------------
     staging_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     """``host`` or ``host:port`` (IPv6: ``[::1]:9000``) exempt from the SSRF rule, which
@@ -588,6 +592,52 @@ class Settings(BaseSettings):
             out[name.strip()] = target.strip() if sep else ""
         return out
 
+    # -- job lifecycle: retries, per-state timeouts, heartbeats ------------------------------
+    max_retries: int = Field(default=3, ge=0)
+    """Most automatic retries one job may ask for (native ``retry.count``, TES
+    ``backend_parameters.retries``); more is a 400."""
+    default_retries: int = Field(default=0, ge=0)
+    """Retries of a job that asks for none (at most ``max_retries``)."""
+    default_retry_on: Annotated[tuple[str, ...], NoDecode] = (
+        "PREEMPTED",
+        "STALLED",
+        "SYSTEM_ERROR",
+    )
+    """What is retried when a job names no causes (comma-separated; EXECUTOR_ERROR too)."""
+    retry_backoff: float = Field(default=10.0, ge=0)
+    """Seconds before a job's first retry when it names none; doubled for each further one."""
+    queued_timeout: float = Field(default=0.0, ge=0)
+    """Default most seconds a job waits QUEUED (each time it is queued); 0: none."""
+    initializing_timeout: float = Field(default=0.0, ge=0)
+    """Default most seconds a job stages in (INITIALIZING); 0: none."""
+    running_timeout: float = Field(default=0.0, ge=0)
+    """Default walltime in seconds (RUNNING); 0: none. Batch backends get it as their time
+    limit (Slurm ``--time``, Grid Engine ``h_rt``) plus a minute's grace."""
+    max_queued_timeout: float = Field(default=0.0, ge=0)
+    """Largest ``queued`` timeout a job may ask for; 0: any."""
+    max_initializing_timeout: float = Field(default=0.0, ge=0)
+    """Largest ``initializing`` timeout a job may ask for; 0: any."""
+    max_running_timeout: float = Field(default=0.0, ge=0)
+    """Largest walltime a job may ask for; 0: any."""
+    heartbeat_timeout: float = Field(default=0.0, ge=0)
+    """Seconds without a heartbeat after which a RUNNING job of any job is stalled (0: only
+    jobs that ask, with ``heartbeat_timeout``)."""
+    stalled_fail_after: float = Field(default=0.0, ge=0)
+    """Seconds a stalled job (not retried) may stay stalled before it is SYSTEM_ERROR; 0:
+    it keeps running until it ends or a timeout fires."""
+    heartbeat_flush_interval: float = Field(default=1.0, gt=0)
+    """Seconds between writes of the heartbeats received (they are batched in memory)."""
+    public_url: str = ""
+    """The gateway's URL as batch nodes reach it (``JOBGATE_JOB_URL`` of batch jobs);
+    empty: ``http://<host>:<port>``."""
+
+    @field_validator("default_retry_on", mode="before")
+    @classmethod
+    def _split_retry_on(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip().upper() for p in value.split(",") if p.strip())
+        return value
+
 
 # -- groups ------------------------------------------------------------------------------
 
@@ -851,6 +901,25 @@ class DialectSettings(_Group):
     psik_shell: str
 
 
+class LifecycleSettings(_Group):
+    """Job lifecycle policies: retries, per-state timeouts, heartbeats and stalls."""
+
+    max_retries: int
+    default_retries: int
+    default_retry_on: tuple[str, ...]
+    retry_backoff: float
+    queued_timeout: float
+    initializing_timeout: float
+    running_timeout: float
+    max_queued_timeout: float
+    max_initializing_timeout: float
+    max_running_timeout: float
+    heartbeat_timeout: float
+    stalled_fail_after: float
+    heartbeat_flush_interval: float
+    public_url: str
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "store": StoreSettings,
@@ -864,5 +933,6 @@ GROUPS: dict[str, type[_Group]] = {
     "metrics": MetricsSettings,
     "transports": TransportSettings,
     "dialects": DialectSettings,
+    "lifecycle": LifecycleSettings,
 }
 """Property name on :class:`Settings` → its group model."""

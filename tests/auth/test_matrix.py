@@ -391,6 +391,19 @@ MATRIX: dict[tuple[str, str], Case] = {
         for p in ("/v1/www/docs/oper", "/v1/www/docs/oper/rapidoc-min.js", "/metrics")
     },
     **PSIK_CASES,
+    # job lifecycle: validate without creating (the submit scope)
+    **{
+        ("POST", f"{p}/tasks:validate"): Case(
+            lambda w, p=p: ("POST", f"{p}/tasks:validate", {"json": TES_TASK}), _submit("200")
+        )
+        for p in ("/ga4gh/tes/v1", "/v1")
+    },
+    ("PATCH", "/api/v1/jobs/{job_id}/heartbeat"): _job(
+        "/heartbeat", "204", method="PATCH", fresh="held"
+    ),
+    ("POST", "/api/v1/jobs/validate"): Case(
+        lambda w: ("POST", "/api/v1/jobs/validate", {"json": HELD}), _submit("200")
+    ),
 }
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import tes
 
+from jobgate.domain.lifecycle import PARAMETER_KEYS
 from tests.conftest import Server, wait_final
 
 ECHO_KIND = '''
@@ -223,10 +224,12 @@ def test_tes_service_info_keeps_its_shape_and_lists_every_parameter(server: Serv
     with httpx.Client(base_url=server.url, timeout=30) as c:
         info = c.get("/ga4gh/tes/v1/service-info").json()
         assert set(info) == TES_SERVICE_INFO_KEYS
-        assert info["tesResources_backend_parameters"] == ["backend", "echo_suffix"]
+        # The outside kind's own parameter beside those every backend takes.
+        expected = sorted({"backend", "echo_suffix", *PARAMETER_KEYS})
+        assert info["tesResources_backend_parameters"] == expected
         assert set(c.get("/v1/tasks/service-info").json()) == {"name", "doc", "storage"}
     parsed = tes.HTTPClient(server.url).get_service_info()  # py-tes refuses unknown keys
-    assert parsed.tes_resources_backend_parameters == ["backend", "echo_suffix"]
+    assert parsed.tes_resources_backend_parameters == expected
 
 
 def serve_fails(tmp_path: Path, site: Path, config: str) -> str:

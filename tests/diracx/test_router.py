@@ -202,3 +202,40 @@ def test_sandbox_urls_are_signed_and_expire(alice: httpx.Client, router_server: 
     assert expired.status_code == 403 and "expired" in expired.json()["message"]
     bad = alice.get("/api/jobs/sandbox", params={"pfn": "/S3/elsewhere/file.tar"})
     assert bad.status_code == 400
+
+
+def test_heartbeats_are_recorded_and_shown(alice: httpx.Client) -> None:
+    group = f"g-{uid()}"
+    # Taken while the job is queued or runs (a held job takes none).
+    job = {"script": "sleep 30", "labels": {"JobGroup": group}}
+    created = alice.post("/api/v1/jobs", json=job)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    seq = alice.post(
+        "/api/jobs/search",
+        json={"search": [{"parameter": "JobGroup", "operator": "eq", "value": group}]},
+    ).json()
+    bad = alice.patch("/api/jobs/heartbeat", json={"1": {"LoadAverage": "high"}})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["where"] == "body.1.LoadAverage"
+    (number,) = [j["JobID"] for j in seq]
+    beat = {"LoadAverage": 1.5, "MemoryUsed": 2048, "CPUConsumed": 3, "StandardOutput": "hi"}
+    r = alice.patch("/api/jobs/heartbeat", json={str(number): beat})
+    assert r.status_code == 200 and r.json() == [], r.text
+    deadline = time.monotonic() + 10
+    while True:  # heartbeats are written in batches (every second by default)
+        shown = alice.get(f"/api/v1/jobs/{job_id}").json().get("heartbeat")
+        if shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert shown is not None
+    assert (shown["load"], shown["memory_bytes"], shown["cpu_seconds"]) == (1.5, 2 << 20, 3.0)
+    assert shown["stdout"] == "hi"
+    found = alice.post(
+        "/api/jobs/search",
+        json={
+            "parameters": ["JobID", "HeartBeatTime"],
+            "search": [{"parameter": "JobID", "operator": "eq", "value": number}],
+        },
+    ).json()
+    assert found[0]["HeartBeatTime"] is not None
+    assert alice.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200

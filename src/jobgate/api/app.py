@@ -36,6 +36,7 @@ from jobgate.api.security import authenticate, public
 from jobgate.auth.authenticator import Authenticator
 from jobgate.auth.basic import BasicUsers, parse_users
 from jobgate.auth.credentials import JobCredentials
+from jobgate.auth.jobtokens import JobTokens
 from jobgate.auth.namespaces import (
     RESERVED,
     GroupRule,
@@ -66,8 +67,10 @@ from jobgate.domain.states import ACTIVE, State
 from jobgate.observability import tracing
 from jobgate.observability.metrics import count_transitions
 from jobgate.service.events import EventBus
+from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobcounts import JobCounts
 from jobgate.service.jobs import JobService
+from jobgate.service.lifecycle import gateway_url, job_environment, limits_of
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
 from jobgate.service.psik import FORMAT as PSIK_FORMAT
@@ -76,6 +79,7 @@ from jobgate.service.sandboxes import Sandboxes
 from jobgate.service.uploads import JobUploads
 from jobgate.service.webhooks import Webhooks, webhook_guard
 from jobgate.staging import Stager
+from jobgate.staging.guard import Guard
 from jobgate.staging.tarball import ExtractLimits
 from jobgate.store.access import Database
 from jobgate.store.database import make_engine, migrate
@@ -237,6 +241,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             settings.data_dir,
         )
         carry_credentials(settings, backends)
+        job_tokens = JobTokens(secrets.derived_key("job tokens"))
         # Routing (config file `routing:`): one policy for the service and the dispatcher.
         router = make_router(settings, backends)
         if router is not None:
@@ -251,6 +256,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             packer=sandboxes,
             credentials=JobCredentials(store, secrets).reveal,
             router=router,
+            job_env=job_environment(job_tokens, gateway_url(settings)),
         )
         jobs = JobService(
             store,
@@ -260,6 +266,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             notifier=dispatcher if dispatch else None,
             credential_backends=settings.credential_backends,
             router=router,
+            limits=limits_of(settings),
+            staging_guard=Guard.from_entries(settings.staging_allowed_hosts),
+            allowed_dirs=settings.allowed_dirs,
         )
         native = NativeJobs(
             jobs,
@@ -269,6 +278,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             callback_guard=webhook_guard(settings),
         )
         tokens = ServiceTokens(TokenStore(db))
+        heartbeats = Heartbeats(store, flush_interval=settings.heartbeat_flush_interval)
+        await heartbeats.start()
         # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
         http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
         policy = Policy(
@@ -291,6 +302,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             policy=policy,
             tokens=tokens,
             secrets=secrets,
+            heartbeats=heartbeats,
+            job_tokens=job_tokens,
         )
         await announce_auth(settings, tokens)
         app.state.dispatcher = dispatcher
@@ -319,6 +332,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             yield
         finally:
             await job_counts.stop()
+            await heartbeats.stop()
             tracing.shutdown()
             await dispatcher.stop()
             await webhooks.stop()
@@ -387,6 +401,7 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
         max_attempts=group.max_attempts,
         keep_task_dirs=group.keep_task_dirs,
         retry_max_delay=group.submit_retry_max_delay,
+        stalled_fail_after=settings.lifecycle.stalled_fail_after,
     )
 
 

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from jobgate.auth.authenticator import Authenticator
+from jobgate.auth.jobtokens import JobTokens
 from jobgate.auth.policy import Policy
 from jobgate.auth.secrets import SecretBox
 from jobgate.auth.tokens import ServiceTokens
 from jobgate.backends.base import Backend
 from jobgate.config import Settings
 from jobgate.service.events import EventBus
+from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobs import JobService
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
@@ -36,6 +38,8 @@ class Services:
     policy: Policy
     tokens: ServiceTokens
     secrets: SecretBox
+    heartbeats: Heartbeats
+    job_tokens: JobTokens
 
 
 async def services(request: Request) -> Services:

@@ -62,9 +62,18 @@ def job_view(rec: JobRecord) -> dict[str, Any]:
         "app_status": rec.app_status,
         "attempt": rec.attempt,
         "reschedules": rec.reschedules,
+        "retries": rec.retries,
+        "stalled": rec.stalled,
+        "heartbeat": _heartbeat_view(rec),
         "spec": spec,
         "logs": rec.logs or [],
     }
+
+
+def _heartbeat_view(rec: JobRecord) -> dict[str, Any] | None:
+    if rec.heartbeat_at is None:
+        return None
+    return {"at": rfc3339(rec.heartbeat_at), **(rec.heartbeat or {})}
 
 
 def event_view(e: JobEvent) -> dict[str, Any]:
@@ -172,6 +181,18 @@ class Patch(BaseModel):
         return value
 
 
+class Heartbeat(BaseModel):
+    """``PATCH /jobs/{id}/heartbeat``: what a running job reports of itself."""
+
+    load: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    memory_bytes: lim.Int | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    wall_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    stdout: str | None = Field(default=None, max_length=65536)
+    """The latest lines of output (the last 4 KiB are kept)."""
+    app_status: lim.Text | None = None
+
+
 class BulkPatch(Patch):
     ids: list[JobId] = Field(min_length=1, max_length=lim.IDS)
 
@@ -179,6 +200,7 @@ class BulkPatch(Patch):
 IdBody = Annotated[IdList, Depends(body_of(IdList))]
 IDS_BODY = openapi.body(openapi.ref(IdList))
 PatchBody = Annotated[Patch, Depends(body_of(Patch))]
+HeartbeatBody = Annotated[Heartbeat, Depends(body_of(Heartbeat))]
 BulkPatchBody = Annotated[BulkPatch, Depends(body_of(BulkPatch))]
 
 
@@ -231,6 +253,17 @@ def make_router() -> APIRouter:
             return _json(job_view(rec), 201)
 
         return await idempotent(svc, request, key, run)
+
+    @router.post(
+        "/jobs/validate",
+        summary="Check one job as submitting it would, without creating it",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(JobRequest)),
+    )
+    async def validate_job(request: Request, svc: Svc, acc: Acc) -> Response:
+        acc.require(Scope.SUBMIT)  # no rate-limit token: checking is not submitting
+        req = validate(JobRequest, await parse_body(request))
+        return _json(native(svc).check(req).to_json())
 
     @router.post(
         "/jobs/bulk",
@@ -397,6 +430,21 @@ def make_router() -> APIRouter:
     async def delete(job_id: str, svc: Svc, acc: Acc) -> Response:
         await acc.control(job_id)
         await native(svc).delete(job_id)
+        return Response(status_code=204)
+
+    @router.patch(
+        "/jobs/{job_id}/heartbeat",
+        summary="Report that a running job is alive (load, memory, CPU, output, status)",
+        responses=answers(403, 409),
+        openapi_extra=openapi.body(openapi.ref(Heartbeat)),
+    )
+    async def heartbeat(
+        job_id: str, request: Request, body: HeartbeatBody, svc: Svc, acc: Acc
+    ) -> Response:
+        # The job's own token (JOBGATE_JOB_TOKEN), or a caller who may control the job.
+        if getattr(request.state, "job_token", None) != job_id:
+            await acc.control(job_id)
+        svc.heartbeats.heartbeat(acc.caller.name, job_id, body.model_dump(exclude_none=True))
         return Response(status_code=204)
 
     @router.patch(

@@ -17,8 +17,9 @@ from jobgate.api.dashboard import session
 from jobgate.api.deps import Services, services
 from jobgate.api.transport import TLS_EXTENSION, UNIX_EXTENSION
 from jobgate.auth.identity import Caller
+from jobgate.auth.jobtokens import PREFIX as JOB_TOKEN_PREFIX
 from jobgate.auth.policy import Access
-from jobgate.errors import Forbidden
+from jobgate.errors import Forbidden, Unauthorized
 from jobgate.service.native import Submitter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +58,13 @@ async def request_caller(request: Request, svc: Services) -> Caller:
         caller = await session.cookie_caller(request, svc)
         if caller is not None:
             return caller
+    if header is not None and header.startswith(f"Bearer {JOB_TOKEN_PREFIX}"):
+        # A job's own token: no scope, good only for that job's heartbeat route.
+        job_id = svc.job_tokens.verify(header.removeprefix("Bearer "))
+        if job_id is None:
+            raise Unauthorized("invalid job token")
+        request.state.job_token = job_id
+        return Caller(f"job:{job_id}", "job-token", frozenset())
     chain = (extensions.get(TLS_EXTENSION) or {}).get("client_cert_chain") or None
     caller = await svc.auth.authenticate(header, client_chain=chain)
     if caller.method == "x509":

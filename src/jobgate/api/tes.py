@@ -19,6 +19,7 @@ from jobgate.api.bodies import body_of
 from jobgate.api.deps import Services, services
 from jobgate.api.errors import answers
 from jobgate.api.security import Acc, public, submitter
+from jobgate.auth.identity import Scope
 from jobgate.domain import jsontext
 from jobgate.domain.models import FileType, JobRecord, OutputFileLog, TaskLog, TaskSpec, rfc3339
 from jobgate.domain.states import State
@@ -232,6 +233,17 @@ def make_router(*, legacy: bool = False) -> APIRouter:
             task, owner=who.owner, share_group=who.share_group, credential=who.credential
         )
         return _json({"id": job_id})
+
+    @router.post(
+        "/tasks:validate",
+        summary="ValidateTask (jobgate): every check CreateTask runs, nothing created",
+        responses=answers(403),
+        openapi_extra=openapi.body(openapi.ref(TaskSpec)),
+    )
+    async def validate_task(task: TaskBody, svc: Svc, acc: Acc) -> Response:
+        # The submit scope, but no rate-limit token: checking is not submitting.
+        acc.require(Scope.SUBMIT)
+        return _json(svc.jobs.check(task).to_json())
 
     @router.get(
         "/tasks",

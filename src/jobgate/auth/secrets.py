@@ -7,6 +7,8 @@ Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``). The key is
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -20,6 +22,11 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. signing job tokens) derived from this one."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_settings(cls, key: str | None, data_dir: Path) -> SecretBox:

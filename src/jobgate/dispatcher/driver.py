@@ -14,7 +14,7 @@ import logging
 import random
 import tarfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -24,7 +24,8 @@ from jobgate.backends.routing import ROUTED_KEY, TRIED_KEY, Router, Unroutable
 from jobgate.dispatcher.hooks import CredentialSource, OutputPacker
 from jobgate.dispatcher.settings import DispatchSettings
 from jobgate.dispatcher.watcher import Watcher
-from jobgate.domain.models import WARNINGS_KEY, Job, JobRecord, TaskLog, now, rfc3339
+from jobgate.domain.lifecycle import Policy, walltime
+from jobgate.domain.models import WARNINGS_KEY, Job, JobRecord, Resources, TaskLog, now, rfc3339
 from jobgate.domain.states import State, sources_of
 from jobgate.errors import JobgateError, StagingError
 from jobgate.observability import metrics, tracing
@@ -59,6 +60,18 @@ class Drive:
     task: asyncio.Task[None] | None = None
     native_id: str | None = None
     canceled: asyncio.Event = field(default_factory=asyncio.Event)
+    ending: Ending | None = None
+    """Set when the gateway itself ends the job (a timeout, a stall): how it ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How the gateway ends a job it stopped: the final state, the reason (the job's
+    detail), and the retry cause (``STALLED``…; empty: the job is not retried)."""
+
+    state: State
+    reason: str
+    cause: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ class Engine:
     packer: OutputPacker | None = None
     credentials: CredentialSource | None = None
     router: Router | None = None
+    job_env: Callable[[Job, Backend], None] | None = None
+    """Adds the per-job environment (heartbeat URL and token) to a job's executors."""
 
 
 async def drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | None) -> None:
@@ -96,6 +111,9 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
             metadata={**backend.describe(), "attempt": str(rec.attempt)},
             system_logs=list(rec.spec.get(WARNINGS_KEY, [])) if rec.attempt == 1 else [],
         )
+
+    if rec.retries and tlog.metadata is not None:
+        tlog.metadata["retry"] = str(rec.retries)
 
     def logs() -> list[dict[str, Any]]:
         return [*prior, tlog.model_dump(mode="json", exclude_none=True)]
@@ -122,6 +140,9 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
             ctx = SubmitContext(
                 attempt=rec.attempt, taskdir=taskdir if staged else None, credential=credential
             )
+            _limit_walltime(job, rec, backend)
+            if eng.job_env is not None and staged:
+                eng.job_env(job, backend)
             started = time.perf_counter()
             with tracing.span("backend submit", backend=backend.name):
                 try:
@@ -176,7 +197,13 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
                 d.native_id or "", job.id, state, created_at=None if adopt else rec.created_at
             )
     except Canceled:
-        await finish(eng.store, job.id, State.CANCELED, logs(), "canceled before it started")
+        if d.ending is not None:
+            tlog.system_logs = [*(tlog.system_logs or []), d.ending.reason]
+            tlog.end_time = rfc3339(now())
+            await finish(eng.store, job.id, d.ending.state, logs(), d.ending.reason)
+            await _retry(eng, rec, d.ending.state, d.ending.cause, d.ending.reason)
+        else:
+            await finish(eng.store, job.id, State.CANCELED, logs(), "canceled before it started")
         taskdir.remove()
         return
     except StagingError as exc:
@@ -184,6 +211,7 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
         tlog.end_time = rfc3339(now())
         await finish(eng.store, job.id, State.SYSTEM_ERROR, logs(), exc.message)
         taskdir.remove()
+        await _retry(eng, rec, State.SYSTEM_ERROR, State.SYSTEM_ERROR.value, exc.message)
         return
     except SubmitError as exc:
         tlog.system_logs = [*(tlog.system_logs or []), f"backend refused the task: {exc}"]
@@ -211,6 +239,12 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
     if status.outputs:
         tlog.outputs = status.outputs
     final = status.state
+    ending = d.ending
+    if ending is not None and final == State.CANCELED:
+        # The gateway stopped it (a timeout, a stall): say so, not "canceled".
+        final = ending.state
+        tlog.system_logs.append(ending.reason)
+        status.detail = ending.reason
     if staged and final in (State.COMPLETE, State.EXECUTOR_ERROR) and job.outputs:
         try:
             with tracing.span("stage out", outputs=len(job.outputs)):
@@ -234,10 +268,56 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
     tlog.end_time = rfc3339(now())
     if not tlog.system_logs:
         tlog.system_logs = None
-    await finish(eng.store, job.id, final, logs(), status.detail or _detail(final, tlog))
+    detail = status.detail or _detail(final, tlog)
+    await finish(eng.store, job.id, final, logs(), detail)
     backend.forget(d.native_id or "")
     if not eng.settings.keep_task_dirs:
         await asyncio.to_thread(taskdir.remove)
+    cause = final.value if ending is None or final != ending.state else ending.cause
+    await _retry(eng, rec, final, cause, detail)
+
+
+RETRIED = frozenset({State.SYSTEM_ERROR, State.PREEMPTED, State.EXECUTOR_ERROR})
+
+
+async def _retry(eng: Engine, rec: JobRecord, final: State, cause: str, detail: str) -> bool:
+    """Queue a job that ended ``final`` again when its retry policy covers ``cause``
+    (``SYSTEM_ERROR``, ``PREEMPTED``, ``STALLED``, ``EXECUTOR_ERROR``) and retries are
+    left, after the policy's backoff (the claim waits for ``not_before``)."""
+    policy = Policy.of_spec(rec.spec)
+    if final not in RETRIED or not cause or cause not in policy.retry_on:
+        return False
+    if rec.retries >= policy.retries:
+        return False
+    n = rec.retries + 1
+    delay = policy.retry_delay(n)
+    moved = await eng.store.transition(
+        rec.id,
+        final,
+        State.QUEUED,
+        detail=f"retry {n} of {policy.retries} after {cause} ({detail}); next try in {delay:g}s",
+        retries=n,
+        attempt=0,
+        native_id=None,
+        not_before=now() + timedelta(seconds=delay),
+        waiting_since=None,
+    )
+    if moved is not None and eng.router is not None:
+        eng.router.placed(rec.id, rec.backend)
+    return moved is not None
+
+
+def _limit_walltime(job: Job, rec: JobRecord, backend: Backend) -> None:
+    """Pass a job's running timeout to a backend that enforces time limits itself, unless
+    the job names its own ``time``."""
+    running = Policy.of_spec(rec.spec).timeouts.get("running")
+    if not running or "time" not in backend.parameter_keys:
+        return
+    if job.resources is None:
+        job.resources = Resources()
+    params = dict(job.resources.backend_parameters or {})
+    params.setdefault("time", walltime(running))
+    job.resources.backend_parameters = params
 
 
 async def _reroute(
@@ -458,4 +538,4 @@ def _detail(state: State, tlog: TaskLog) -> str:
     return state.value.lower()
 
 
-__all__ = ["BackendStatus", "Canceled", "Drive", "Engine", "drive", "finish"]
+__all__ = ["BackendStatus", "Canceled", "Drive", "Ending", "Engine", "drive", "finish"]

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from jobgate.backends.base import Backend
 from jobgate.backends.routing import Router
-from jobgate.dispatcher.driver import Drive, Engine, drive
+from jobgate.dispatcher.clock import Clock
+from jobgate.dispatcher.driver import Drive, Ending, Engine, drive
 from jobgate.dispatcher.hooks import CredentialSource, OutputPacker
 from jobgate.dispatcher.recovery import Recovery, with_system_log
 from jobgate.dispatcher.settings import DispatchSettings
@@ -47,6 +48,7 @@ class Dispatcher:
         packer: OutputPacker | None = None,
         credentials: CredentialSource | None = None,
         router: Router | None = None,
+        job_env: Callable[[Job, Backend], None] | None = None,
     ) -> None:
         self.store = store
         self.backends = dict(backends)
@@ -57,7 +59,10 @@ class Dispatcher:
         self.watchers = {
             name: Watcher(b, store, settings.poll_interval) for name, b in self.backends.items()
         }
-        self.engine = Engine(store, stager, settings, self.watchers, packer, credentials, router)
+        self.engine = Engine(
+            store, stager, settings, self.watchers, packer, credentials, router, job_env
+        )
+        self.clock = Clock(store, self.end, stalled_fail_after=settings.stalled_fail_after)
         for backend in self.backends.values():
             if backend.wants_credential and credentials is not None:
                 backend.credentials = credentials
@@ -78,6 +83,19 @@ class Dispatcher:
         d.canceled.set()
         if d.native_id is not None:
             self._spawn(d.backend.cancel(d.native_id), f"cancel-{job_id}")
+
+    def end(self, job_id: str, ending: Ending) -> bool:
+        """Stop a job this dispatcher drives, to end it as ``ending`` says (a timeout, a
+        stall); False when it drives no such job."""
+        d = self._drives.get(job_id)
+        if d is None:
+            return False
+        if d.ending is None and not d.canceled.is_set():
+            d.ending = ending
+            d.canceled.set()
+            if d.native_id is not None:
+                self._spawn(d.backend.cancel(d.native_id), f"end-{job_id}")
+        return True
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -129,6 +147,7 @@ class Dispatcher:
                 if loop.time() - last_sweep >= self.settings.poll_interval:
                     last_sweep = loop.time()
                     await self._sweep_cancels()
+                    await self.clock.sweep()
             except Exception:
                 log.exception("dispatch cycle failed; retrying")
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel

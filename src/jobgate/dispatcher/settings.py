@@ -19,3 +19,5 @@ class DispatchSettings:
     keep_task_dirs: bool = False
     retry_max_delay: float = 60.0
     """Longest wait between two submits of a job after transient errors."""
+    stalled_fail_after: float = 0.0
+    """Seconds a stalled job that is not retried stays stalled before it is failed (0: never)."""

@@ -17,8 +17,9 @@ PREEMPTED
 CANCELED           Killed
 =================  ==========================================
 
-A search for a DiracX status means the jobgate states that show as it; DiracX statuses no
-jobgate job has (Submitting, Checking, Staging, Stalled, Completing, Completed, Deleted,
+A RUNNING job flagged stalled (no heartbeat within its timeout) shows as Stalled. A search
+for a DiracX status means the jobgate states that show as it; DiracX statuses no jobgate
+state has (Submitting, Checking, Staging, Stalled, Completing, Completed, Deleted,
 Rescheduled) match nothing.
 """
 

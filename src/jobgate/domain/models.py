@@ -289,6 +289,15 @@ class JobRecord:
     share_group: str | None = None
     waiting_since: datetime | None = None
     """Since when the job waits for its backend to accept it (transient submit errors)."""
+    retries: int = 0
+    """Automatic retries made (the job's retry policy)."""
+    state_since: datetime | None = None
+    """When the job entered its current state (per-state timeouts)."""
+    stalled: bool = False
+    """RUNNING, but no heartbeat for longer than its heartbeat timeout."""
+    heartbeat_at: datetime | None = None
+    heartbeat: dict[str, Any] | None = None
+    """The last heartbeat's fields (load, memory, CPU seconds, …)."""
 
     def to_job(self) -> Job:
         return Job.model_validate(

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from jobgate.domain import limits as lim
+from jobgate.domain.lifecycle import Retry, Timeouts
 from jobgate.domain.models import Executor, TaskSpec, _check_container_path, _Model
 
 DEFAULT_IMAGE = "default"
@@ -57,6 +58,12 @@ class JobRequest(TaskSpec):
         default=None, max_length=1000
     )
     """Container paths or globs packed into a tar.gz sandbox when the job ends."""
+    retry: Retry | None = None
+    """Resubmit automatically on SYSTEM_ERROR, PREEMPTED, STALLED (EXECUTOR_ERROR if named)."""
+    timeouts: Timeouts | None = None
+    """Most seconds in QUEUED, INITIALIZING (staging), RUNNING (walltime)."""
+    heartbeat_timeout: float | None = Field(default=None, gt=0, le=lim.GB, allow_inf_nan=False)
+    """Seconds without a heartbeat after which the RUNNING job is stalled."""
 
     @field_validator("labels")
     @classmethod

@@ -23,6 +23,8 @@ SCALAR_FIELDS = (
     "updated_at",
     "reschedules",
     "attempt",
+    "retries",
+    "stalled",
 )
 RETURNABLE = (*SCALAR_FIELDS, "detail", "app_status", "labels", "spec", "logs")
 DEFAULT_FIELDS = (

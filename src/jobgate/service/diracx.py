@@ -213,7 +213,7 @@ def render(row: dict[str, Any], parameters: Sequence[str]) -> dict[str, Any]:
     labels = row["labels"]
     values: dict[str, Any] = {
         "JobID": row["seq"],
-        "Status": dx.STATUS_OF[state],
+        "Status": "Stalled" if state == State.RUNNING and row["stalled"] else dx.STATUS_OF[state],
         "MinorStatus": dx.minor_status(state, row["detail"]),
         "ApplicationStatus": row["app_status"] or "Unknown",
         "Owner": row["owner"],
@@ -224,7 +224,7 @@ def render(row: dict[str, Any], parameters: Sequence[str]) -> dict[str, Any]:
         "RescheduleCounter": row["reschedules"],
         "StartExecTime": None if row["started_at"] is None else _iso(row["started_at"]),
         "EndExecTime": None if row["ended_at"] is None else _iso(row["ended_at"]),
-        "HeartBeatTime": None,
+        "HeartBeatTime": None if row["heartbeat_at"] is None else _iso(row["heartbeat_at"]),
     }
     out = {}
     for p in parameters:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from jobgate.backends.routing import ROUTED_KEY, Router, Unroutable
+from jobgate.domain import lifecycle
 from jobgate.domain.models import WARNINGS_KEY, JobRecord, TaskSpec, new_job_id
 from jobgate.domain.query import MAX_FILTERS, MAX_VALUE_LENGTH
 from jobgate.domain.states import FINAL, State
 from jobgate.errors import InvalidRequest, JobNotFound
+from jobgate.staging.guard import Guard
+from jobgate.staging.precheck import url_problems
 from jobgate.store.jobs import JobStore, ListQuery, NewJob
 from jobgate.store.visibility import Scope
 
@@ -40,6 +45,37 @@ class _NoDispatcher:
 
     def cancel_requested(self, job_id: str) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What creating a job would do (``validate``): where it would run and why, with
+    which lifecycle policy, and what staging would refuse later (``warnings``)."""
+
+    backend: str
+    reason: str
+    policy: lifecycle.Policy
+    ignored: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": True,
+            "backend": self.backend,
+            "reason": self.reason,
+            "lifecycle": self.policy.to_json(),
+            "ignored_backend_parameters": self.ignored,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleFields:
+    """A native job's own lifecycle fields (TES tasks give backend_parameters instead)."""
+
+    retry: lifecycle.Retry | None = None
+    timeouts: lifecycle.Timeouts | None = None
+    heartbeat_timeout: float | None = None
 
 
 MAX_SEQ = 2**63 - 1
@@ -79,8 +115,14 @@ class JobService:
         notifier: DispatchNotifier | None = None,
         credential_backends: Collection[str] = (),
         router: Router | None = None,
+        limits: lifecycle.Limits | None = None,
+        staging_guard: Guard | None = None,
+        allowed_dirs: tuple[Path, ...] = (),
     ) -> None:
         self.store = store
+        self.limits = limits or lifecycle.Limits()
+        self.staging_guard = staging_guard or Guard()
+        self.allowed_dirs = allowed_dirs
         self.router = router
         self.credential_backends = frozenset(credential_backends)
         self.backends = frozenset(backends)
@@ -93,7 +135,7 @@ class JobService:
             if isinstance(backends, Mapping)
             else {}
         )
-        keys = {"backend"}
+        keys = {"backend", *lifecycle.PARAMETER_KEYS}
         for checker in self.checkers.values():
             keys |= checker.parameter_keys
         # Keys of resources.backend_parameters this server understands (case-insensitive).
@@ -108,10 +150,17 @@ class JobService:
             self.zone_backends[name] = name
 
     def checked_spec(
-        self, spec: TaskSpec, *, where: str = "body", backend: str | None = None
+        self,
+        spec: TaskSpec,
+        *,
+        where: str = "body",
+        backend: str | None = None,
+        own: LifecycleFields | None = None,
     ) -> tuple[dict[str, Any], str, list[str], str | None]:
         """Validate what the model can't know; return (spec JSON, backend, ignored keys,
-        the routing policy's reason when it chose the backend).
+        the routing policy's reason when it chose the backend). The lifecycle policy in
+        force (``own`` fields or backend_parameters, the operator's defaults and maxima)
+        is stored in the spec JSON under :data:`lifecycle.LIFECYCLE_KEY`.
 
         ``backend`` (a native job's own choice) wins over backend_parameters and zones;
         a job naming none is placed by the router (if routing is configured).
@@ -156,7 +205,9 @@ class JobService:
         if res is not None and res.backend_parameters is not None:
             kept = {}
             checker = self.checkers.get(backend)
-            usable = {"backend"} | (checker.parameter_keys if checker is not None else set())
+            usable = {"backend", *lifecycle.PARAMETER_KEYS} | (
+                checker.parameter_keys if checker is not None else set()
+            )
             for key, value in res.backend_parameters.items():
                 k = key.lower()
                 if k in usable:
@@ -188,12 +239,55 @@ class JobService:
                     )
                 backend = kept["backend"]
             res.backend_parameters = kept
+        own = own or LifecycleFields()
+        policy, problems = lifecycle.resolve(
+            self.limits,
+            retry=own.retry,
+            timeouts=own.timeouts,
+            heartbeat_timeout=own.heartbeat_timeout,
+            params=res.backend_parameters if res is not None else None,
+            where=where,
+        )
+        errors.extend(problems)
         if errors:
             raise InvalidRequest("invalid task", errors=errors)
         spec_json = spec.model_dump(mode="json", exclude_none=True)
         if route is not None:
             spec_json[ROUTED_KEY] = True
+        if policy.to_json():
+            spec_json[lifecycle.LIFECYCLE_KEY] = policy.to_json()
         return spec_json, backend, ignored, None if route is None else route.reason
+
+    def check(
+        self,
+        spec: TaskSpec,
+        *,
+        where: str = "body",
+        backend: str | None = None,
+        own: LifecycleFields | None = None,
+    ) -> Decision:
+        """Every check creating ``spec`` runs, and the decision, without storing anything
+        (``validate``). Raises :class:`InvalidRequest` exactly where create would."""
+        spec_json, chosen, ignored, route = self.checked_spec(
+            spec, where=where, backend=backend, own=own
+        )
+        if route is not None:
+            reason = route
+        elif backend is not None:
+            reason = f"the job names backend {chosen!r}"
+        elif chosen != self.default_backend:
+            reason = f"backend {chosen!r} named by backend_parameters or zones"
+        else:
+            reason = f"the default backend ({chosen!r})"
+        return Decision(
+            backend=chosen,
+            reason=reason,
+            policy=lifecycle.Policy.of_spec(spec_json),
+            ignored=ignored,
+            warnings=url_problems(
+                spec, allowed_dirs=self.allowed_dirs, guard=self.staging_guard, where=where
+            ),
+        )
 
     def placed(self, job_id: str, backend: str) -> None:
         """A new job is on ``backend`` (the router counts it as load)."""

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from jobgate.backends.routing import ROUTED_KEY
+from jobgate.domain.lifecycle import LIFECYCLE_KEY
 from jobgate.domain.models import JobEvent, JobRecord, new_job_id
 from jobgate.domain.native import (
     PLACEHOLDER,
@@ -25,7 +26,7 @@ from jobgate.domain.native import (
 from jobgate.domain.query import DEFAULT_FIELDS, SearchRequest, SummaryRequest
 from jobgate.domain.states import FINAL, RESCHEDULABLE, State
 from jobgate.errors import Conflict, InvalidRequest, JobgateError, JobNotFound
-from jobgate.service.jobs import JobService
+from jobgate.service.jobs import Decision, JobService, LifecycleFields
 from jobgate.staging.guard import Guard
 from jobgate.store import search as search_store
 from jobgate.store.jobs import NewJob
@@ -106,20 +107,14 @@ class NativeJobs:
         self._check_callback(req, where)
         spec = req.task_spec()
         own = req.backend if req.backend in self.jobs.backends else None
-        checked, backend, ignored, route = self.jobs.checked_spec(req, where=where, backend=own)
-        spec.update({k: v for k, v in checked.items() if k in ("resources", ROUTED_KEY)})
+        checked, backend, ignored, route = self.jobs.checked_spec(
+            req, where=where, backend=own, own=_lifecycle_fields(req)
+        )
+        spec.update(
+            {k: v for k, v in checked.items() if k in ("resources", ROUTED_KEY, LIFECYCLE_KEY)}
+        )
+        self._check_backend(req, where)
         if req.backend is not None:
-            if req.backend not in self.jobs.backends:
-                raise InvalidRequest(
-                    "invalid job",
-                    errors=[
-                        {
-                            "where": f"{where}.backend",
-                            "what": f"unknown backend {req.backend!r}; "
-                            f"configured: {sorted(self.jobs.backends)}",
-                        }
-                    ],
-                )
             backend = req.backend
         warning = None
         if ignored:
@@ -142,6 +137,27 @@ class NativeJobs:
         )
         self.jobs.placed(job.id, backend)
         return job, warning
+
+    def check(self, req: JobRequest, *, where: str = "body") -> Decision:
+        """Every check :meth:`submit` runs, and its decision; nothing is stored."""
+        self._check_callback(req, where)
+        own = req.backend if req.backend in self.jobs.backends else None
+        decision = self.jobs.check(req, where=where, backend=own, own=_lifecycle_fields(req))
+        self._check_backend(req, where)
+        return decision
+
+    def _check_backend(self, req: JobRequest, where: str) -> None:
+        if req.backend is not None and req.backend not in self.jobs.backends:
+            raise InvalidRequest(
+                "invalid job",
+                errors=[
+                    {
+                        "where": f"{where}.backend",
+                        "what": f"unknown backend {req.backend!r}; "
+                        f"configured: {sorted(self.jobs.backends)}",
+                    }
+                ],
+            )
 
     def _check_callback(self, req: JobRequest, where: str) -> None:
         if req.callback is None or req.callback.host is None:
@@ -401,6 +417,10 @@ def _has_placeholder(node: Any) -> bool:
     if isinstance(node, dict):
         return any(_has_placeholder(k) or _has_placeholder(v) for k, v in node.items())
     return False
+
+
+def _lifecycle_fields(req: JobRequest) -> LifecycleFields:
+    return LifecycleFields(req.retry, req.timeouts, req.heartbeat_timeout)
 
 
 def _created(job: NewJob) -> str:

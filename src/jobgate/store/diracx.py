@@ -40,6 +40,8 @@ COLUMNS: dict[str, Any] = {
     "updated_at": jobs.c.updated_at,
     "priority": jobs.c.priority,
     "reschedules": jobs.c.reschedules,
+    "heartbeat_at": jobs.c.heartbeat_at,
+    "stalled": jobs.c.stalled,
 }
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Row,
     Text,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jobgate.domain.lifecycle import Policy
 from jobgate.domain.models import JobEvent, JobRecord, now
 from jobgate.domain.states import State, check_transition
 from jobgate.observability.metrics import SUBMISSIONS
@@ -60,6 +62,11 @@ _FULL_COLUMNS = (
     jobs.c.app_status,
     jobs.c.share_group,
     jobs.c.waiting_since,
+    jobs.c.retries,
+    jobs.c.state_since,
+    jobs.c.stalled,
+    jobs.c.heartbeat_at,
+    jobs.c.heartbeat,
 )
 _MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
@@ -121,6 +128,11 @@ def _record(row: Row[Any] | Any) -> JobRecord:
         app_status=m["app_status"],
         share_group=m["share_group"],
         waiting_since=_aware(m["waiting_since"]) if m["waiting_since"] is not None else None,
+        retries=m["retries"],
+        state_since=_aware(m["state_since"]) if m["state_since"] is not None else None,
+        stalled=bool(m["stalled"]),
+        heartbeat_at=_aware(m["heartbeat_at"]) if m["heartbeat_at"] is not None else None,
+        heartbeat=m["heartbeat"],
     )
 
 
@@ -157,6 +169,8 @@ def _create(
                 "logs": None,
                 "group_id": j.group_id,
                 "share_group": j.share_group,
+                "state_since": j.created_at,
+                "watched": int(Policy.of_spec(j.spec).watched),
             }
         )
         for k, v in (j.spec.get("tags") or {}).items():
@@ -196,6 +210,7 @@ def _create(
 _JOB_COLUMNS = (
     *("id", "state", "name", "owner", "backend", "priority", "attempt"),
     *("created_at", "updated_at", "spec", "logs", "group_id", "share_group"),
+    *("state_since", "watched"),
 )
 _EVENT_COLUMNS = ("job_id", "at", "from_state", "to_state", "detail", "source", "owner")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -227,6 +242,7 @@ def _insert_sqlite(
         at = _sqlite_time(r["created_at"])
         times.append(at)  # each job's creation event has the same time
         values = {**r, "created_at": at, "updated_at": at, "spec": encode(r["spec"])}
+        values["state_since"] = at
         values["logs"] = encode(r["logs"])
         rows.append(tuple(values[c] for c in _JOB_COLUMNS))
     # One writer, in one transaction: the new rows are exactly those after the current
@@ -390,7 +406,7 @@ def _transition(
         result = conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state == current.value, *extra)
-            .values(state=to.value, updated_at=at, detail=detail, **values)
+            .values(state=to.value, updated_at=at, detail=detail, **{**_entered(at), **values})
         )
         if result.rowcount == 1:
             break
@@ -413,6 +429,83 @@ def _transition(
     return current, _event(row)
 
 
+def _entered(at: datetime) -> dict[str, Any]:
+    """Columns every state change resets: since when the job is in its state, not stalled."""
+    return {"state_since": at, "stalled": 0}
+
+
+def _mark(
+    conn: Connection, job_id: str, state: str, detail: str, source: str, values: dict[str, Any]
+) -> JobEvent | None:
+    """An event without a state change (``state`` → ``state``): stalled, alive again."""
+    at = now()
+    stmt = update(jobs).where(jobs.c.id == job_id, jobs.c.state == state)
+    if not conn.execute(stmt.values(updated_at=at, detail=detail, **values)).rowcount:
+        return None
+    row = conn.execute(
+        insert(job_events)
+        .values(
+            job_id=job_id,
+            at=at,
+            from_state=state,
+            to_state=state,
+            detail=detail,
+            source=source,
+            owner=_owner_of(job_id),
+        )
+        .returning(*job_events.c)
+    ).one()
+    return _event(row)
+
+
+_BEATING = (State.QUEUED.value, State.INITIALIZING.value, State.RUNNING.value)
+"""States in which a job's heartbeats are recorded."""
+
+
+def _heartbeats(
+    conn: Connection, beats: Sequence[tuple[str, datetime, dict[str, Any]]]
+) -> dict[str, tuple[str, bool]]:
+    """Record the last heartbeat of each job still active; (state, stalled) of each job."""
+    for i in range(0, len(beats), 500):
+        chunk = beats[i : i + 500]
+        by_app: list[dict[str, Any]] = []
+        plain: list[dict[str, Any]] = []
+        for job_id, at, fields in chunk:
+            row = {"k": job_id, "at": at, "hb": fields}
+            if fields.get("app_status") is not None:
+                by_app.append({**row, "app": str(fields["app_status"])})
+            else:
+                plain.append(row)
+        # OR of equalities, not IN: an expanding IN cannot be run as executemany.
+        active = or_(*(jobs.c.state == s for s in _BEATING))
+        base = update(jobs).where(jobs.c.id == bindparam("k"), active)
+        if plain:
+            conn.execute(
+                base.values(
+                    heartbeat_at=bindparam("at"),
+                    heartbeat=bindparam("hb", type_=jobs.c.heartbeat.type),
+                ),
+                plain,
+            )
+        if by_app:
+            conn.execute(
+                base.values(
+                    heartbeat_at=bindparam("at"),
+                    heartbeat=bindparam("hb", type_=jobs.c.heartbeat.type),
+                    app_status=bindparam("app"),
+                ),
+                by_app,
+            )
+    ids = list(dict.fromkeys(b[0] for b in beats))
+    out: dict[str, tuple[str, bool]] = {}
+    for i in range(0, len(ids), 500):
+        stmt = select(jobs.c.id, jobs.c.state, jobs.c.stalled).where(
+            jobs.c.id.in_(ids[i : i + 500])
+        )
+        out.update((r.id, (r.state, bool(r.stalled))) for r in conn.execute(stmt).all())
+    return out
+
+
 def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str], list[JobEvent]]:
     """QUEUED → INITIALIZING for those of ``ids`` still queued; attempt += 1."""
     at = now()
@@ -426,6 +519,7 @@ def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str]
                 attempt=jobs.c.attempt + 1,
                 updated_at=at,
                 detail=detail,
+                **_entered(at),
             )
             .returning(jobs.c.id)
         ).all()
@@ -656,6 +750,35 @@ class JobStore:
             return None
         self._emit([done[1]])
         return done[0]
+
+    async def mark(
+        self, job_id: str, state: State, *, detail: str, source: str = "dispatcher", **values: Any
+    ) -> bool:
+        """Record an event for a job staying in ``state`` (stalled, alive again), setting
+        ``values`` with it; False when the job is no longer in ``state``."""
+        event = await self.db.write(_mark, job_id, state.value, detail, source, values)
+        if event is None:
+            return False
+        self._emit([event])
+        return True
+
+    async def record_heartbeats(
+        self, beats: Sequence[tuple[str, datetime, dict[str, Any]]]
+    ) -> dict[str, tuple[State, bool]]:
+        """Store the last heartbeat (job id, time, fields) of each job still QUEUED,
+        INITIALIZING or RUNNING, in one transaction; returns (state, stalled) of each
+        job that exists."""
+        if not beats:
+            return {}
+        got = await self.db.write(_heartbeats, beats)
+        return {k: (State(v[0]), v[1]) for k, v in got.items()}
+
+    async def watched(self, states: Iterable[State]) -> list[JobRecord]:
+        """The jobs in ``states`` whose clock the dispatcher watches (timeouts, heartbeats)."""
+        stmt = select(*_FULL_COLUMNS).where(
+            jobs.c.watched == 1, jobs.c.state.in_([s.value for s in states])
+        )
+        return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
 
     async def claim(self, job_ids: Sequence[str], *, detail: str = "claimed") -> list[str]:
         """Claim queued jobs for dispatch in one transaction; returns those claimed."""

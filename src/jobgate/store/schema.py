@@ -57,13 +57,22 @@ jobs = Table(
     # again from not_before on; waiting_since bounds the wait (the backend's patience).
     Column("not_before", DateTime(timezone=True)),
     Column("waiting_since", DateTime(timezone=True)),
+    # Lifecycle (migration 0009): automatic retries made; since when the job is in its
+    # state (per-state timeouts); whether the dispatcher watches its clock (a timeout or
+    # heartbeats, 1/0); its last heartbeat; whether it is stalled (a flag on RUNNING).
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("state_since", DateTime(timezone=True)),
+    Column("watched", Integer, nullable=False, server_default="0"),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("heartbeat", JSON),
+    Column("stalled", Integer, nullable=False, server_default="0"),
     # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
     sqlite_autoincrement=True,
 )
 Index(None, jobs.c.state, jobs.c.seq)
 Index(None, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
-# Migration 0013: the dispatcher's claim walks one backend's queue in dispatch order
+# Migration 0010: the dispatcher's claim walks one backend's queue in dispatch order
 # (priority, then age) and stops after a batch, instead of sorting the whole backlog.
 Index(
     "ix_jobs_backend_state_priority_seq",
@@ -83,6 +92,8 @@ Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
 # Migration 0006: the jobs shared with a group (authorization).
 Index(None, jobs.c.share_group, jobs.c.seq)
+# Migration 0009: the jobs whose clock the dispatcher watches, by state.
+Index(None, jobs.c.watched, jobs.c.state)
 
 job_tags = Table(
     "job_tags",

@@ -41,13 +41,16 @@ COLUMNS: dict[str, Any] = {
     "updated_at": jobs.c.updated_at,
     "reschedules": jobs.c.reschedules,
     "attempt": jobs.c.attempt,
+    "retries": jobs.c.retries,
+    "stalled": jobs.c.stalled,
     "detail": jobs.c.detail,
     "app_status": jobs.c.app_status,
     "spec": jobs.c.spec,
     "logs": jobs.c.logs,
 }
 TIME_FIELDS = ("created_at", "updated_at")
-INT_FIELDS = ("priority", "reschedules", "attempt")
+INT_FIELDS = ("priority", "reschedules", "attempt", "retries", "stalled")
+"""``stalled`` is 1 or 0."""
 
 
 class BadQuery(ValueError):

@@ -98,9 +98,44 @@ def _body_dict(body: Any, what: str) -> dict[str, Any]:
     return body
 
 
+# DiracX heartbeat data → jobgate's heartbeat fields (DIRAC's Watchdog reports memory in
+# kB); the rest (Vsize, AvailableDiskSpace) has no place in jobgate's heartbeat.
+HEARTBEAT_FIELDS = {
+    "LoadAverage": ("load", 1.0),
+    "MemoryUsed": ("memory_bytes", 1024.0),
+    "CPUConsumed": ("cpu_seconds", 1.0),
+    "WallClockTime": ("wall_seconds", 1.0),
+}
+
+
+def heartbeat_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """jobgate heartbeat fields of one job's DiracX heartbeat data (InvalidRequest naming
+    a field that is not a non-negative number, or an output that is not text)."""
+    fields: dict[str, Any] = {}
+    for key, (name, factor) in HEARTBEAT_FIELDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e18:
+            raise InvalidRequest(
+                "invalid heartbeat",
+                errors=[{"where": f"{where}.{key}", "what": "a non-negative number"}],
+            )
+        fields[name] = int(value * factor) if name == "memory_bytes" else float(value)
+    out = data.get("StandardOutput")
+    if out is not None:
+        if not isinstance(out, str):
+            raise InvalidRequest(
+                "invalid heartbeat",
+                errors=[{"where": f"{where}.StandardOutput", "what": "text"}],
+            )
+        fields["stdout"] = out
+    return fields
+
+
 async def heartbeat_commands(svc: Services, jobs: dict[int, str]) -> list[dict[str, Any]]:
-    """What a heartbeat answers: the commands for ``jobs`` (JobID → job id). Heartbeats
-    are not recorded yet, and no command is ever pending."""
+    """What a heartbeat answers: the commands for ``jobs`` (JobID → job id). jobgate sends
+    jobs no commands (a kill is a cancel at the backend), so none is ever pending."""
     return []
 
 
@@ -269,10 +304,16 @@ def make_router() -> APIRouter:
                     "invalid heartbeat",
                     errors=[{"where": f"body.{key}", "what": "an object of heartbeat data"}],
                 )
+        fields = {
+            seq: heartbeat_fields(data, f"body.{key}")
+            for seq, (key, data) in zip(seqs, body.items(), strict=True)
+        }
         visible = await _visible(acc, diracx_jobs(svc), seqs, Scope.SUBMIT)
         missing = [s for s in seqs if s not in visible]
         if missing:
             raise JobNotFound(str(missing[0]))
+        for seq, job_id in visible.items():
+            svc.heartbeats.heartbeat(acc.caller.name, job_id, fields[seq])
         return _json(await heartbeat_commands(svc, visible))
 
     @router.post(
