@@ -20,6 +20,7 @@ from tes.client import append_suffixes_to_url, send_request
 from tes.models import ListTasksResponse
 from tes.utils import unmarshal
 
+from jobgate.domain.lifecycle import PARAMETER_KEYS
 from tests.conftest import Server
 from tests.support import pytes_final, pytes_run, pytes_sh, requires_bwrap, uid
 
@@ -59,7 +60,8 @@ def test_service_info_parses(client: tes.HTTPClient, allowed_dir: Path) -> None:
     assert info.organization and info.organization["name"]
     # Where file:// URLs may point, and which backend_parameters keys are honoured.
     assert allowed_dir.resolve().as_uri() in (info.storage or [])
-    assert info.tes_resources_backend_parameters == ["backend"]
+    # The backend choice and the lifecycle policy: the local backend takes no others.
+    assert info.tes_resources_backend_parameters == sorted({"backend", *PARAMETER_KEYS})
 
 
 # -- create, wait, views ------------------------------------------------------------------

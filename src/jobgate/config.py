@@ -222,6 +222,12 @@ class Settings(BaseSettings):
         return self.data_dir / "jobs"
 
     @property
+    def job_socket(self) -> Path:
+        """The UNIX socket sandboxed executors send their heartbeats to (bound into each
+        bubblewrap sandbox; it answers only a job token's own heartbeat route)."""
+        return self.data_dir / "run" / "job.sock"
+
+    @property
     def logs_dir(self) -> Path:
         """Executors' stdout/stderr kept after a job ends: ``logs/<job id>/<n>.stdout``."""
         return self.data_dir / "logs"

@@ -46,6 +46,9 @@ def build_context(dest: Path) -> Path:
     for wheel in dependency_wheels().glob("*.whl"):
         shutil.copy2(wheel, dist / wheel.name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    # setuptools builds in the checkout's build/, and a file deleted or renamed since the
+    # last build (a migration) would ride along from build/lib into the wheel.
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     subprocess.run(
         [*pip, "wheel", "--no-deps", "-w", str(dist), str(REPO)], check=True, capture_output=True
     )

@@ -434,6 +434,7 @@ def make_router() -> APIRouter:
 
     @router.patch(
         "/jobs/{job_id}/heartbeat",
+        status_code=204,
         summary="Report that a running job is alive (load, memory, CPU, output, status)",
         responses=answers(403, 409),
         openapi_extra=openapi.body(openapi.ref(Heartbeat)),

@@ -30,6 +30,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from jobgate.api.jobsocket import bind_job_socket, close_job_socket, guarded
 from jobgate.api.transport import bind_unix, connection_extensions, server_context, unlink_unix
 from jobgate.config import Settings
 
@@ -177,6 +178,14 @@ class H11Limited(_Limits, _Peer, H11Protocol):
     pass
 
 
+class H11JobSocket(_Limits, H11Protocol):
+    """The job socket's protocol: limits, and no peer facts (its requests are nobody's)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.app = guarded(self.app)
+
+
 Protocol: type[asyncio.Protocol] = H11Limited
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -238,19 +247,42 @@ class Gateway(uvicorn.Server):
         unix: socket.socket | None,
         unix_path: Path | None = None,
         tcp: bool = True,
+        job_socket: tuple[socket.socket, Path] | None = None,
     ) -> None:
         super().__init__(config)
         self.unix = unix
         self.unix_path = unix_path
         self.tcp = tcp
+        self.job_socket = job_socket
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
         # Here, not after run(): uvicorn re-raises SIGTERM once serving ends.
         if self.unix is not None and self.unix_path is not None:
             unlink_unix(self.unix, self.unix_path)
+        if self.job_socket is not None:
+            close_job_socket(*self.job_socket)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._listen(sockets)
+        if self.started and self.job_socket is not None:
+            config = self.config
+            loop = asyncio.get_running_loop()
+
+            def protocol() -> asyncio.Protocol:
+                return H11JobSocket(
+                    config=config,
+                    server_state=self.server_state,
+                    app_state=self.lifespan.state,
+                    _loop=loop,
+                )
+
+            sock, path = self.job_socket
+            server = await loop.create_server(protocol, sock=sock, backlog=config.backlog)
+            self.servers.append(server)
+            log.info("job socket for sandboxed heartbeats at %s", path)
+
+    async def _listen(self, sockets: list[socket.socket] | None) -> None:
         if self.unix is None:
             await super().startup(sockets)
             return
@@ -287,6 +319,11 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
     if settings.tls_cert is not None:
         tls = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     unix = bind_unix(settings.uds) if settings.uds is not None else None
+    job_socket = None
+    try:
+        job_socket = (bind_job_socket(settings.job_socket), settings.job_socket)
+    except OSError as exc:  # heartbeats then need the network (JOBGATE_EXECUTOR_NETWORK)
+        log.warning("no job socket at %s: %s", settings.job_socket, exc)
     config = ServerConfig(
         app,
         header_timeout=settings.http_header_timeout,
@@ -301,7 +338,12 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
     config.load()
     config.ssl = tls  # our own context (uvicorn's options cannot ask for proxy certificates)
     try:
-        Gateway(config, unix=unix, unix_path=settings.uds, tcp=settings.tcp).run()
+        gateway = Gateway(
+            config, unix=unix, unix_path=settings.uds, tcp=settings.tcp, job_socket=job_socket
+        )
+        gateway.run()
     finally:
         if unix is not None and settings.uds is not None:
             unlink_unix(unix, settings.uds)
+        if job_socket is not None:
+            close_job_socket(*job_socket)

@@ -160,6 +160,12 @@ class Backend(abc.ABC):
     parameter_keys: ClassVar[frozenset[str]] = frozenset()
     """resources.backend_parameters keys this backend understands (besides ``backend``)."""
 
+    def job_socket(self, job: Job) -> str | None:
+        """Where ``job``'s executors reach the gateway's job socket (heartbeats without
+        network), or None where this backend does not show it to them. Asked before
+        :meth:`submit`; what it answers must hold for that submission."""
+        return None
+
     def __init__(self) -> None:
         self.changed = asyncio.Event()
         """Set by the backend when a poll would see news; the dispatcher polls at once."""

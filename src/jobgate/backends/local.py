@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,10 +14,13 @@ from jobgate.domain.models import Job
 from jobgate.domain.states import State
 from jobgate.runner.executors import TaskRun
 from jobgate.runner.uids import NoFreeUid, TaskUids
-from jobgate.runtimes.base import Runtime
+from jobgate.runtimes.base import Mount, Runtime
 from jobgate.runtimes.cgroups import CgroupLayout
 
 log = logging.getLogger(__name__)
+
+JOB_SOCKET = "/.jobgate/job.sock"
+"""Where a sandboxed executor finds the gateway's job socket (``JOBGATE_JOB_SOCKET``)."""
 
 
 class LocalBackend(Backend):
@@ -30,10 +34,12 @@ class LocalBackend(Backend):
         task_root: Path,
         uids: TaskUids | None = None,
         max_pids: int | None = None,
+        job_socket: Path | None = None,
     ) -> None:
         """``task_root``: where the gateway stages task directories; ``uids``: the host
         uids tasks run as, one per running task (None: the service's own); ``max_pids``:
-        processes one executor may hold (None: no limit)."""
+        processes one executor may hold (None: no limit); ``job_socket``: the gateway's
+        job socket, shown to bubblewrap executors at :data:`JOB_SOCKET` while it exists."""
         super().__init__()
         self.name = name
         self.task_root = task_root
@@ -42,6 +48,7 @@ class LocalBackend(Backend):
         self.log_tail_bytes = log_tail_bytes
         self.uids = uids
         self.max_pids = max_pids
+        self.socket_file = job_socket
         if uids is not None and uids.count < slots:
             log.warning(
                 "%d task uids for %d slots: tasks beyond %d at once fail (JOBGATE_TASK_UID_COUNT)",
@@ -58,6 +65,17 @@ class LocalBackend(Backend):
             log.warning("removed %d containers left over by an earlier run", removed)
         self._runs: dict[str, tuple[TaskRun, asyncio.Task[object]]] = {}
         self._metadata = runtime.describe()  # fixed for the runtime's life: built once
+
+    def job_socket(self, job: Job) -> str | None:
+        # Only into a sandbox without network (the process runtime has the host's, and
+        # its task uids could not reach the closed data dir); only once the server listens.
+        if self.runtime.name != "bwrap" or self.socket_file is None:
+            return None
+        try:
+            listening = stat.S_ISSOCK(self.socket_file.stat().st_mode)
+        except OSError:
+            listening = False
+        return JOB_SOCKET if listening else None
 
     def cost(self, job: Job) -> int:
         # A task asking for more cores than the machine has still runs, on all of them.
@@ -82,6 +100,7 @@ class LocalBackend(Backend):
             on_change=self.changed.set,
             run_as=run_as,
             max_pids=self.max_pids,
+            mounts=self._socket_mounts(job),
         )
         task = asyncio.create_task(run.run(), name=f"run-{job.id}")
         if run_as is not None and self.uids is not None:
@@ -89,6 +108,11 @@ class LocalBackend(Backend):
             task.add_done_callback(lambda _: uids.release(uid))
         self._runs[job.id] = (run, task)
         return job.id
+
+    def _socket_mounts(self, job: Job) -> list[Mount]:
+        if self.socket_file is None or self.job_socket(job) is None:
+            return []
+        return [Mount(self.socket_file, JOB_SOCKET)]
 
     async def poll(self, native_ids: Sequence[str]) -> dict[str, BackendStatus]:
         out = {}

@@ -181,6 +181,10 @@ class BwrapRuntime(Runtime):
                 possible = _is_dir_in(shown, m.container)
             if any(_inside(m.container, r) for r in reserved) and not possible:
                 raise UnsupportedTask(f"the bwrap runtime cannot mount at {m.container}")
+            parent = os.path.dirname(m.container)
+            if parent != "/" and not _is_dir_in(shown, parent):
+                # bwrap would make the missing parent 0700, closed to the task's uid.
+                argv += ["--perms", "0755", "--dir", parent]
             argv += ["--ro-bind" if m.readonly else "--bind", str(m.host), m.container]
         drop: list[str] = []
         if spec.run_as is not None:

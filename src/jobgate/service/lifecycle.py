@@ -36,7 +36,9 @@ def gateway_url(settings: Settings) -> str:
 def job_environment(tokens: JobTokens, base: str) -> Callable[[Job, Backend], None]:
     """What the dispatcher adds to each executor's environment: ``JOBGATE_JOB_ID``,
     ``JOBGATE_JOB_URL`` (the job's native URL; PATCH ``…/heartbeat``) and
-    ``JOBGATE_JOB_TOKEN`` (good for that job's heartbeats only). Never stored."""
+    ``JOBGATE_JOB_TOKEN`` (good for that job's heartbeats only); where the backend shows
+    the gateway's job socket, ``JOBGATE_JOB_SOCKET`` and ``JOBGATE_JOB_PATH`` (the URL's
+    path, to send through it). Never stored."""
 
     def add(job: Job, backend: Backend) -> None:
         extra = {
@@ -44,6 +46,12 @@ def job_environment(tokens: JobTokens, base: str) -> Callable[[Job, Backend], No
             "JOBGATE_JOB_URL": f"{base}/api/v1/jobs/{job.id}",
             "JOBGATE_JOB_TOKEN": tokens.issue(job.id),
         }
+        socket = backend.job_socket(job)
+        if socket is not None:
+            # A sandbox without network reaches the gateway here: the same route by the
+            # path alone (curl --unix-socket "$JOBGATE_JOB_SOCKET" "http://jobgate$…PATH").
+            extra["JOBGATE_JOB_SOCKET"] = socket
+            extra["JOBGATE_JOB_PATH"] = f"/api/v1/jobs/{job.id}"
         for executor in job.executors:
             executor.env = {**extra, **(executor.env or {})}
 

@@ -37,6 +37,7 @@ def build(name: str, options: LocalOptions, ctx: BackendContext) -> Backend:
         task_root=ctx.jobs_dir,
         uids=ctx.task_uids if runtime.runs_as_task_uid else None,
         max_pids=s.task_max_pids or None,
+        job_socket=s.job_socket,
     )
 
 
