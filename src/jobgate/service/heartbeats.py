@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from jobgate.domain.models import now
-from jobgate.domain.states import State
+from jobgate.domain.states import FINAL, State
 from jobgate.errors import Conflict
 from jobgate.store.jobs import JobStore
 
@@ -72,8 +72,10 @@ class Heartbeats:
         states = await self.store.record_heartbeats(beats)
         for job_id, _at, _fields in beats:
             state, stalled = states.get(job_id, (State.COMPLETE, False))
-            if state not in (State.QUEUED, State.INITIALIZING, State.RUNNING):
+            if state in FINAL:
                 self._ended.add(job_id)
+            elif state not in (State.QUEUED, State.INITIALIZING, State.RUNNING):
+                continue  # held (or canceling): not recorded, but not ended either
             elif stalled:
                 await self.store.mark(
                     job_id, State.RUNNING, detail="running (heartbeats again)", stalled=0
