@@ -27,22 +27,25 @@ WATCHED = (State.QUEUED, State.INITIALIZING, State.RUNNING)
 
 
 class Clock:
-    """``end(job_id, ending)`` stops a job this process drives (False: it drives none)."""
+    """``end(job_id, ending)`` stops a job this process drives (False: it drives none).
+    It watches the jobs ``dispatcher`` drives and those in the gateway's queue."""
 
     def __init__(
         self,
         store: JobStore,
         end: Callable[[str, Ending], bool],
+        dispatcher: str,
         *,
         stalled_fail_after: float = 0.0,
     ) -> None:
         self.store = store
         self.end = end
+        self.dispatcher = dispatcher
         self.stalled_fail_after = stalled_fail_after
 
     async def sweep(self) -> None:
         at = now()
-        for rec in await self.store.watched(WATCHED):
+        for rec in await self.store.watched(WATCHED, dispatcher=self.dispatcher):
             try:
                 await self._check(rec, at)
             except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from jobgate.backends.routing import Router
 from jobgate.dispatcher.clock import Clock
 from jobgate.dispatcher.driver import Drive, Ending, Engine, drive
 from jobgate.dispatcher.hooks import CredentialSource, OutputPacker
+from jobgate.dispatcher.lease import Lease
 from jobgate.dispatcher.recovery import Recovery, with_system_log
 from jobgate.dispatcher.settings import DispatchSettings
 from jobgate.dispatcher.watcher import Watcher
@@ -27,12 +29,22 @@ from jobgate.domain.models import Job, JobRecord
 from jobgate.domain.states import State
 from jobgate.staging import Stager
 from jobgate.store.jobs import UNREADABLE_KEY, JobStore
+from jobgate.store.leases import Leases
 
 log = logging.getLogger(__name__)
 
 UNBOUNDED = 10_000
-STOP_PATIENCE = 30.0  # seconds stop() waits for cancelled tasks to end
 """Jobs at once on a backend that queues work itself (``slots`` is None)."""
+STOP_PATIENCE = 30.0  # seconds stop() waits for cancelled tasks to end
+LEASE_LOST_EXIT = 75
+"""Exit status of a process whose dispatcher lost its lease (EX_TEMPFAIL: restart it)."""
+
+
+def _exit_on_lost_lease() -> None:
+    # Other dispatchers took this one for dead and adopted its jobs: driving them on
+    # would run them twice. Exit at once, leaving running work to its adopters.
+    log.critical("this dispatcher's lease was taken over; exiting")
+    os._exit(LEASE_LOST_EXIT)
 
 
 class Dispatcher:
@@ -49,7 +61,10 @@ class Dispatcher:
         credentials: CredentialSource | None = None,
         router: Router | None = None,
         job_env: Callable[[Job, Backend], None] | None = None,
+        on_lease_lost: Callable[[], None] = _exit_on_lost_lease,
     ) -> None:
+        """``on_lease_lost``: called when other dispatchers adopted this one's jobs (the
+        default exits the process)."""
         self.store = store
         self.backends = dict(backends)
         for key, backend in self.backends.items():
@@ -62,7 +77,10 @@ class Dispatcher:
         self.engine = Engine(
             store, stager, settings, self.watchers, packer, credentials, router, job_env
         )
-        self.clock = Clock(store, self.end, stalled_fail_after=settings.stalled_fail_after)
+        self.lease = Lease(Leases(store.db), settings.lease_seconds)
+        self.clock = Clock(
+            store, self.end, self.lease.id, stalled_fail_after=settings.stalled_fail_after
+        )
         for backend in self.backends.values():
             if backend.wants_credential and credentials is not None:
                 backend.credentials = credentials
@@ -70,6 +88,12 @@ class Dispatcher:
         self._drives: dict[str, Drive] = {}
         self._used: dict[str, int] = dict.fromkeys(self.backends, 0)
         self._loops: list[asyncio.Task[None]] = []
+        self.on_lease_lost = on_lease_lost
+
+    @property
+    def id(self) -> str:
+        """This dispatcher's id (recorded in the jobs it claims)."""
+        return self.lease.id
 
     # -- notifications from the service (cheap, never block) ---------------------------
 
@@ -100,8 +124,10 @@ class Dispatcher:
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.recover()
+        await self.lease.take()
+        await self.recover(await self.lease.orphans())
         self._loops.append(asyncio.create_task(self._queue_loop(), name="dispatch-queue"))
+        self._loops.append(asyncio.create_task(self._lease_loop(), name="dispatch-lease"))
         for name, watcher in self.watchers.items():
             self._loops.append(asyncio.create_task(watcher.poll_loop(), name=f"watch-{name}"))
             self._loops.append(asyncio.create_task(watcher.push_loop(), name=f"push-{name}"))
@@ -121,19 +147,35 @@ class Dispatcher:
                 log.error("dispatcher task %s did not stop within %ss", t.get_name(), STOP_PATIENCE)
         for backend in self.backends.values():
             await backend.close()
+        with contextlib.suppress(Exception):  # the database may be gone: the lease runs out
+            await self.lease.leave()
 
     @property
     def running(self) -> int:
         return len(self._drives)
 
-    async def recover(self) -> None:
-        """Settle every job a previous run left active (see ``recovery.py``)."""
+    async def recover(self, job_ids: list[str]) -> None:
+        """Settle the jobs of dead dispatchers this one adopted (see ``recovery.py``)."""
+        if not job_ids:
+            return
+        log.info("recovering %d jobs of stopped dispatchers", len(job_ids))
         await Recovery(
             self.store,
             self.backends,
             self.settings.max_attempts,
             lambda rec, backend, nid: self._start(rec, backend, adopt=nid),
-        ).run()
+        ).run(job_ids)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.interval)
+            try:
+                if not await self.lease.renew():
+                    self.on_lease_lost()
+                    return
+                await self.recover(await self.lease.orphans())
+            except Exception:
+                log.exception("renewing the dispatcher lease failed; retrying")
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -158,6 +200,8 @@ class Dispatcher:
             self._wake.clear()
 
     async def _fill(self) -> None:
+        if not self.lease.valid():
+            return  # renewed first: another dispatcher may be taking this one's jobs
         for name, backend in self.backends.items():
             capacity = backend.slots if backend.slots is not None else UNBOUNDED
             free = capacity - self._used[name]
@@ -181,7 +225,9 @@ class Dispatcher:
                     picked.append((rec, job, cost))
                     free -= cost
                 # One transaction claims the whole batch (compare-and-set on QUEUED).
-                claimed = set(await self.store.claim([rec.id for rec, _, _ in picked]))
+                claimed = set(
+                    await self.store.claim([rec.id for rec, _, _ in picked], dispatcher=self.id)
+                )
                 for rec, job, cost in picked:
                     if rec.id not in claimed:
                         free += cost  # canceled or taken meanwhile

@@ -32,8 +32,9 @@ class Recovery:
         self.max_attempts = max_attempts
         self.adopt = adopt
 
-    async def run(self) -> None:
-        records = await self._active()
+    async def run(self, job_ids: list[str] | None = None) -> None:
+        """Settle the active jobs (``job_ids``: only those)."""
+        records = await self._active(job_ids)
         adopted: dict[str, str] = {}
         for name, backend in self.backends.items():
             mine = [r for r in records if r.backend == name and _placed_or_active(r)]
@@ -55,18 +56,21 @@ class Recovery:
                     rec.id, rec.state, why, with_system_log(rec.logs, f"{why}: {exc}")
                 )
 
-    async def _active(self) -> list[JobRecord]:
+    async def _active(self, job_ids: list[str] | None) -> list[JobRecord]:
         """The jobs to recover (those a backend may hold); one whose row cannot be read
         is failed, so it cannot keep the gateway from starting."""
         try:
             return [
-                *await self.store.in_states(ACTIVE),
-                *await self.store.in_states([State.QUEUED], placed=True),
+                *await self.store.in_states(ACTIVE, ids=job_ids),
+                *await self.store.in_states([State.QUEUED], placed=True, ids=job_ids),
             ]
         except Exception:
             log.exception("reading the jobs to recover failed; row by row")
         out = []
+        wanted = None if job_ids is None else set(job_ids)
         for job_id, state in await self.store.ids_in_states(ACTIVE):
+            if wanted is not None and job_id not in wanted:
+                continue
             try:
                 rec = await self.store.get(job_id)
             except Exception as exc:

@@ -21,3 +21,6 @@ class DispatchSettings:
     """Longest wait between two submits of a job after transient errors."""
     stalled_fail_after: float = 0.0
     """Seconds a stalled job that is not retried stays stalled before it is failed (0: never)."""
+    lease_seconds: float = 30.0
+    """How long a dispatcher's lease lasts: a dead dispatcher's jobs wait at most this long
+    for another to adopt them (at once when it ran on the same host)."""

@@ -506,7 +506,9 @@ def _heartbeats(
     return out
 
 
-def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str], list[JobEvent]]:
+def _claim(
+    conn: Connection, ids: Sequence[str], detail: str, dispatcher: str | None
+) -> tuple[list[str], list[JobEvent]]:
     """QUEUED → INITIALIZING for those of ``ids`` still queued; attempt += 1."""
     at = now()
     claimed = [
@@ -519,6 +521,7 @@ def _claim(conn: Connection, ids: Sequence[str], detail: str) -> tuple[list[str]
                 attempt=jobs.c.attempt + 1,
                 updated_at=at,
                 detail=detail,
+                dispatcher=dispatcher,
                 **_entered(at),
             )
             .returning(jobs.c.id)
@@ -656,16 +659,28 @@ class JobStore:
         return await self.db.read(_page, query, minimal)
 
     async def in_states(
-        self, states: Iterable[State], backend: str | None = None, *, placed: bool = False
+        self,
+        states: Iterable[State],
+        backend: str | None = None,
+        *,
+        placed: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> list[JobRecord]:
         """All jobs in the given states (for recovery and reconciliation), oldest first;
-        with ``placed``, only those a backend holds (a native id is recorded)."""
+        with ``placed``, only those a backend holds (a native id is recorded); with
+        ``ids``, only those of them."""
         stmt = select(*_FULL_COLUMNS).where(jobs.c.state.in_([s.value for s in states]))
         if backend is not None:
             stmt = stmt.where(jobs.c.backend == backend)
         if placed:
             stmt = stmt.where(jobs.c.native_id.is_not(None))
-        return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
+        if ids is None:
+            return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
+        out: list[JobRecord] = []
+        for i in range(0, len(ids), 500):  # bound the number of SQL parameters
+            chunk = stmt.where(jobs.c.id.in_(ids[i : i + 500])).order_by(jobs.c.seq)
+            out.extend(await self.db.read(_select_all, chunk))
+        return sorted(out, key=lambda r: r.created_at) if len(ids) > 500 else out
 
     async def queued(self, backend: str, limit: int) -> list[JobRecord]:
         """Jobs in the gateway's queue for a backend, in dispatch order: priority, then
@@ -773,19 +788,32 @@ class JobStore:
         got = await self.db.write(_heartbeats, beats)
         return {k: (State(v[0]), v[1]) for k, v in got.items()}
 
-    async def watched(self, states: Iterable[State]) -> list[JobRecord]:
-        """The jobs in ``states`` whose clock the dispatcher watches (timeouts, heartbeats)."""
+    async def watched(
+        self, states: Iterable[State], *, dispatcher: str | None = None
+    ) -> list[JobRecord]:
+        """The jobs in ``states`` whose clock the dispatcher watches (timeouts, heartbeats);
+        with ``dispatcher``, only those it drives and those in the gateway's queue."""
         stmt = select(*_FULL_COLUMNS).where(
             jobs.c.watched == 1, jobs.c.state.in_([s.value for s in states])
         )
+        if dispatcher is not None:
+            stmt = stmt.where(
+                or_(
+                    jobs.c.dispatcher == dispatcher,
+                    and_(jobs.c.state == State.QUEUED.value, jobs.c.native_id.is_(None)),
+                )
+            )
         return await self.db.read(_select_all, stmt.order_by(jobs.c.seq))
 
-    async def claim(self, job_ids: Sequence[str], *, detail: str = "claimed") -> list[str]:
-        """Claim queued jobs for dispatch in one transaction; returns those claimed."""
+    async def claim(
+        self, job_ids: Sequence[str], *, detail: str = "claimed", dispatcher: str | None = None
+    ) -> list[str]:
+        """Claim queued jobs for dispatch in one transaction, for ``dispatcher``; returns
+        those claimed."""
         check_transition(State.QUEUED, State.INITIALIZING)
         if not job_ids:
             return []
-        claimed, events = await self.db.write(_claim, job_ids, detail)
+        claimed, events = await self.db.write(_claim, job_ids, detail, dispatcher)
         self._emit(events)
         return claimed
 

@@ -66,6 +66,10 @@ jobs = Table(
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("heartbeat", JSON),
     Column("stalled", Integer, nullable=False, server_default="0"),
+    # Leases (migration 0011): the dispatcher process that drives the job while it is
+    # active (see the dispatchers table); a job whose dispatcher's lease ran out is taken
+    # over by another.
+    Column("dispatcher", String(64)),
     # Never reuse a deleted row's seq: page tokens and event-stream cursors rely on it.
     sqlite_autoincrement=True,
 )
@@ -94,6 +98,26 @@ Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.share_group, jobs.c.seq)
 # Migration 0009: the jobs whose clock the dispatcher watches, by state.
 Index(None, jobs.c.watched, jobs.c.state)
+
+# Migration 0011: a dispatcher's active jobs (take-over after its lease ran out).
+Index(None, jobs.c.dispatcher, jobs.c.state)
+
+# Migration 0011: one row per running dispatcher process, renewed while it lives. A row
+# whose lease_until has passed, or whose process is gone from this host (the same boot,
+# the pid no longer running since pid_start), is a dead dispatcher.
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", BigInteger, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+    # Space-separated roles only one dispatcher may hold at a time ("webhooks").
+    Column("roles", Text, nullable=False, server_default=""),
+)
 
 job_tags = Table(
     "job_tags",
