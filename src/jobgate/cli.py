@@ -308,6 +308,27 @@ def serve(
             "--tcp/--no-tcp", help="Listen on --host/--port (default: yes).", show_default=False
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API worker processes sharing the port; with more than one, jobs run in "
+            "--dispatchers separate dispatcher processes.",
+        ),
+    ] = 1,
+    dispatchers: Annotated[
+        int,
+        typer.Option(min=0, help="Dispatcher processes beside --workers > 1 (0: none)."),
+    ] = 1,
+    dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch/--no-dispatch",
+            help="Run jobs in this process (--no-dispatch: the API only; jobs run in "
+            "`jobgate dispatcher` processes on the same database).",
+        ),
+    ] = True,
+    worker_index: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the API and the dispatcher in one process (SQLite + local backend by default).
 
@@ -340,17 +361,78 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if workers > 1:
+        raise typer.Exit(_supervise(overrides, workers, dispatchers if dispatch else 0, log_level))
     try:
         settings = Settings(**overrides)
-        asgi = create_app(settings)
+        asgi = create_app(settings, dispatch=dispatch, shared=not dispatch)
     except ValueError as exc:  # pydantic's ValidationError is one too
         err().print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     try:
-        run_server(asgi, settings, log_level=log_level)
+        run_server(asgi, settings, log_level=log_level, worker=worker_index)
     except ValueError as exc:  # limits that cannot be met, TLS files, the socket path
         err().print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
+
+
+def _supervise(overrides: dict[str, Any], workers: int, dispatchers: int, log_level: str) -> int:
+    import asyncio
+
+    from jobgate.api.processes import Supervisor, child_command, child_environment, prepare
+    from jobgate.config import Settings
+
+    try:
+        settings = Settings(**overrides)
+        if not settings.tcp:
+            raise ValueError("--workers needs TCP (--tcp): the workers share its port")
+        asyncio.run(prepare(settings))
+    except ValueError as exc:
+        err().print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    child_environment(overrides)
+    common = ["--log-level", log_level]
+    api = [
+        child_command(["serve", "--no-dispatch", "--worker-index", str(i), *common])
+        for i in range(workers)
+    ]
+    runners = [child_command(["dispatcher", *common]) for _ in range(dispatchers)]
+    return Supervisor(api, runners).run()
+
+
+@app.command(rich_help_panel=SERVER)
+def dispatcher(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the database and task directories live.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML or TOML file declaring named backends and their options."),
+    ] = None,
+) -> None:
+    """Run a dispatcher alone: claim jobs from the database and run them (no API).
+
+    Several may run at once, on one host or many (PostgreSQL), beside `jobgate serve
+    --no-dispatch` API processes; each holds a lease (JOBGATE_LEASE_SECONDS), so the jobs
+    of one that dies are taken up by another. Settings come from the environment as for
+    `jobgate serve`.
+    """
+    from jobgate.api.processes import dispatcher_main
+    from jobgate.config import Settings
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"data_dir": data_dir, "config_file": config}.items() if v
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        err().print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    dispatcher_main(settings)
 
 
 @app.command(rich_help_panel=SERVER)

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     """Seconds between backend polls and queue scans when nothing wakes the dispatcher."""
     max_attempts: int = Field(default=2, ge=1)
     """How many times a task interrupted by a gateway restart is run before SYSTEM_ERROR."""
+    lease_seconds: float = Field(default=30.0, ge=3)
+    """A dispatcher's lease: the longest the jobs of a dispatcher that died on another host
+    wait before a live dispatcher adopts them (on the same host: at once)."""
     submit_patience: float = Field(default=600.0, gt=0)
     """Seconds transient submit errors (backend unreachable, busy) are retried before the
     job is SYSTEM_ERROR, for every backend (Slurm: ``slurm_submit_patience`` when set)."""
@@ -708,6 +711,7 @@ class DispatchSettings(_Group):
 
     poll_interval: float
     max_attempts: int
+    lease_seconds: float
     submit_patience: float
     submit_retry_max_delay: float
     log_tail_bytes: int

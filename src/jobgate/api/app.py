@@ -5,12 +5,15 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jobgate import __version__
 from jobgate.api import backends as backends_api
@@ -59,6 +62,7 @@ from jobgate.backends.choice import (
     plan_backends,
     tasks_reach_data_dir,
 )
+from jobgate.backends.routing import Router
 from jobgate.config import Settings
 from jobgate.datadir import secure_data_dir
 from jobgate.dispatcher import Dispatcher, DispatchSettings
@@ -67,9 +71,10 @@ from jobgate.domain.states import ACTIVE, State
 from jobgate.observability import tracing
 from jobgate.observability.metrics import count_transitions
 from jobgate.service.events import EventBus
+from jobgate.service.eventtail import EventTail
 from jobgate.service.heartbeats import Heartbeats
 from jobgate.service.jobcounts import JobCounts
-from jobgate.service.jobs import JobService
+from jobgate.service.jobs import DispatchNotifier, JobService
 from jobgate.service.lifecycle import gateway_url, job_environment, limits_of
 from jobgate.service.logs import JobLogs
 from jobgate.service.native import NativeJobs
@@ -77,6 +82,7 @@ from jobgate.service.psik import FORMAT as PSIK_FORMAT
 from jobgate.service.psik import PsikCallbacks
 from jobgate.service.sandboxes import Sandboxes
 from jobgate.service.uploads import JobUploads
+from jobgate.service.wakeups import Wakeups
 from jobgate.service.webhooks import Webhooks, webhook_guard
 from jobgate.staging import Stager
 from jobgate.staging.guard import Guard
@@ -204,8 +210,12 @@ def make_authenticator(
     )
 
 
-def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
-    """A ready ASGI app. ``dispatch=False`` serves the API without running jobs.
+def create_app(
+    settings: Settings | None = None, *, dispatch: bool = True, shared: bool = False
+) -> FastAPI:
+    """A ready ASGI app. ``dispatch=False`` serves the API without running jobs;
+    ``shared``: other processes (API workers, dispatchers) use the same database, so
+    events come from the database and submissions wake the dispatchers across processes.
 
     Raises ValueError when the settings would serve unauthenticated beyond loopback.
     """
@@ -217,129 +227,93 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        secure_data_dir(settings.data_dir, traversable=tasks_reach_data_dir(settings))
-        tracing.configure()
-        engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
-        await migrate(engine, legacy_owner=legacy_owners(settings).full)
-        db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
-        store = JobStore(db)
-        bus = EventBus()
-        store.listeners.append(bus.publish)
-        store.listeners.append(count_transitions)
-        backends = make_backends(settings)
-        stager = Stager.from_settings(settings)
-        sandboxes = Sandboxes(
-            SandboxStore(db),
-            settings.sandboxes_dir,
-            max_bytes=settings.sandbox_max_bytes,
-            extract_limits=ExtractLimits(
-                settings.sandbox_extract_max_bytes, settings.sandbox_extract_max_files
-            ),
-        )
-        secrets = SecretBox.from_settings(
-            settings.secret_key.get_secret_value() if settings.secret_key else None,
-            settings.data_dir,
-        )
-        carry_credentials(settings, backends)
-        job_tokens = JobTokens(secrets.derived_key("job tokens"))
-        # Routing (config file `routing:`): one policy for the service and the dispatcher.
-        router = make_router(settings, backends)
-        if router is not None:
-            store.listeners.append(router.observe)
-            for rec in await store.in_states(ACTIVE | {State.QUEUED}):
-                router.placed(rec.id, rec.backend)
-        dispatcher = Dispatcher(
-            store,
-            backends,
-            stager,
-            dispatch_settings(settings),
-            packer=sandboxes,
-            credentials=JobCredentials(store, secrets).reveal,
-            router=router,
-            job_env=job_environment(job_tokens, gateway_url(settings)),
-        )
-        jobs = JobService(
-            store,
-            backends=backends,
-            default_backend=default_backend(settings, backends),
-            max_content_bytes=settings.max_content_bytes,
-            notifier=dispatcher if dispatch else None,
-            credential_backends=settings.credential_backends,
-            router=router,
-            limits=limits_of(settings),
-            staging_guard=Guard.from_entries(settings.staging_allowed_hosts),
-            allowed_dirs=settings.allowed_dirs,
-        )
-        native = NativeJobs(
-            jobs,
-            jobs_dir=settings.jobs_dir,
-            parametric_cap=settings.parametric_cap,
-            max_reschedules=settings.max_reschedules,
-            callback_guard=webhook_guard(settings),
-        )
-        tokens = ServiceTokens(TokenStore(db))
-        heartbeats = Heartbeats(store, flush_interval=settings.heartbeat_flush_interval)
-        await heartbeats.start()
-        # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging guard.
-        http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
-        policy = Policy(
-            submit_groups=settings.submit_groups,
-            share_groups=settings.share_groups,
-            oidc_namespaces=oidc_namespaces(settings),
-            limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
-        )
-        app.state.services = Services(
-            settings=settings,
-            jobs=jobs,
-            backends=backends,
-            native=native,
-            idempotency=IdempotencyStore(store.db),
-            events=bus,
-            sandboxes=sandboxes,
-            uploads=JobUploads(native, max_bytes=settings.upload_max_bytes),
-            logs=JobLogs(store, bus, backends=backends, logs_dir=settings.logs_dir),
-            auth=make_authenticator(settings, tokens, http),
-            policy=policy,
-            tokens=tokens,
-            secrets=secrets,
-            heartbeats=heartbeats,
-            job_tokens=job_tokens,
-        )
-        await announce_auth(settings, tokens)
-        app.state.dispatcher = dispatcher
-        # Webhooks run where jobs run: one sender per database, resuming from its cursor.
-        webhooks = Webhooks.from_settings(
-            store, bus, settings, formats={PSIK_FORMAT: PsikCallbacks(secrets)}
-        )
-        job_counts = JobCounts(store, settings.metrics.jobs_interval, list(backends))
-        await job_counts.start()
-        if dispatch:
-            await webhooks.start()
-            await dispatcher.start()
-        log.info(
-            "jobgate %s: database %s, backends %s (default %s)",
-            __version__,
-            engine.url.render_as_string(hide_password=True),
-            {n: b.describe() for n, b in backends.items()},
-            jobs.default_backend,
-        )
-        build_validators()
-        # Keep start-up objects (modules, classes, caches: ~120k) out of the cyclic GC:
-        # otherwise every full collection walks them all, a 70-90 ms pause on a slow core.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
-        finally:
-            await job_counts.stop()
-            await heartbeats.stop()
-            tracing.shutdown()
-            await dispatcher.stop()
-            await webhooks.stop()
-            await stager.aclose()
-            await http.aclose()
-            store.close()
-            await engine.dispose()
+        async with components(settings, shared=shared) as c:
+            store, backends, router = c.store, c.backends, c.router
+            notifier: DispatchNotifier | None = None
+            dispatcher = None
+            if dispatch:
+                dispatcher = make_dispatcher(settings, c)
+                notifier = dispatcher
+            elif shared:
+                notifier = Wakeups(c.engine, wake_dir(settings))
+            jobs = JobService(
+                store,
+                backends=backends,
+                default_backend=default_backend(settings, backends),
+                max_content_bytes=settings.max_content_bytes,
+                notifier=notifier,
+                credential_backends=settings.credential_backends,
+                router=router,
+                limits=limits_of(settings),
+                staging_guard=Guard.from_entries(settings.staging_allowed_hosts),
+                allowed_dirs=settings.allowed_dirs,
+            )
+            native = NativeJobs(
+                jobs,
+                jobs_dir=settings.jobs_dir,
+                parametric_cap=settings.parametric_cap,
+                max_reschedules=settings.max_reschedules,
+                callback_guard=webhook_guard(settings),
+            )
+            tokens = ServiceTokens(TokenStore(c.db))
+            heartbeats = Heartbeats(store, flush_interval=settings.heartbeat_flush_interval)
+            await heartbeats.start()
+            # OIDC discovery and JWKS: issuers are the operator's, so not behind the staging
+            # guard.
+            http = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=True)
+            policy = Policy(
+                submit_groups=settings.submit_groups,
+                share_groups=settings.share_groups,
+                oidc_namespaces=oidc_namespaces(settings),
+                limiter=RateLimiter(settings.submit_rate, settings.submit_burst),
+            )
+            app.state.services = Services(
+                settings=settings,
+                jobs=jobs,
+                backends=backends,
+                native=native,
+                idempotency=IdempotencyStore(c.db),
+                events=c.bus,
+                sandboxes=c.sandboxes,
+                uploads=JobUploads(native, max_bytes=settings.upload_max_bytes),
+                logs=JobLogs(store, c.bus, backends=backends, logs_dir=settings.logs_dir),
+                auth=make_authenticator(settings, tokens, http),
+                policy=policy,
+                tokens=tokens,
+                secrets=c.secrets,
+                heartbeats=heartbeats,
+                job_tokens=c.job_tokens,
+            )
+            await announce_auth(settings, tokens)
+            app.state.dispatcher = dispatcher
+            webhooks = make_webhooks(settings, c)
+            job_counts = JobCounts(store, settings.metrics.jobs_interval, list(backends))
+            await job_counts.start()
+            if dispatcher is not None:
+                await webhooks.start()
+                await dispatcher.start()
+            log.info(
+                "jobgate %s: database %s, backends %s (default %s)%s",
+                __version__,
+                c.engine.url.render_as_string(hide_password=True),
+                {n: b.describe() for n, b in backends.items()},
+                jobs.default_backend,
+                "" if dispatch else "; API only (jobs run in `jobgate dispatcher` processes)",
+            )
+            build_validators()
+            # Keep start-up objects (modules, classes, caches: ~120k) out of the cyclic GC:
+            # otherwise every full collection walks them all, a 70-90 ms pause on a slow core.
+            gc.collect()
+            gc.freeze()
+            try:
+                yield
+            finally:
+                await job_counts.stop()
+                await heartbeats.stop()
+                if dispatcher is not None:
+                    await dispatcher.stop()
+                await webhooks.stop()
+                await http.aclose()
 
     app = FastAPI(
         title="jobgate",
@@ -380,6 +354,108 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     return app
 
 
+@dataclass
+class Components:
+    """What every gateway process builds from its settings: the store and its event bus,
+    the backends, staging, sandboxes, secrets and routing."""
+
+    engine: AsyncEngine
+    db: Database
+    store: JobStore
+    bus: EventBus
+    backends: dict[str, Backend]
+    stager: Stager
+    sandboxes: Sandboxes
+    secrets: SecretBox
+    job_tokens: JobTokens
+    router: Router | None
+
+
+@asynccontextmanager
+async def components(settings: Settings, *, shared: bool = False) -> AsyncIterator[Components]:
+    """Open the database (migrated), the backends and the rest; closed on exit.
+    ``shared``: the bus is fed from the database (:class:`EventTail`), not by this
+    process's own commits alone."""
+    secure_data_dir(settings.data_dir, traversable=tasks_reach_data_dir(settings))
+    tracing.configure()
+    engine = make_engine(settings.db_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await migrate(engine, legacy_owner=legacy_owners(settings).full)
+    db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
+    store = JobStore(db)
+    bus = EventBus()
+    tail = None
+    if shared:
+        tail = EventTail(store, bus)
+        await tail.start()
+    else:
+        store.listeners.append(bus.publish)
+    store.listeners.append(count_transitions)
+    backends = make_backends(settings)
+    stager = Stager.from_settings(settings)
+    sandboxes = Sandboxes(
+        SandboxStore(db),
+        settings.sandboxes_dir,
+        max_bytes=settings.sandbox_max_bytes,
+        extract_limits=ExtractLimits(
+            settings.sandbox_extract_max_bytes, settings.sandbox_extract_max_files
+        ),
+    )
+    secrets = SecretBox.from_settings(
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
+        settings.data_dir,
+    )
+    carry_credentials(settings, backends)
+    job_tokens = JobTokens(secrets.derived_key("job tokens"))
+    # Routing (config file `routing:`): one policy for the service and the dispatcher.
+    router = make_router(settings, backends)
+    if router is not None:
+        store.listeners.append(router.observe)
+        for rec in await store.in_states(ACTIVE | {State.QUEUED}):
+            router.placed(rec.id, rec.backend)
+    try:
+        yield Components(
+            engine, db, store, bus, backends, stager, sandboxes, secrets, job_tokens, router
+        )
+    finally:
+        tracing.shutdown()
+        if tail is not None:
+            await tail.stop()
+        await stager.aclose()
+        store.close()
+        await engine.dispose()
+
+
+def make_dispatcher(
+    settings: Settings, c: Components, *, on_lease_lost: Callable[[], None] | None = None
+) -> Dispatcher:
+    """The dispatcher over ``c`` (not started)."""
+    options = {} if on_lease_lost is None else {"on_lease_lost": on_lease_lost}
+    return Dispatcher(
+        c.store,
+        c.backends,
+        c.stager,
+        dispatch_settings(settings),
+        packer=c.sandboxes,
+        credentials=JobCredentials(c.store, c.secrets).reveal,
+        router=c.router,
+        job_env=job_environment(c.job_tokens, gateway_url(settings)),
+        **options,
+    )
+
+
+def make_webhooks(settings: Settings, c: Components) -> Webhooks:
+    """The webhook sender (not started). One process per database sends: the one that
+    runs the dispatcher, or among several dispatchers the one holding the role."""
+    return Webhooks.from_settings(
+        c.store, c.bus, settings, formats={PSIK_FORMAT: PsikCallbacks(c.secrets)}
+    )
+
+
+def wake_dir(settings: Settings) -> Path:
+    """Where dispatchers on SQLite listen for wake-ups (see :mod:`jobgate.service.wakeups`)."""
+    return settings.data_dir / "run" / "wake"
+
+
 def carry_credentials(settings: Settings, backends: dict[str, Backend]) -> None:
     """Have the dispatcher pass their jobs' tokens to the backends of
     ``JOBGATE_CREDENTIAL_BACKENDS``."""
@@ -399,6 +475,7 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
         logs_dir=group.logs_dir,
         poll_interval=group.poll_interval,
         max_attempts=group.max_attempts,
+        lease_seconds=group.lease_seconds,
         keep_task_dirs=group.keep_task_dirs,
         retry_max_delay=group.submit_retry_max_delay,
         stalled_fail_after=settings.lifecycle.stalled_fail_after,

@@ -309,21 +309,42 @@ class Gateway(uvicorn.Server):
         log.info("jobgate serving on unix socket %s too", self.unix.getsockname())
 
 
-def serve(app: Any, settings: Settings, *, log_level: str) -> None:
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket several worker processes bind at once (SO_REUSEPORT: the
+    kernel spreads new connections over them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Any, settings: Settings, *, log_level: str, worker: int | None = None) -> None:
     """Run ``app`` until stopped (SIGINT/SIGTERM). Raises ValueError on impossible limits,
-    and on TLS files or a socket path that cannot be used (naming the setting)."""
+    and on TLS files or a socket path that cannot be used (naming the setting).
+
+    ``worker``: this process is API worker number ``worker`` of several sharing the port
+    (SO_REUSEPORT); only worker 0 serves the UNIX socket and the job socket."""
     files = raise_fd_limit()
     limit = connection_limit(settings, files)
     log.info("open-files limit %d: at most %d client connections", files, limit)
     tls = None
     if settings.tls_cert is not None:
         tls = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-    unix = bind_unix(settings.uds) if settings.uds is not None else None
+    first = worker is None or worker == 0
+    unix = bind_unix(settings.uds) if settings.uds is not None and first else None
     job_socket = None
     try:
-        job_socket = (bind_job_socket(settings.job_socket), settings.job_socket)
+        if first:
+            job_socket = (bind_job_socket(settings.job_socket), settings.job_socket)
     except OSError as exc:  # heartbeats then need the network (JOBGATE_EXECUTOR_NETWORK)
         log.warning("no job socket at %s: %s", settings.job_socket, exc)
+    sockets = None
+    if worker is not None and settings.tcp:
+        sockets = [reuse_port_socket(settings.host, settings.port)]
     config = ServerConfig(
         app,
         header_timeout=settings.http_header_timeout,
@@ -339,9 +360,13 @@ def serve(app: Any, settings: Settings, *, log_level: str) -> None:
     config.ssl = tls  # our own context (uvicorn's options cannot ask for proxy certificates)
     try:
         gateway = Gateway(
-            config, unix=unix, unix_path=settings.uds, tcp=settings.tcp, job_socket=job_socket
+            config,
+            unix=unix,
+            unix_path=settings.uds if unix is not None else None,
+            tcp=settings.tcp,
+            job_socket=job_socket,
         )
-        gateway.run()
+        gateway.run(sockets=sockets)
     finally:
         if unix is not None and settings.uds is not None:
             unlink_unix(unix, settings.uds)

@@ -116,7 +116,12 @@ def tasks_reach_data_dir(settings: Settings) -> bool:
 
 def task_uids(settings: Settings) -> TaskUids | None:
     """The uid pool of the local backends, or None where tasks run as the service."""
-    uids = TaskUids.for_service(settings.task_uid_base, settings.task_uid_count, settings.task_user)
+    uids = TaskUids.for_service(
+        settings.task_uid_base,
+        settings.task_uid_count,
+        settings.task_user,
+        lock_dir=settings.data_dir / "run" / "uids",
+    )
     if uids is None or runtime_name(settings) != "process":
         return uids
     closed = closed_ancestor(settings.data_dir)

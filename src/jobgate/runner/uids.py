@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections import deque
+from pathlib import Path
 
 
 class NoFreeUid(RuntimeError):
@@ -18,14 +21,19 @@ class TaskUids:
     is handed out, so a uid comes back only after all the others have been used.
     """
 
-    def __init__(self, base: int, count: int) -> None:
+    def __init__(self, base: int, count: int, lock_dir: Path | None = None) -> None:
+        """``lock_dir``: where each leased uid is also locked (``flock``), so that several
+        dispatcher processes on one host never lease one uid at once."""
         self.base = base
         self.count = count
+        self.lock_dir = lock_dir
         self._free = deque(range(base, base + count))
-        self._leased: set[int] = set()
+        self._leased: dict[int, int | None] = {}  # uid → the descriptor holding its lock
 
     @classmethod
-    def for_service(cls, base: int, count: int, shared: str = "") -> TaskUids | None:
+    def for_service(
+        cls, base: int, count: int, shared: str = "", lock_dir: Path | None = None
+    ) -> TaskUids | None:
         """The pool a service needs: one when it runs as root, else None (its tasks run as
         the service's own, already unprivileged, user). ``shared`` (``UID:GID``): every
         task runs as that one user instead."""
@@ -34,22 +42,43 @@ class TaskUids:
         if shared:
             uid, _, gid = shared.partition(":")
             return SharedUid(int(uid), int(gid))
-        return cls(base, count)
+        return cls(base, count, lock_dir)
 
     def lease(self) -> tuple[int, int]:
         """A free (uid, gid); raises :class:`NoFreeUid` when all are leased."""
-        if not self._free:
-            raise NoFreeUid(
-                f"all {self.count} task uids are in use (JOBGATE_TASK_UID_COUNT): "
-                "raise it to at least the number of tasks that may run at once"
-            )
-        uid = self._free.popleft()
-        self._leased.add(uid)
-        return uid, uid
+        for _ in range(len(self._free)):
+            uid = self._free.popleft()
+            held = self.hold(uid)
+            if held:
+                return uid, uid
+            self._free.append(uid)  # another process's: try the next
+        raise NoFreeUid(
+            f"all {self.count} task uids are in use (JOBGATE_TASK_UID_COUNT): "
+            "raise it to at least the number of tasks that may run at once"
+        )
+
+    def hold(self, uid: int) -> bool:
+        """Lease ``uid`` itself (a task adopted from a process that died while it ran);
+        False when another process of this host holds it."""
+        fd = None
+        if self.lock_dir is not None:
+            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+        with contextlib.suppress(ValueError):
+            self._free.remove(uid)
+        self._leased[uid] = fd
+        return True
 
     def release(self, uid: int) -> None:
         if uid in self._leased:
-            self._leased.discard(uid)
+            fd = self._leased.pop(uid)
+            if fd is not None:
+                os.close(fd)  # the lock goes with it
             self._free.append(uid)
 
     def describe(self) -> str:
