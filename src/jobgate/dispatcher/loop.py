@@ -204,39 +204,51 @@ class Dispatcher:
             return  # renewed first: another dispatcher may be taking this one's jobs
         for name, backend in self.backends.items():
             capacity = backend.slots if backend.slots is not None else UNBOUNDED
-            free = capacity - self._used[name]
-            while free > 0:
+            while capacity - self._used[name] > 0:
+                free = capacity - self._used[name]
                 limit = min(free * 4, 256)
-                candidates = await self._queued(name, limit)
-                picked: list[tuple[JobRecord, Job, int]] = []
-                for rec in candidates:
-                    if free <= 0:
-                        break  # no slot left: don't validate the remaining candidates
-                    try:
-                        job = _runnable(rec)
-                        cost = backend.cost(job)
-                    except Exception as exc:
-                        # A row no check at submission stopped (an older version, another
-                        # replica): fail it, or it heads the queue and nothing runs.
-                        await self._refuse(rec, exc)
-                        continue
-                    if cost > free:
-                        continue  # smaller jobs behind it may still fit
-                    picked.append((rec, job, cost))
-                    free -= cost
-                # One transaction claims the whole batch (compare-and-set on QUEUED).
-                claimed = set(
-                    await self.store.claim([rec.id for rec, _, _ in picked], dispatcher=self.id)
-                )
-                for rec, job, cost in picked:
-                    if rec.id not in claimed:
-                        free += cost  # canceled or taken meanwhile
-                        continue
+                try:
+                    claimed, refused, read = await self._claim_batch(backend, free, limit)
+                except Exception:
+                    log.exception("claiming from backend %s failed; row by row", name)
+                    claimed, refused, read = await self._claim_slowly(backend, free, limit)
+                for rec, exc in refused:
+                    await self._refuse(rec, exc)
+                for rec, (job, cost) in claimed:
                     rec.attempt += 1
                     rec.state = State.INITIALIZING
                     self._start(rec, backend, job=job, cost=cost)
-                if not claimed or len(candidates) < limit:
+                if (not claimed and not refused) or read < limit:
                     break
+
+    async def _claim_batch(
+        self, backend: Backend, free: int, limit: int
+    ) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]], int]:
+        """One transaction: read the queue's head, pick what fits in ``free`` slots,
+        claim it. Also returns how many rows were read."""
+        read = 0
+
+        def pick(
+            records: list[JobRecord],
+        ) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]]]:
+            nonlocal read
+            read = len(records)
+            return _pick(records, backend, free)
+
+        claimed, refused = await self.store.claim_next(
+            backend.name, limit, pick, dispatcher=self.id
+        )
+        return claimed, refused, read
+
+    async def _claim_slowly(
+        self, backend: Backend, free: int, limit: int
+    ) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]], int]:
+        """The queue's head read row by row (a row that cannot be read is failed), then
+        claimed: for when the batch read fails."""
+        candidates = await self._queued(backend.name, limit)
+        picked, refused = _pick(candidates, backend, free)
+        won = set(await self.store.claim([rec.id for rec, _ in picked], dispatcher=self.id))
+        return [(rec, extra) for rec, extra in picked if rec.id in won], refused, len(candidates)
 
     async def _queued(self, backend: str, limit: int) -> list[JobRecord]:
         """The queue's head; a row that cannot even be read is failed, not retried forever."""
@@ -314,6 +326,30 @@ class Dispatcher:
         task.set_name(name)
         self._loops.append(task)
         task.add_done_callback(self._loops.remove)
+
+
+def _pick(
+    records: list[JobRecord], backend: Backend, free: int
+) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]]]:
+    """The records that fit in ``free`` slots, in order, each with (job, cost); and those
+    that cannot run as stored (a row no check at submission stopped: an older version,
+    another replica), to be failed, or they head the queue and nothing runs."""
+    picked: list[tuple[JobRecord, Any]] = []
+    refused: list[tuple[JobRecord, Exception]] = []
+    for rec in records:
+        if free <= 0:
+            break  # no slot left: don't validate the remaining candidates
+        try:
+            job = _runnable(rec)
+            cost = backend.cost(job)
+        except Exception as exc:
+            refused.append((rec, exc))
+            continue
+        if cost > free:
+            continue  # smaller jobs behind it may still fit
+        picked.append((rec, (job, cost)))
+        free -= cost
+    return picked, refused
 
 
 class _NotFinite(ValueError):

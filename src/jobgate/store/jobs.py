@@ -548,6 +548,36 @@ def _claim(
     return claimed, [_event(r) for r in rows]
 
 
+Pick = Callable[
+    [list[JobRecord]], tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]]]
+]
+"""Chooses which queued records to claim: (record, anything) pairs to claim, and
+(record, why) pairs that cannot run as stored."""
+
+
+def _claim_next(
+    conn: Connection, backend: str, limit: int, pick: Pick, detail: str, dispatcher: str | None
+) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]], list[JobEvent]]:
+    """Read the head of ``backend``'s queue, let ``pick`` choose, claim the chosen. On
+    PostgreSQL the head is locked, skipping rows another dispatcher has locked, so
+    dispatchers claiming at once take different jobs instead of racing for the same."""
+    stmt = (
+        select(*_FULL_COLUMNS)
+        .where(jobs.c.backend == backend, *_claimable())
+        .order_by(jobs.c.priority.desc(), jobs.c.seq)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    records = [_record(r) for r in conn.execute(stmt).all()]
+    picked, refused = pick(records)
+    if not picked:
+        return [], refused, []
+    claimed, events = _claim(conn, [rec.id for rec, _ in picked], detail, dispatcher)
+    won = set(claimed)
+    return [(rec, extra) for rec, extra in picked if rec.id in won], refused, events
+
+
 def _claimable(at: datetime | None = None) -> tuple[Any, ...]:
     """Conditions of a job the dispatcher may claim: QUEUED in the gateway (no backend
     holds it) and not waiting out a retry delay."""
@@ -816,6 +846,26 @@ class JobStore:
         claimed, events = await self.db.write(_claim, job_ids, detail, dispatcher)
         self._emit(events)
         return claimed
+
+    async def claim_next(
+        self,
+        backend: str,
+        limit: int,
+        pick: Pick,
+        *,
+        detail: str = "claimed",
+        dispatcher: str | None = None,
+    ) -> tuple[list[tuple[JobRecord, Any]], list[tuple[JobRecord, Exception]]]:
+        """Claim from the head of ``backend``'s queue (dispatch order, at most ``limit``
+        read) what ``pick`` chooses, in one transaction: the claimed (record, what pick
+        gave), each now INITIALIZING, and what pick refused. ``pick`` runs on the
+        database's thread: it must not block."""
+        check_transition(State.QUEUED, State.INITIALIZING)
+        claimed, refused, events = await self.db.write(
+            _claim_next, backend, limit, pick, detail, dispatcher
+        )
+        self._emit(events)
+        return claimed, refused
 
     async def update(self, job_id: str, **values: Any) -> None:
         """Set columns without a state change (e.g. logs while a job runs)."""
