@@ -298,6 +298,8 @@ class JobRecord:
     heartbeat_at: datetime | None = None
     heartbeat: dict[str, Any] | None = None
     """The last heartbeat's fields (load, memory, CPU seconds, …)."""
+    dispatcher: str | None = None
+    """The dispatcher process that drives it (its lease's id) while it is active."""
 
     def to_job(self) -> Job:
         return Job.model_validate(

@@ -61,7 +61,14 @@ class EventTail:
             await asyncio.sleep(self.interval)
 
     async def poll(self) -> int:
-        """Publish the events committed since the last poll; how many rows were read."""
+        """Publish the events committed since the last poll; how many rows were read.
+        With nobody subscribed only the newest sequence number is read: a subscriber
+        replays history from the store and takes what follows its subscription from here."""
+        if not self.bus.subscribers:
+            self.floor = max(self.floor, await max_event_seq(self.store.db))
+            self._above = {seq for seq in self._above if seq > self.floor}
+            self._gap_since = None
+            return 0
         rows = await self.store.events_after(self.floor, limit=PAGE)
         fresh = [e for e in rows if e.seq is not None and e.seq not in self._above]
         if fresh:

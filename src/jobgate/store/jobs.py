@@ -67,6 +67,7 @@ _FULL_COLUMNS = (
     jobs.c.stalled,
     jobs.c.heartbeat_at,
     jobs.c.heartbeat,
+    jobs.c.dispatcher,
 )
 _MINIMAL_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.state, jobs.c.created_at)
 
@@ -133,6 +134,7 @@ def _record(row: Row[Any] | Any) -> JobRecord:
         stalled=bool(m["stalled"]),
         heartbeat_at=_aware(m["heartbeat_at"]) if m["heartbeat_at"] is not None else None,
         heartbeat=m["heartbeat"],
+        dispatcher=m["dispatcher"],
     )
 
 
