@@ -37,6 +37,7 @@ from jobgate.service.events import EventBus
 from jobgate.service.webhooks import (
     Cursor,
     RetryPolicy,
+    StoredCursor,
     Webhooks,
     load_secret,
     refusal,
@@ -659,6 +660,39 @@ def test_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
     from pydantic import SecretStr
 
     assert load_secret(tmp_path, SecretStr("configured")) == b"configured"
+
+
+async def test_the_database_cursor_takes_the_file_over_and_is_shared_by_the_next_sender(
+    store: JobStore, tmp_path: Path, receiver: Receiver
+) -> None:
+    # A sender that ran with the file cursor before: its number is taken over once.
+    Cursor(tmp_path / "cursor").save(await max_event_seq(store.db))
+    first = StoredCursor(store.db, legacy=Cursor(tmp_path / "cursor"))
+    assert await first.load() == await max_event_seq(store.db)
+    hooks = sender(store, tmp_path)
+    hooks.cursor = first
+    await hooks.start()
+    one = f"/ok/{new_job_id()}"
+    try:
+        await store.create([hooked(receiver.url + one)])
+        await until(lambda: receiver.delivered(one))
+        await until(lambda: hooks.pending == 0)
+    finally:
+        await hooks.stop()
+    # The next sender (another process, maybe another host) starts where this one ended:
+    # from the database, with no file of its own.
+    second = StoredCursor(store.db, legacy=Cursor(tmp_path / "elsewhere"))
+    assert await second.load() == await max_event_seq(store.db)
+    two = f"/ok/{new_job_id()}"
+    await store.create([hooked(receiver.url + two)])  # while nobody sends
+    hooks = sender(store, tmp_path)
+    hooks.cursor = second
+    await hooks.start()
+    try:
+        await until(lambda: receiver.delivered(two))
+    finally:
+        await hooks.stop()
+    assert len(receiver.all(one)) == 1  # not sent again
 
 
 def test_cursor_round_trips(tmp_path: Path) -> None:

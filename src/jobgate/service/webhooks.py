@@ -30,8 +30,10 @@ Never in the way of dispatch
     whose callback it does not know yet) to per-job delivery tasks.
 
 Restarts
-    ``<data dir>/webhooks.cursor`` holds a sequence number S such that every event up to S
-    was delivered or given up. It is written about once a second and at shutdown. At start,
+    The database's ``webhooks`` cursor (the ``cursors`` table; before it,
+    ``<data dir>/webhooks.cursor``, taken over once) holds a sequence number S such that
+    every event up to S was delivered or given up, so whichever process sends next, on any
+    host, resumes from it. It is written about once a second and at shutdown. At start,
     the events after S are read back from the store and delivered before live ones, so a
     restart or crash loses no event; events delivered after the last cursor write are sent
     again (hence the dedup on ``X-Jobgate-Event-Id``). The very first start begins at the
@@ -85,8 +87,15 @@ from jobgate.observability import metrics
 from jobgate.service.events import EventBus, Overflow, Subscription
 from jobgate.staging.guard import Guard, GuardedTransport, Refused
 from jobgate.staging.urls import redact
+from jobgate.store.access import Database
 from jobgate.store.jobs import JobStore
-from jobgate.store.webhooks import Target, callback_targets, max_event_seq
+from jobgate.store.webhooks import (
+    Target,
+    callback_targets,
+    load_cursor,
+    max_event_seq,
+    save_cursor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +261,25 @@ class Cursor:
             os.replace(tmp, self.path)
 
 
+class StoredCursor:
+    """The cursor in the database, shared by every process that may send; a ``legacy``
+    file's number is taken over when the database holds none yet."""
+
+    def __init__(self, db: Database, name: str = "webhooks", legacy: Cursor | None = None) -> None:
+        self.db = db
+        self.name = name
+        self.legacy = legacy
+
+    async def load(self) -> int | None:
+        seq = await load_cursor(self.db, self.name)
+        if seq is None and self.legacy is not None:
+            seq = await asyncio.to_thread(self.legacy.load)
+        return seq
+
+    async def save(self, seq: int) -> None:
+        await save_cursor(self.db, self.name, seq)
+
+
 # -- the sender ----------------------------------------------------------------------------
 
 
@@ -299,7 +327,7 @@ class Webhooks:
         bus: EventBus,
         *,
         secret: bytes,
-        cursor: Cursor,
+        cursor: Cursor | StoredCursor,
         policy: RetryPolicy | None = None,
         guard: Guard | None = None,
         formats: Mapping[str, Format] | None = None,
@@ -343,7 +371,7 @@ class Webhooks:
             store,
             bus,
             secret=load_secret(settings.data_dir, settings.webhook_secret),
-            cursor=Cursor(settings.data_dir / CURSOR_FILE),
+            cursor=StoredCursor(store.db, legacy=Cursor(settings.data_dir / CURSOR_FILE)),
             policy=RetryPolicy(
                 max_attempts=settings.webhook_max_attempts,
                 backoff=settings.webhook_backoff,
@@ -355,7 +383,7 @@ class Webhooks:
         )
 
     async def start(self) -> None:
-        saved = await asyncio.to_thread(self.cursor.load)
+        saved = await self._load_cursor()
         newest = await max_event_seq(self.store.db)
         if saved is not None and saved > newest:
             # Not this database's cursor (a new or restored database under the same data
@@ -364,7 +392,7 @@ class Webhooks:
             saved = None
         if saved is None:
             saved = newest
-            await asyncio.to_thread(self.cursor.save, saved)
+            await self._save_cursor(saved)
         self._routed = self._saved = saved
         self._tasks = [
             asyncio.create_task(self._route_forever(), name="webhooks-router"),
@@ -586,7 +614,7 @@ class Webhooks:
             await asyncio.sleep(CURSOR_INTERVAL)
             try:
                 await self._save()
-            except OSError as exc:
+            except Exception as exc:  # a file or the database: retried at the next tick
                 log.error("cannot save the webhook cursor: %s", exc)
 
     async def _save(self) -> None:
@@ -594,5 +622,16 @@ class Webhooks:
             return  # never started: the cursor on disk stays as it is
         mark = self.watermark()
         if mark != self._saved:
-            await asyncio.to_thread(self.cursor.save, mark)
+            await self._save_cursor(mark)
             self._saved = mark
+
+    async def _load_cursor(self) -> int | None:
+        if isinstance(self.cursor, StoredCursor):
+            return await self.cursor.load()
+        return await asyncio.to_thread(self.cursor.load)
+
+    async def _save_cursor(self, seq: int) -> None:
+        if isinstance(self.cursor, StoredCursor):
+            await self.cursor.save(seq)
+        else:
+            await asyncio.to_thread(self.cursor.save, seq)

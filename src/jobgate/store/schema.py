@@ -119,6 +119,17 @@ dispatchers = Table(
     Column("roles", Text, nullable=False, server_default=""),
 )
 
+# Migration 0011: progress markers kept in the database, so any process (of any host)
+# that takes a role over resumes where the last one stopped (``webhooks``: every event
+# up to ``seq`` was delivered or given up).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 job_tags = Table(
     "job_tags",
     metadata,

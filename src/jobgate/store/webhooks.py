@@ -13,10 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Text, case, func, literal, or_, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    Text,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 
+from jobgate.domain.models import now
 from jobgate.store.access import Database
-from jobgate.store.schema import job_events, jobs
+from jobgate.store.schema import cursors, job_events, jobs
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +134,25 @@ async def callback_targets(db: Database, job_ids: Sequence[str]) -> dict[str, Ta
 async def max_event_seq(db: Database) -> int:
     """The newest event's sequence number (0 when there are none)."""
     return await db.read(_max_event_seq)
+
+
+def _load_cursor(conn: Connection, name: str) -> int | None:
+    stmt = select(cursors.c.seq).where(cursors.c.name == name)
+    value = conn.execute(stmt).scalar()
+    return None if value is None else int(value)
+
+
+def _save_cursor(conn: Connection, name: str, seq: int) -> None:
+    at = now()
+    stmt = update(cursors).where(cursors.c.name == name).values(seq=seq, updated_at=at)
+    if not conn.execute(stmt).rowcount:
+        conn.execute(insert(cursors).values(name=name, seq=seq, updated_at=at))
+
+
+async def load_cursor(db: Database, name: str) -> int | None:
+    """The saved sequence number of cursor ``name`` (None: never saved)."""
+    return await db.read(_load_cursor, name)
+
+
+async def save_cursor(db: Database, name: str, seq: int) -> None:
+    await db.write(_save_cursor, name, seq)

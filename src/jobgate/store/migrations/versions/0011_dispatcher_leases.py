@@ -1,4 +1,5 @@
-"""dispatcher leases: the dispatchers table, and which dispatcher drives each job
+"""dispatcher leases: the dispatchers table, which dispatcher drives each job, and
+cursors kept in the database
 
 Revision ID: 0011
 Revises: 0010
@@ -28,6 +29,13 @@ def upgrade() -> None:
         sa.Column("roles", sa.Text, nullable=False, server_default=""),
         sa.PrimaryKeyConstraint("id", name="pk_dispatchers"),
     )
+    op.create_table(
+        "cursors",
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_cursors"),
+    )
     # Plain ALTER TABLE: a batch rebuild of ``jobs`` would drop every job's events. Jobs
     # driven before leases existed have no dispatcher: the first one to start takes them.
     op.add_column("jobs", sa.Column("dispatcher", sa.String(64)))
@@ -37,4 +45,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_jobs_dispatcher_state", "jobs")
     op.drop_column("jobs", "dispatcher")
+    op.drop_table("cursors")
     op.drop_table("dispatchers")
