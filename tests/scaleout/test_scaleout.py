@@ -134,6 +134,7 @@ class Db:
         )
 
 
+@pytest.mark.timeout(1800)
 def test_three_dispatchers_one_killed_every_10s_run_every_task_exactly_once(site: Site) -> None:
     out = site.root / "out"
     out.mkdir(mode=0o1777)

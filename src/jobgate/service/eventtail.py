@@ -22,6 +22,8 @@ from jobgate.store.webhooks import max_event_seq
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+IDLE_INTERVAL = 1.0
+"""Seconds between reads while nobody is subscribed (only the newest seq is read then)."""
 
 
 class EventTail:
@@ -58,7 +60,7 @@ class EventTail:
                     pass  # a backlog: read on without waiting
             except Exception:
                 log.exception("reading new job events failed; retrying")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval if self.bus.subscribers else IDLE_INTERVAL)
 
     async def poll(self) -> int:
         """Publish the events committed since the last poll; how many rows were read.
