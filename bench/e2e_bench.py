@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,64 @@ def gateway_env(runtime: str, slots: int) -> dict[str, str]:
     return {"JOBGATE_RUNTIME": runtime, "JOBGATE_SLOTS": str(slots)}
 
 
+PROFILE: Path | None = None
+"""Where ``--profile`` writes py-spy's collapsed stacks of the e2e phase's server."""
+
+
+@contextlib.contextmanager
+def profiled(pid: int, name: str) -> Iterator[None]:
+    """py-spy (``pip install py-spy``) samples the server meanwhile, when ``--profile``."""
+    if PROFILE is None:
+        yield
+        return
+    out = PROFILE / f"{name}.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "-p", str(pid), "-r", "250", "-f", "raw", "-o", str(out), "-t"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        progress(f"  profile in {out}")
+        for part, share in split(out):
+            progress(f"  {share * 100:5.1f}%  {part}")
+
+
+SPLIT = (  # a sample goes to the first of these that one of its frames names
+    ("log keeping", ("logfiles.py",)),
+    ("task dir, staging", ("taskdir.py", "jobgate/staging/")),
+    ("sandbox start/stop (bwrap, cgroups, spawn)", ("jobgate/runtimes/", "subprocess.py")),
+    ("runner (wait, reap, TaskRun)", ("jobgate/runner/", "jobgate/backends/local")),
+    ("DB (SQLAlchemy, sqlite3, store)", ("sqlalchemy/", "sqlite3", "jobgate/store/")),
+    ("event fan-out (bus, webhooks, listeners)", ("service/events", "service/webhooks")),
+    ("dispatcher bookkeeping", ("jobgate/dispatcher/",)),
+    ("pydantic outside the above", ("pydantic",)),
+    ("HTTP (uvicorn, fastapi, api, service)", ("uvicorn", "starlette", "fastapi", "jobgate/")),
+    ("event loop, threads, other", ("",)),
+)
+
+
+def split(profile: Path) -> list[tuple[str, float]]:
+    """Share of the busy samples of py-spy's collapsed stacks per part of the gateway."""
+    counts = dict.fromkeys((name for name, _ in SPLIT), 0)
+    total = 0
+    for line in profile.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if "thread.py:81)" in frames[-1] or "_connection_worker_thread" in frames[-1]:
+            continue  # an idle worker thread waiting for work: py-spy counts that wait
+        total += int(n)
+        for name, keys in SPLIT:
+            if any(k in f for f in frames[1:] for k in keys):
+                counts[name] += int(n)
+                break
+    return [(name, c / max(total, 1)) for name, c in counts.items()]
+
+
 def phase_e2e(rep: Report, root: Path, n: int, runtime: str, slots: int, dispatchers: int) -> None:
     sec = f"e2e {runtime} slots={slots} dispatchers={dispatchers}"
     progress(f"[{sec}] {n} x `true`")
@@ -164,11 +223,13 @@ def phase_e2e(rep: Report, root: Path, n: int, runtime: str, slots: int, dispatc
         warm = asyncio.run(post_many(srv, 2, 10, 10))
         wait_all_final(srv, warm.done, 60)
         tx0 = transactions(srv.url)
-        (own0, kids0), t0 = fleet.cpu(), time.perf_counter()
-        load = asyncio.run(post_many(srv, 8, n, 120))
-        submitted = time.perf_counter()
-        done_at, counts = wait_all_final(srv, warm.done + load.done, 60 + load.done / 5)
-        own1, kids1 = fleet.cpu()
+        assert srv.proc is not None
+        with profiled(srv.proc.pid, f"e2e-{runtime}-{slots}-{dispatchers}"):
+            (own0, kids0), t0 = fleet.cpu(), time.perf_counter()
+            load = asyncio.run(post_many(srv, 8, n, 120))
+            submitted = time.perf_counter()
+            done_at, counts = wait_all_final(srv, warm.done + load.done, 60 + load.done / 5)
+            own1, kids1 = fleet.cpu()
         tx1 = transactions(srv.url)
         ev = events_by_job(srv.db, load.ids)
     wall = done_at - t0
@@ -315,7 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sync", default="NORMAL", help="create phase: SQLite synchronous values")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directories")
     ap.add_argument("--src", type=Path, help="run the servers from this src/ dir")
+    ap.add_argument(
+        "--profile", type=Path, help="write py-spy's collapsed stacks of each e2e run here"
+    )
     args = ap.parse_args(argv)
+    global PROFILE
+    if args.profile is not None:
+        PROFILE = args.profile.resolve()
+        PROFILE.mkdir(parents=True, exist_ok=True)
     if args.src is not None:
         Server.src = args.src.resolve()
     phases = {p.strip() for p in args.only.split(",") if p.strip()}
