@@ -82,3 +82,38 @@ async def test_a_failing_write_fails_alone(store: JobStore, engine: AsyncEngine)
             await conn.execute(select(job_tags.c.key).where(job_tags.c.job_id == taken.id))
         ).scalars()
         assert list(keys) == ["k"]
+
+
+async def test_a_job_seen_queued_when_it_ended_is_recorded_running_on_the_way(
+    store: JobStore,
+) -> None:
+    job = _job()
+    await store.create([job])
+    await store.claim([job.id])
+    await store.transition(job.id, State.INITIALIZING, State.QUEUED, native_id="n1")
+    before = DB_COMMITS._value.get()
+    via = (State.QUEUED, State.RUNNING, "ran")
+    moved = await store.transition(
+        job.id, [State.RUNNING, State.QUEUED], State.COMPLETE, detail="complete", via=via
+    )
+    assert moved == State.QUEUED
+    assert DB_COMMITS._value.get() - before == 1
+    events = await store.events(job.id)
+    assert [(e.from_state, e.to_state, e.detail) for e in events[-2:]] == [
+        (State.QUEUED, State.RUNNING, "ran"),
+        (State.RUNNING, State.COMPLETE, "complete"),
+    ]
+    assert events[-2].seq is not None and events[-1].seq is not None
+    assert events[-2].seq < events[-1].seq
+    # From RUNNING it is one plain event.
+    other = _job()
+    await store.create([other])
+    await store.claim([other.id])
+    await store.transition(other.id, State.INITIALIZING, State.RUNNING)
+    await store.transition(other.id, [State.RUNNING, State.QUEUED], State.COMPLETE, via=via)
+    assert [e.to_state for e in await store.events(other.id)] == [
+        State.QUEUED,
+        State.INITIALIZING,
+        State.RUNNING,
+        State.COMPLETE,
+    ]

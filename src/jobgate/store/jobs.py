@@ -397,7 +397,8 @@ def _transition(
     source: str,
     values: dict[str, Any],
     unplaced: bool = False,
-) -> tuple[State, JobEvent] | None:
+    via: tuple[State, State, str] | None = None,
+) -> tuple[State, list[JobEvent]] | None:
     at = now()
     extra = (jobs.c.native_id.is_(None),) if unplaced else ()
     # A compare-and-set per expected state, no SELECT first: one statement in the
@@ -412,21 +413,27 @@ def _transition(
             break
     else:
         return None
-    row = conn.execute(
-        insert(job_events)
-        .values(
-            job_id=job_id,
-            at=at,
-            from_state=current.value,
-            to_state=to.value,
-            detail=detail,
-            source=source,
-            owner=_owner_of(job_id),
-            app_status=values.get("app_status"),
-        )
-        .returning(*job_events.c)
-    ).one()
-    return current, _event(row)
+    steps = [(current, to, detail)]
+    if via is not None and via[0] == current:
+        steps = [(current, via[1], via[2]), (via[1], to, detail)]
+    events = []
+    for frm, dst, why in steps:
+        row = conn.execute(
+            insert(job_events)
+            .values(
+                job_id=job_id,
+                at=at,
+                from_state=frm.value,
+                to_state=dst.value,
+                detail=why,
+                source=source,
+                owner=_owner_of(job_id),
+                app_status=values.get("app_status"),
+            )
+            .returning(*job_events.c)
+        ).one()
+        events.append(_event(row))
+    return current, events
 
 
 def _entered(at: datetime) -> dict[str, Any]:
@@ -610,6 +617,9 @@ class JobStore:
         self.engine = self.db.engine
         self.listeners: list[Callable[[list[JobEvent]], None]] = []
         """Called on the event loop with the events of each committed write."""
+        self.creating: list[Callable[[Sequence[NewJob]], None]] = []
+        """Called on the event loop with the jobs of each committed create, before the
+        listeners get their creation events (what the events do not say: the spec)."""
 
     def _emit(self, events: list[JobEvent]) -> None:
         for listener in self.listeners:
@@ -631,7 +641,13 @@ class JobStore:
         Returns only after the commit: a job acknowledged to a client is on disk.
         """
         if new_jobs:
-            self._emit(await self.db.write(_create, new_jobs, source, details))
+            events = await self.db.write(_create, new_jobs, source, details)
+            for hook in self.creating:
+                try:
+                    hook(new_jobs)
+                except Exception:
+                    log.exception("creation hook failed")
+            self._emit(events)
             for job in new_jobs:
                 SUBMISSIONS.labels(job.backend).inc()
 
@@ -729,6 +745,7 @@ class JobStore:
         detail: str | None = None,
         source: str = "dispatcher",
         unplaced: bool = False,
+        via: tuple[State, State, str] | None = None,
         **values: Any,
     ) -> State | None:
         """Move ``job_id`` to ``to`` if it is currently in ``expected``; record an event.
@@ -736,19 +753,26 @@ class JobStore:
         ``values`` sets other columns in the same write (``logs``, ``native_id``, …).
         ``unplaced`` also requires that no backend holds the job (no native id): a QUEUED
         job in a backend's queue is not one the gateway may drop.
+        ``via`` = (source, step, detail): a job found in that source state is recorded
+        passing through ``step`` on its way (two events, one write), e.g. a job last seen
+        QUEUED that ended: QUEUED → RUNNING ("ran") → COMPLETE.
         Returns the state the job was in, or ``None`` when it was not in ``expected``
         (someone else moved it first) or does not exist. Raises ``IllegalTransition`` if
-        the table forbids ``expected → to``.
+        the table forbids ``expected → to`` (or a step of ``via``).
         """
         sources = [expected] if isinstance(expected, State) else list(expected)
         for s in sources:
-            check_transition(s, to)
+            if via is not None and s == via[0]:
+                check_transition(s, via[1])
+                check_transition(via[1], to)
+            else:
+                check_transition(s, to)
         done = await self.db.write(
-            _transition, job_id, sources, to, detail, source, values, unplaced
+            _transition, job_id, sources, to, detail, source, values, unplaced, via
         )
         if done is None:
             return None
-        self._emit([done[1]])
+        self._emit(done[1])
         return done[0]
 
     async def mark(
