@@ -227,6 +227,10 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
     return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))})'
 
 
+_JOB_INSERT_RETURNING = _insert_sql("jobs", _JOB_COLUMNS) + ' RETURNING "seq"'
+_EVENT_INSERT_RETURNING = _insert_sql("job_events", _EVENT_COLUMNS) + ' RETURNING "seq"'
+
+
 def _insert_sqlite(
     conn: Connection,
     job_rows: list[dict[str, Any]],
@@ -245,6 +249,19 @@ def _insert_sqlite(
         values["state_since"] = at
         values["logs"] = encode(r["logs"])
         rows.append(tuple(values[c] for c in _JOB_COLUMNS))
+    events = [
+        (e["job_id"], at, e["from_state"], e["to_state"], e["detail"], e["source"], e["owner"])
+        for e, at in zip(event_rows, times, strict=True)
+    ]
+    tags_sql = _insert_sql("job_tags", ("job_id", "key", "value", "job_seq"))
+    if len(rows) == 1:
+        # One job (a typical POST): RETURNING, three statements instead of seven.
+        seq = conn.exec_driver_sql(_JOB_INSERT_RETURNING, rows[0]).scalar_one()
+        if tag_rows:
+            conn.exec_driver_sql(
+                tags_sql, [(t["job_id"], t["key"], t["value"], seq) for t in tag_rows]
+            )
+        return [conn.exec_driver_sql(_EVENT_INSERT_RETURNING, events[0]).scalar_one()]
     # One writer, in one transaction: the new rows are exactly those after the current
     # last sequence number (AUTOINCREMENT gives a new row a larger seq than any before).
     before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM jobs").scalar_one()
@@ -253,17 +270,11 @@ def _insert_sqlite(
     job_seq: dict[str, int] = {job_id: seq for job_id, seq in new}
     if tag_rows:
         conn.exec_driver_sql(
-            _insert_sql("job_tags", ("job_id", "key", "value", "job_seq")),
+            tags_sql,
             [(t["job_id"], t["key"], t["value"], job_seq[t["job_id"]]) for t in tag_rows],
         )
     before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM job_events").scalar_one()
-    conn.exec_driver_sql(
-        _insert_sql("job_events", _EVENT_COLUMNS),
-        [
-            (e["job_id"], at, e["from_state"], e["to_state"], e["detail"], e["source"], e["owner"])
-            for e, at in zip(event_rows, times, strict=True)
-        ],
-    )
+    conn.exec_driver_sql(_insert_sql("job_events", _EVENT_COLUMNS), events)
     new = conn.exec_driver_sql("SELECT job_id, seq FROM job_events WHERE seq > ?", (before,))
     seq_of: dict[str, int] = {job_id: seq for job_id, seq in new}
     return [seq_of[e["job_id"]] for e in event_rows]
