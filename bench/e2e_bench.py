@@ -199,8 +199,9 @@ SPLIT = (  # a sample goes to the first of these that one of its frames names
     ("dispatcher bookkeeping", ("jobgate/dispatcher/",)),
     ("pydantic outside the above", ("pydantic",)),
     ("HTTP (uvicorn, fastapi, api, service)", ("uvicorn", "starlette", "fastapi", "jobgate/")),
-    ("event loop, threads, other", ("",)),
+    ("event loop (uvloop's C code, waits for a core), other", ("",)),
 )
+LOOP = SPLIT[-1][0]
 
 
 def split(profile: Path) -> list[tuple[str, float]]:
@@ -213,6 +214,11 @@ def split(profile: Path) -> list[tuple[str, float]]:
         if "thread.py:81)" in frames[-1] or "_connection_worker_thread" in frames[-1]:
             continue  # an idle worker thread waiting for work: py-spy counts that wait
         total += int(n)
+        if frames[-1].startswith(("Runner.run ", "asyncio_run ", "run_until_complete ")):
+            # The event loop's own code (uvloop is C: I/O, timers, callbacks), or the main
+            # thread runnable but waiting for a core (py-spy counts that as busy).
+            counts[LOOP] += int(n)
+            continue
         for name, keys in SPLIT:
             if any(k in f for f in frames[1:] for k in keys):
                 counts[name] += int(n)
