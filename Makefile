@@ -36,7 +36,7 @@ IMAGE_PKGS := debootstrap:debootstrap podman-compose:podman-compose
 SYSTEM_PKGS := bwrap:bubblewrap podman:podman runc:runc busybox:busybox-static \
 	slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge \
 	sge_qmaster:gridengine-master sge_execd:gridengine-exec qconf:gridengine-client \
-	chromium:chromium rsync:rsync rabbitmq-server:rabbitmq-server rc:rc $(IMAGE_PKGS)
+	chromium:chromium rsync:rsync rabbitmq-server:rabbitmq-server rc:rc wrk:wrk $(IMAGE_PKGS)
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=""; \

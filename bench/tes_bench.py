@@ -178,6 +178,8 @@ class Server:
     """Another checkout's ``src`` to run instead of the installed jobgate (``--src``)."""
     launcher: tuple[str, ...] = ("-m", "jobgate")
     """How to start it after ``python`` (a profiling wrapper may replace it)."""
+    serve_args: tuple[str, ...] = ()
+    """More ``serve`` options (e.g. ``--no-dispatch``)."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
@@ -203,7 +205,8 @@ class Server:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    *(sys.executable, *self.launcher, "serve", "--port", str(self.port)),
+                    *(sys.executable, *self.launcher, "serve", *self.serve_args),
+                    *("--port", str(self.port)),
                     *("--data-dir", str(self.data_dir), "--log-level", "warning"),
                 ],
                 env=self.env,

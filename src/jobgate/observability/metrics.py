@@ -98,6 +98,10 @@ DB_TRANSACTIONS = Histogram(
     ["kind"],
     buckets=_CALL_BUCKETS,
 )
+DB_COMMITS = Counter(
+    "jobgate_db_commits",
+    "Write transactions committed; several store writes share one under load (group commit).",
+)
 
 
 def scheme_label(url: str) -> str:

@@ -68,15 +68,25 @@ def open_live(taskdir: TaskDir, executor: Executor, index: int, stream: Stream) 
 def keep_logs(taskdir: TaskDir, executors: Sequence[Executor], dest: Path, *, copy: bool) -> None:
     """Put every executor's stdout/stderr into ``dest`` (``<n>.stdout``, ``<n>.stderr``),
     replacing an earlier attempt's. Moves the runner's own files unless ``copy``; copies
-    files at executor-chosen paths (they are the task's own files)."""
+    files at executor-chosen paths (they are the task's own files). An empty stream is
+    not kept (a missing file reads as empty), nor ``dest`` made when all are: most
+    trivial tasks print nothing."""
     shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
+    made = False
     for index, executor in enumerate(executors):
         for stream in STREAMS:
             target = dest / f"{index}.{stream}"
             custom = executor.stdout if stream == "stdout" else executor.stderr
             if not custom:
                 src = taskdir.log_file(index, stream)
+                try:
+                    if os.stat(src).st_size == 0:
+                        continue  # left to the task directory's removal
+                except FileNotFoundError:
+                    continue
+                if not made:
+                    dest.mkdir(parents=True, exist_ok=True)
+                    made = True
                 with contextlib.suppress(FileNotFoundError):
                     if copy:
                         shutil.copyfile(src, target)
@@ -86,8 +96,14 @@ def keep_logs(taskdir: TaskDir, executors: Sequence[Executor], dest: Path, *, co
             fd = open_beneath(taskdir.root, custom)
             if fd is None:
                 continue
-            with os.fdopen(fd, "rb") as src_file, target.open("wb") as out:
-                shutil.copyfileobj(src_file, out)
+            with os.fdopen(fd, "rb") as src_file:
+                if os.fstat(src_file.fileno()).st_size == 0:
+                    continue
+                if not made:
+                    dest.mkdir(parents=True, exist_ok=True)
+                    made = True
+                with target.open("wb") as out:
+                    shutil.copyfileobj(src_file, out)
 
 
 def keep_texts(texts: Sequence[tuple[str | None, str | None]], dest: Path) -> None:

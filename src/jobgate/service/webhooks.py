@@ -71,7 +71,7 @@ import random
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,7 +88,7 @@ from jobgate.service.events import EventBus, Overflow, Subscription
 from jobgate.staging.guard import Guard, GuardedTransport, Refused
 from jobgate.staging.urls import redact
 from jobgate.store.access import Database
-from jobgate.store.jobs import JobStore
+from jobgate.store.jobs import JobStore, NewJob
 from jobgate.store.webhooks import (
     Target,
     callback_targets,
@@ -352,6 +352,8 @@ class Webhooks:
         self._jobs: dict[str, _JobQueue] = {}
         self._outstanding: set[int] = set()
         self._no_callback = _LruSet(_NO_CALLBACK_MEMORY)
+        # Jobs created in this process are known at once: their events need no lookup.
+        store.creating.append(self._created)
         self._seen = _LruSet(_SEEN_MEMORY)
         self._routed = 0
         self._saved: int | None = None
@@ -426,6 +428,12 @@ class Webhooks:
     def watermark(self) -> int:
         """Every event up to this sequence number is delivered or given up."""
         return min(self._outstanding) - 1 if self._outstanding else self._routed
+
+    def _created(self, new_jobs: Sequence[NewJob]) -> None:
+        for job in new_jobs:
+            # What :func:`callback_targets` would find: a target needs a string URL.
+            if not isinstance(job.spec.get("callback"), str):
+                self._no_callback.add(job.id)
 
     # -- routing -----------------------------------------------------------------------
 
