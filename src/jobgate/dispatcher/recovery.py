@@ -37,7 +37,7 @@ class Recovery:
         adopted: dict[str, str] = {}
         for name, backend in self.backends.items():
             mine = [r for r in records if r.backend == name and _placed_or_active(r)]
-            if not mine:
+            if not mine and not backend.reattach_always:
                 continue
             try:
                 adopted.update(await backend.reattach(mine))

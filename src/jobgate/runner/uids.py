@@ -47,6 +47,13 @@ class TaskUids:
         self._leased.add(uid)
         return uid, uid
 
+    def claim(self, uid: int) -> None:
+        """Lease ``uid`` itself: the uid of a run adopted from a dead process, which still
+        owns the run's files (a uid outside the pool is left as it is)."""
+        if uid in self._free:
+            self._free.remove(uid)
+            self._leased.add(uid)
+
     def release(self, uid: int) -> None:
         if uid in self._leased:
             self._leased.discard(uid)
@@ -67,6 +74,9 @@ class SharedUid(TaskUids):
 
     def lease(self) -> tuple[int, int]:
         return self.base, self.gid
+
+    def claim(self, uid: int) -> None:
+        pass
 
     def release(self, uid: int) -> None:
         pass
