@@ -102,7 +102,8 @@ class LocalBackend(Backend):
         swept = self.cgroups.sweep()
         if swept:
             log.warning("killed %d processes left over by an earlier run", swept)
-        removed = runtime.sweep()
+        # Containers of runs some owner holds stay: live ones' run, dead ones' may be adopted.
+        removed = runtime.sweep(keep=self._held(alive_only=False))
         if removed:
             log.warning("removed %d containers left over by an earlier run", removed)
         self._runs: dict[str, tuple[TaskRun, asyncio.Task[object]]] = {}
@@ -229,7 +230,7 @@ class LocalBackend(Backend):
             with contextlib.suppress(OSError):
                 owner.rmdir()
         # After the claims: a run another adopter took meanwhile is listed as live now.
-        held = {e.name for o in _listdir(self.owners) if owner_alive(o.name) for e in _listdir(o)}
+        held = self._held(alive_only=True)
         stale: dict[str, list[str]] = {}
         for name, dirs in groups.items():
             job_id = name.rsplit("-", 1)[0]
@@ -240,9 +241,20 @@ class LocalBackend(Backend):
                 reaped += group.kill_all()
                 group.remove(patience=1.0)
         self.cgroups.remove_dead_subtrees()
+        try:
+            reaped += self.runtime.sweep(keep=held)
+        except Exception:  # the engine is unreachable: its next sweep cleans up
+            log.exception("could not remove the containers of runs no longer active")
         if reaped:
             log.warning("killed %d processes of runs whose jobs are no longer active", reaped)
         return claimed, stale
+
+    def _held(self, *, alive_only: bool) -> set[str]:
+        """Job ids of the runs owners of this state root hold (only live owners')."""
+        owners = _listdir(self.owners)
+        return {
+            e.name for o in owners if not alive_only or owner_alive(o.name) for e in _listdir(o)
+        }
 
     def _reap(self, job_id: str) -> int:
         """Kill what still runs of a dead owner's run outside cgroups (by its records)."""
