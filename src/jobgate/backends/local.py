@@ -176,7 +176,9 @@ class LocalBackend(Backend):
                 run_as = entry.get("run_as")
                 run_as = (int(run_as[0]), int(run_as[1])) if run_as else None
             except Exception:
-                log.exception("cannot adopt the run of job %s", job_id)
+                # Not left running unwatched: recovery runs the job again (or fails it).
+                log.exception("cannot adopt the run of job %s; killing it", job_id)
+                await asyncio.to_thread(self._drop, job_id, stale.get(job_id, []))
                 continue
             if run_as is not None and self.uids is not None:
                 self.uids.claim(run_as[0])
@@ -255,6 +257,15 @@ class LocalBackend(Backend):
         return {
             e.name for o in owners if not alive_only or owner_alive(o.name) for e in _listdir(o)
         }
+
+    def _drop(self, job_id: str, dirs: list[str]) -> None:
+        """Kill a claimed run (its processes, its cgroups) and drop its entry."""
+        self._reap(job_id)
+        group = ResourceGroup(self.cgroups.version, dirs, None)
+        group.kill_all()
+        group.remove(patience=1.0)
+        with contextlib.suppress(OSError):
+            os.unlink(f"{self.state_dir}/{job_id}")
 
     def _reap(self, job_id: str) -> int:
         """Kill what still runs of a dead owner's run outside cgroups (by its records)."""

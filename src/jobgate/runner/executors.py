@@ -394,6 +394,12 @@ class TaskRun:
         marks = await loop.run_in_executor(None, read_marks, td, index)
         if marks is None:
             return None
+        for _ in range(20):
+            if marks.pid or (now() - marks.start).total_seconds() > 1:
+                break
+            # Created an instant ago and not written yet: its wrapper is writing it.
+            await asyncio.sleep(0.1)
+            marks = await loop.run_in_executor(None, read_marks, td, index) or marks
         started = td.mark(index, "started")
         group = self.cgroups.adopt(marks.dirs, ram_bytes=self.job.ram_bytes)
         self._group = group  # cancel() kills whatever is in it
