@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from jobgate.runner.executors import TaskRun
 from jobgate.runner.taskdir import PathEscape, TaskDir
 from jobgate.runtimes.base import Runtime
 from jobgate.runtimes.bwrap import ETC_ENTRIES, BwrapRuntime
-from jobgate.runtimes.cgroups import CgroupLayout
+from jobgate.runtimes.cgroups import LOST_START, CgroupLayout, ResourceGroup
 from jobgate.runtimes.process import ProcessRuntime
 from tests.conftest import requires_bwrap
 
@@ -323,3 +324,26 @@ async def test_without_cgroups_a_task_uid_still_bounds_its_processes(tmp_path: P
     await run.run()
     started, refused = (int(n) for n in (run.result.executor_logs[0].stdout or "").split())
     assert started < 8 and refused == 40 - started
+
+
+def test_a_marked_wrapper_records_the_outcome_and_never_starts_twice(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    started, status = str(tmp_path / "0.started"), str(tmp_path / "0.status")
+    argv = ResourceGroup(0, [], None).wrap(
+        ["sh", "-c", f"echo ran >> {out}; exit 4"], marks=(started, status)
+    )
+    assert subprocess.run(argv, check=False).returncode == 4
+    first = Path(started).read_text().split()
+    assert first[0].isdigit() and Path(status).read_text() == "4\n"
+    # A second start (an adopter that did not see the first): runs nothing.
+    again = subprocess.run(argv, check=False, capture_output=True)
+    assert again.returncode == LOST_START and again.stderr == b""
+    assert out.read_text() == "ran\n"
+    assert Path(started).read_text().split() == first
+
+
+def test_a_marked_wrapper_records_a_signal_as_128_plus_n(tmp_path: Path) -> None:
+    started, status = str(tmp_path / "0.started"), str(tmp_path / "0.status")
+    argv = ResourceGroup(0, [], None).wrap(["sh", "-c", "kill -9 $$"], marks=(started, status))
+    assert subprocess.run(argv, check=False).returncode == 137
+    assert Path(status).read_text() == "137\n"

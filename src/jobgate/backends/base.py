@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
@@ -159,6 +159,9 @@ class Backend(abc.ABC):
     scheduler's controller should not be asked about its queue many times a second)."""
     parameter_keys: ClassVar[frozenset[str]] = frozenset()
     """resources.backend_parameters keys this backend understands (besides ``backend``)."""
+    reattach_always: ClassVar[bool] = False
+    """:meth:`reattach` is called at recovery even when no job is active on this backend
+    (it cleans up after runs of jobs that are no longer active)."""
 
     def job_socket(self, job: Job) -> str | None:
         """Where ``job``'s executors reach the gateway's job socket (heartbeats without
@@ -197,10 +200,16 @@ class Backend(abc.ABC):
         consumes it for the backend's life; polling continues as a safety net."""
         return None
 
+    def leave_alone(self, job_ids: Collection[str]) -> None:
+        """Called before :meth:`reattach` with the jobs active on this backend that other,
+        live, dispatchers drive: reattach must neither adopt nor clean up their work.
+        Backends whose reattach cleans up nothing need not care (the default ignores it)."""
+        return None
+
     async def reattach(self, records: Sequence[JobRecord]) -> dict[str, str]:
         """After a gateway restart: job id → native id of those of ``records`` (jobs an
-        earlier run left active on this backend) whose work the backend still holds; the
-        dispatcher adopts these and runs the others again."""
+        earlier run left active on this backend: all of them) whose work the backend
+        still holds; the dispatcher adopts these and runs the others again."""
         known = set(await self.known_ids())
         return {r.id: r.native_id for r in records if r.native_id and r.native_id in known}
 

@@ -125,7 +125,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         await self.lease.take()
-        await self.recover(await self.lease.orphans())
+        await self.recover(await self.lease.orphans(), at_start=True)
         self._loops.append(asyncio.create_task(self._queue_loop(), name="dispatch-queue"))
         self._loops.append(asyncio.create_task(self._lease_loop(), name="dispatch-lease"))
         for name, watcher in self.watchers.items():
@@ -154,11 +154,13 @@ class Dispatcher:
     def running(self) -> int:
         return len(self._drives)
 
-    async def recover(self, job_ids: list[str]) -> None:
-        """Settle the jobs of dead dispatchers this one adopted (see ``recovery.py``)."""
-        if not job_ids:
+    async def recover(self, job_ids: list[str], *, at_start: bool = False) -> None:
+        """Settle the jobs of dead dispatchers this one adopted (see ``recovery.py``); at
+        start also when there are none (backends then clean up after dead runs)."""
+        if not job_ids and not at_start:
             return
-        log.info("recovering %d jobs of stopped dispatchers", len(job_ids))
+        if job_ids:
+            log.info("recovering %d jobs of stopped dispatchers", len(job_ids))
         await Recovery(
             self.store,
             self.backends,

@@ -36,9 +36,15 @@ class Recovery:
         """Settle the active jobs (``job_ids``: only those)."""
         records = await self._active(job_ids)
         adopted: dict[str, str] = {}
+        # Jobs other dispatchers drive (only this one's are recovered here): their work at
+        # a backend is theirs, not to be adopted or cleaned up.
+        others: set[str] = set()
+        if job_ids is not None:
+            others = {i for i, _ in await self.store.ids_in_states(ACTIVE)} - set(job_ids)
         for name, backend in self.backends.items():
+            backend.leave_alone(others)
             mine = [r for r in records if r.backend == name and _placed_or_active(r)]
-            if not mine:
+            if not mine and not backend.reattach_always:
                 continue
             try:
                 adopted.update(await backend.reattach(mine))

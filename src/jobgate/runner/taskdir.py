@@ -20,7 +20,9 @@ class PathEscape(ValueError):
 @dataclass(frozen=True)
 class TaskDir:
     """``base/root`` holds the task's filesystem; ``base/<n>.stdout`` and ``base/<n>.stderr``
-    the captured output of executor ``n`` (when the executor names no file of its own)."""
+    the captured output of executor ``n`` (when the executor names no file of its own);
+    ``base/<n>.started``, ``.status`` and ``.notes`` its outcome (see :meth:`mark`). Only
+    ``root`` is shown to a sandboxed task; ``base`` stays the service's."""
 
     base: Path
 
@@ -31,6 +33,12 @@ class TaskDir:
     def log_file(self, index: int, stream: str) -> Path:
         """Where executor ``index``'s ``stream`` ("stdout" or "stderr") is captured."""
         return self.base / f"{index}.{stream}"
+
+    def mark(self, index: int, what: str) -> str:
+        """Executor ``index``'s record ``what``: ``started`` (its wrapper's pid and group
+        directories, created once, before it runs), ``status`` (its exit status, after it
+        ended), ``notes`` (``oom``/``pids`` lines: what its group saw, when anything)."""
+        return f"{self.base}/{index}.{what}"
 
     def host(self, container_path: str) -> Path:
         """The host path behind ``container_path``; raises :class:`PathEscape` if it leaves

@@ -74,6 +74,12 @@ class TaskUids:
         self._leased[uid] = fd
         return True
 
+    def claim(self, uid: int) -> None:
+        """Lease ``uid`` itself: the uid of a run adopted from a dead process, which still
+        owns the run's files (a uid outside the pool is left as it is)."""
+        if uid in self._free:
+            self.hold(uid)
+
     def release(self, uid: int) -> None:
         if uid in self._leased:
             fd = self._leased.pop(uid)
@@ -96,6 +102,9 @@ class SharedUid(TaskUids):
 
     def lease(self) -> tuple[int, int]:
         return self.base, self.gid
+
+    def claim(self, uid: int) -> None:
+        pass
 
     def release(self, uid: int) -> None:
         pass

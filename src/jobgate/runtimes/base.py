@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -112,9 +113,11 @@ class Runtime(abc.ABC):
         for ``spec`` (the container)."""
         return Finished()
 
-    def sweep(self) -> int:
-        """Remove what an earlier run of this service left behind (after a crash); returns
-        how many things were removed. Called once when a backend starts."""
+    def sweep(self, keep: Collection[str] = ()) -> int:
+        """Remove what earlier runs of this service left behind (after a crash), but what
+        belongs to the jobs ``keep`` names (job ids: their runs may be adopted or still
+        run); returns how many things were removed. Called when a backend starts and
+        once it has adopted what it could."""
         return 0
 
     def describe(self) -> dict[str, str]:

@@ -12,18 +12,54 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shlex
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+LOST_START = 75
+"""Exit status of a marked wrapper (:meth:`ResourceGroup.wrap`) that ran nothing because
+its executor had been started already."""
+
+
+def process_start(pid: int | str = "self") -> int | None:
+    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or
+    None when it does not exist (or is a zombie): with the pid, it names one process for the
+    machine's uptime, as a pid alone does not (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def owner_token(pid: int | None = None) -> str:
+    """``t<start ticks>-<pid>``: this process (or ``pid``), as :func:`owner_alive` checks it."""
+    pid = os.getpid() if pid is None else pid
+    return f"t{process_start(pid)}-{pid}"
+
+
+_OWNER = re.compile(r"(?:^|\.)t(\d+)-(\d+)$")
+_LEGACY_OWNER = re.compile(r"-(\d+)$")
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the process a name ending in :func:`owner_token` (or, as earlier versions
+    named their groups, in ``-<pid>``) names still runs."""
+    m = _OWNER.search(name)
+    if m:
+        return process_start(int(m[2])) == int(m[1])
+    m = _LEGACY_OWNER.search(name)
+    return m is not None and process_start(int(m[1])) is not None
 
 
 def _own_path(controller: str) -> str:
@@ -47,7 +83,11 @@ class CgroupLayout:
 
     @classmethod
     def detect(cls, name: str = "jobgate") -> CgroupLayout:
-        leaf = f"{name}-{os.getpid()}"
+        """Our subtree, ``<name>.<owner token>`` beside our own group: the token (pid and
+        start time) lets another process tell whether we still run. (Earlier versions
+        named theirs ``<name>-<pid>`` and killed every such subtree whose pid had gone:
+        they leave ours, whose runs may be adopted, alone.)"""
+        leaf = f"{name}.{owner_token()}"
         if (CGROUP_ROOT / "cgroup.controllers").exists():
             # v2: a group beside our own can't hold processes if ours has children
             # with controllers enabled, so create ours under the root we can write.
@@ -121,29 +161,73 @@ class CgroupLayout:
         return ResourceGroup(self.version, dirs, ram_bytes, memory, pids, max_pids)
 
     def sweep(self) -> int:
-        """Kill processes left in groups of earlier runs of this service (after a crash)."""
+        """Clean up after processes of this service that died (a crash): remove their empty
+        subtrees, and kill what is left in those of earlier versions (named ``-<pid>``),
+        whose runs cannot be adopted.
+
+        A dead owner's executor groups that still exist are left alone: their runs may be
+        adopted (:meth:`dead_groups` lists them for whoever settles them), and a live
+        owner's are its own."""
         killed = 0
-        for base in self.bases.values():
-            parent = base.parent
-            for old in parent.glob("jobgate-*"):
-                if old == base or not old.is_dir() or _owner_alive(old):
-                    continue  # another jobgate on this host still runs: its tasks are its own
+        for old in self._others():
+            if owner_alive(old.name):
+                continue
+            if _OWNER.search(old.name) is None:
                 for child in (p for p in old.iterdir() if p.is_dir()):
                     killed += ResourceGroup(self.version, [str(child)], None).kill_all()
                 _rmtree_cgroup(old)
+            else:
+                with contextlib.suppress(OSError):
+                    old.rmdir()
         return killed
+
+    def dead_groups(self, owners: set[str]) -> dict[str, list[str]]:
+        """Executor group name (``<job id>-<n>``) → its directories, in the subtrees of
+        those dead ``owners`` (owner tokens; all controllers)."""
+        out: dict[str, list[str]] = {}
+        for old in self._others():
+            m = _OWNER.search(old.name)
+            if m is None or f"t{m[1]}-{m[2]}" not in owners or owner_alive(old.name):
+                continue
+            with contextlib.suppress(OSError):
+                for child in old.iterdir():
+                    if child.is_dir():
+                        out.setdefault(child.name, []).append(str(child))
+        return out
+
+    def remove_dead_subtrees(self) -> None:
+        """Remove the dead owners' subtrees that are empty by now."""
+        for old in self._others():
+            if not owner_alive(old.name):
+                with contextlib.suppress(OSError):
+                    old.rmdir()
+
+    def _others(self) -> list[Path]:
+        """The other owners' subtrees beside ours (``jobgate.*``, ``jobgate-*``)."""
+        found = []
+        for base in self.bases.values():
+            with contextlib.suppress(OSError):
+                for pattern in ("jobgate.*", "jobgate-*"):
+                    found += [p for p in base.parent.glob(pattern) if p != base and p.is_dir()]
+        return found
+
+    def adopt(self, dirs: list[str], *, ram_bytes: int | None = None) -> ResourceGroup:
+        """The group of an executor another process started, from its directories (those
+        that still exist); limits are not touched."""
+        found = [d for d in dirs if os.path.isdir(d)]
+        memory = pids = None
+        for d in found:
+            if self.version == 2:
+                memory = pids = d
+            elif d.startswith(f"{CGROUP_ROOT}/memory/"):
+                memory = d
+            elif d.startswith(f"{CGROUP_ROOT}/pids/"):
+                pids = d
+        return ResourceGroup(self.version, found, ram_bytes, memory, pids)
 
     def close(self) -> None:
         for base in self.bases.values():
             _rmtree_cgroup(base)
-
-
-def _owner_alive(group: Path) -> bool:
-    """Whether the jobgate process that made ``group`` (named ``jobgate-<pid>``) still runs."""
-    try:
-        return psutil.Process(int(group.name.rsplit("-", 1)[1])).status() != psutil.STATUS_ZOMBIE
-    except (ValueError, IndexError, psutil.Error):
-        return False
 
 
 def _try_mkdir(path: Path) -> bool:
@@ -206,13 +290,23 @@ class ResourceGroup:
     def active(self) -> bool:
         return bool(self.dirs)
 
-    def wrap(self, argv: list[str], *, own_uid: bool = False) -> list[str]:
+    def wrap(
+        self, argv: list[str], *, own_uid: bool = False, marks: tuple[str, str] | None = None
+    ) -> list[str]:
         """Prefix ``argv`` so the process joins the groups before it execs.
 
         Joining before exec (not after spawn) means no child can escape the limits. With no
         cgroups, a memory limit becomes an address-space rlimit (coarser, but enforced);
         without a pids controller, an executor with a host uid of its own (``own_uid``)
         gets its process limit as ``RLIMIT_NPROC``, which counts exactly that uid's.
+
+        ``marks`` (``started``, ``status``): the executor's outcome is recorded there, so a
+        process other than its parent can learn it. A ``sh`` stays in front of the command:
+        it creates ``started`` exclusively (its pid, then the group directories, a line
+        each) and runs nothing if that file exists already (another start won), then
+        runs the command as its child and writes its exit status (shell convention,
+        ``128 + N`` for signal ``N``) to ``status``, and exits with it. No ``status``
+        after the ``sh`` ended means it was killed before the command ended.
         """
         limits = []
         if self.ram_bytes and not self.dirs:
@@ -221,9 +315,18 @@ class ResourceGroup:
             limits.append(f"--nproc={self.max_pids}")
         if limits:
             argv = ["prlimit", *limits, "--", *argv]
+        steps = [f"echo $$ > {shlex.quote(d + '/cgroup.procs')}" for d in self.dirs]
+        if marks is not None:
+            started, status = (shlex.quote(m) for m in marks)
+            lines = " ".join(["$$", *(shlex.quote(d) for d in self.dirs)])
+            steps += [
+                f"set -C; {{ printf '%s\\n' {lines} > {started}; }} 2>/dev/null "
+                f"|| exit {LOST_START}; set +C",
+                f'"$@"; s=$?; echo $s > {status}; exit $s',
+            ]
+            return ["/bin/sh", "-c", "; ".join(steps), "sh", *argv]
         if self.dirs:
-            joins = "; ".join(f"echo $$ > {shlex.quote(d + '/cgroup.procs')}" for d in self.dirs)
-            return ["/bin/sh", "-c", joins + '; exec "$@"', "sh", *argv]
+            return ["/bin/sh", "-c", "; ".join(steps) + '; exec "$@"', "sh", *argv]
         return argv
 
     def pids(self) -> set[int]:

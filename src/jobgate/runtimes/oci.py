@@ -17,7 +17,7 @@ import resource
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -313,11 +313,22 @@ class OciRuntime(Runtime):
         if names:
             self._run("rm", "--force", *self.remove_args, *names)
 
-    def sweep(self) -> int:
+    def sweep(self, keep: Collection[str] = ()) -> int:
         listed = self._run(
-            "ps", "--all", "--quiet", "--filter", f"label={INSTANCE_LABEL}={self.instance}"
+            "ps",
+            "--all",
+            "--filter",
+            f"label={INSTANCE_LABEL}={self.instance}",
+            "--format",
+            "{{.ID}} {{.Names}}",
         )
-        ids = listed.stdout.split() if listed.returncode == 0 else []
+        ids = []
+        for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+            cid, _, name = line.partition(" ")
+            # Executor containers are named jobgate-<job id>-<index> (ExecSpec.name).
+            job_id = name.strip().removeprefix("jobgate-").rpartition("-")[0]
+            if cid and job_id not in keep:
+                ids.append(cid)
         self.remove(*ids)
         return len(ids)
 
