@@ -437,10 +437,11 @@ def build_etc(dest: str) -> None:
     visible = tuple(
         os.path.realpath(d) for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)
     ) + tuple(f"/etc/{e}" for e in ETC_ENTRIES)
+    real = _RealPaths()
     try:
         os.chmod(fresh, 0o755)
         for entry in ETC_ENTRIES:
-            _copy_entry(f"/etc/{entry}", f"{fresh}/{entry}", visible, set())
+            _copy_entry(f"/etc/{entry}", f"{fresh}/{entry}", visible, set(), real)
         replaced = os.path.lexists(dest)
         if replaced:
             os.rename(dest, old)
@@ -470,13 +471,74 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _copy_entry(src: str, dst: str, visible: tuple[str, ...], seen: set[str]) -> None:
+class _RealPaths:
+    """``os.path.realpath`` (not strict) that remembers the directories it resolved: /etc's
+    ~700 certificate links share a few parents, which plain realpath ``lstat``s again for
+    every link (most of the sandbox /etc's build time)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+        self._dirs: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        if not path.startswith("/"):
+            path = os.path.join(os.getcwd(), path)
+        parent, _, name = path.rpartition("/")
+        try:
+            if name in ("", ".", ".."):
+                return self._walk("/", path, set())
+            base = self._dirs.get(parent)
+            if base is None:
+                base = self._dirs[parent] = self._walk("/", parent, set())
+            return self._step(base, name, set())
+        except _Loop:
+            return os.path.realpath(path)
+
+    def _walk(self, current: str, rest: str, links: set[str]) -> str:
+        """``rest`` resolved from the resolved directory ``current``, component by
+        component (``..`` after a symlink goes up from where it led, as realpath does)."""
+        for part in rest.split("/"):
+            if part == "..":
+                current = os.path.dirname(current)
+            elif part not in ("", "."):
+                current = self._step(current, part, links)
+        return current
+
+    def _step(self, base: str, name: str, links: set[str]) -> str:
+        candidate = f"{base}/{name}" if base != "/" else f"/{name}"
+        known = self._known.get(candidate)
+        if known is not None:
+            return known
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return candidate  # missing: kept as written
+        if not stat.S_ISLNK(st.st_mode):
+            self._known[candidate] = candidate
+            return candidate
+        if candidate in links:
+            raise _Loop
+        links.add(candidate)
+        target = os.readlink(candidate)
+        resolved = self._walk("/" if target.startswith("/") else base, target, links)
+        links.discard(candidate)
+        self._known[candidate] = resolved
+        return resolved
+
+
+class _Loop(Exception):
+    """A symlink loop: plain realpath decides what it resolves to."""
+
+
+def _copy_entry(
+    src: str, dst: str, visible: tuple[str, ...], seen: set[str], real: _RealPaths
+) -> None:
     try:
         st = os.lstat(src)
     except OSError:
         return  # missing on this host: nothing to show
     if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(src)
+        target = real(src)
         if any(inside(target, v) for v in visible):
             os.symlink(os.readlink(src), dst)
             return
@@ -490,14 +552,14 @@ def _copy_entry(src: str, dst: str, visible: tuple[str, ...], seen: set[str]) ->
         _copy_file(src, dst)
         os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o755)
     elif stat.S_ISDIR(st.st_mode) and readable and st.st_mode & stat.S_IXOTH:
-        real = os.path.realpath(src)
-        if real in seen:
+        resolved = real(src)
+        if resolved in seen:
             return  # a symlink cycle
-        seen.add(real)
+        seen.add(resolved)
         os.mkdir(dst)
         with os.scandir(src) as entries:
             for e in entries:
-                _copy_entry(f"{src}/{e.name}", f"{dst}/{e.name}", visible, seen)
+                _copy_entry(f"{src}/{e.name}", f"{dst}/{e.name}", visible, seen, real)
         os.chmod(dst, 0o755)
 
 
