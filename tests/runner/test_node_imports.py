@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -81,3 +83,52 @@ def test_the_node_runner_runs_a_task_without_pydantic_or_asyncio(
     assert [e["exit_code"] for e in result["executor_logs"]] == [3, 0]
     assert done["exit"] == 0
     assert heavy_in(done["modules"]) == []
+
+
+def test_a_node_json_without_a_plain_task_runs_through_the_full_runner(tmp_path: Path) -> None:
+    # Written by a gateway from before the plain task (jobs queued across an upgrade).
+    job = {"id": "old", "creation_time": "2026-01-01T00:00:00Z"}
+    job["executors"] = [{"image": "alpine", "command": ["sh", "-c", "echo old"]}]
+    base = tmp_path / "old"
+    (base / "root" / "tmp").mkdir(parents=True)
+    (base / "node.json").write_text(json.dumps({"job": job, "runtime": "process"}))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src}
+    subprocess.run(
+        [sys.executable, "-m", "jobgate.runner.node", str(base)], env=env, check=True, timeout=60
+    )
+    result = json.loads((base / "result.json").read_text())
+    assert result["state"] == "COMPLETE", result
+    assert result["executor_logs"][0]["stdout"] == "old\n"
+
+
+def test_sigterm_kills_the_running_executor_and_is_recorded(tmp_path: Path) -> None:
+    job = Job.model_validate(
+        {
+            "id": "term",
+            "creation_time": now(),
+            "executors": [
+                {"image": "alpine", "command": ["sh", "-c", "echo up; exec sleep 60"]},
+                {"image": "alpine", "command": ["sh", "-c", "echo never"]},
+            ],
+        }
+    )
+    base = tmp_path / job.id
+    (base / "root" / "tmp").mkdir(parents=True)
+    node = {"task": task_fields(job), "runtime": "process", "runtime_options": {}}
+    (base / "node.json").write_text(json.dumps(node))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src}
+    proc = subprocess.Popen([sys.executable, "-m", "jobgate.runner.node", str(base)], env=env)
+    deadline = time.monotonic() + 30
+    while not (base / "0.stdout").exists() or not (base / "0.stdout").read_text():
+        assert time.monotonic() < deadline, "the executor never started"
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 137  # the executor's own code: killed (128 + 9)
+    assert time.monotonic() - t0 < 10
+    result = json.loads((base / "result.json").read_text())
+    assert result["state"] == "CANCELED" and result["signal"] == "SIGTERM"
+    assert result["system_logs"] == ["the node runner received SIGTERM"]
+    assert [e["stdout"] for e in result["executor_logs"]] == ["up\n"]
