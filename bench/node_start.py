@@ -7,13 +7,15 @@ process every Slurm or Grid Engine job of jobgate runs on its compute node.
 For each ``--src`` tree, ``-n`` runs of one task with one ``true`` executor, in a fresh
 interpreter each (as the batch script starts it), interleaved across trees. Reported
 (medians): wall time from the ``exec`` of the interpreter to the first executor's spawn
-(the ``subprocess.Popen`` call), the runner's own CPU (user + system) up to then, and the
-whole job's wall time and CPU (runner, sandbox and ``true``, reaped); then the total
-``-X importtime`` of the runner's imports and the largest of them.
+(``posix_spawn`` or subprocess's ``fork_exec``), the runner's own CPU (user + system) up
+to then, and the whole job's wall time and CPU (runner, sandbox and ``true``, reaped);
+then the total ``-X importtime`` of the runner's imports and the largest of them. The
+first row, a bare ``python -c pass``, is the floor, and shows how busy the machine is
+(wall well above CPU: other processes had the cores).
 
 The task directory's ``node.json`` holds both what older trees read (``job``) and what
 newer ones read (``task``). The spawn is timed by a shim that runs the module the way
-``-m`` does, with ``subprocess.Popen`` wrapped; CLOCK_MONOTONIC is shared by all
+``-m`` does, with both spawn primitives wrapped; CLOCK_MONOTONIC is shared by all
 processes. This machine may be shared: compare figures taken together.
 """
 
@@ -37,15 +39,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs the node runner as ``python -m`` would, recording the first spawn's moment and
 # the process's CPU so far in the file named by argv[1].
 SHIM = r"""
-import os, sys, time, subprocess
+import os, sys, time, _posixsubprocess
 _out, sys.argv = sys.argv[1], ["node", *sys.argv[2:]]
-_Popen = subprocess.Popen
-def _first(*a, **k):
-    if not os.path.exists(_out):
-        with open(_out, "w") as f:
-            f.write(f"{time.monotonic_ns()} {time.process_time()}")
-    return _Popen(*a, **k)
-subprocess.Popen = _first
+def _stamp(spawn):
+    def first(*a, **k):
+        if not os.path.exists(_out):
+            with open(_out, "w") as f:
+                f.write(f"{time.monotonic_ns()} {time.process_time()}")
+        return spawn(*a, **k)
+    return first
+# The two ways a runner may start its executor: subprocess (fork_exec), posix_spawn.
+_posixsubprocess.fork_exec = _stamp(_posixsubprocess.fork_exec)
+os.posix_spawn = _stamp(os.posix_spawn)
 import runpy
 runpy.run_module("jobgate.runner.node", run_name="__main__", alter_sys=True)
 """
@@ -98,6 +103,16 @@ def one_run(python: str, src: str, base: Path, runtime: str) -> dict[str, float]
     }
 
 
+def bare_run(python: str) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic_ns()
+    subprocess.run([python, "-c", "pass"], check=True, env={"PATH": "/usr/bin:/bin"})
+    wall = (time.monotonic_ns() - t0) / 1e6
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return {"spawn_wall": wall, "spawn_cpu": cpu, "job_wall": wall, "job_cpu": cpu}
+
+
 def import_profile(python: str, src: str) -> tuple[float, list[tuple[float, str]]]:
     """Total import time of the runner module (ms) and the largest imports in it."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src}
@@ -130,16 +145,18 @@ def main() -> int:
     args = ap.parse_args()
     trees = [str(Path(s).resolve()) for s in (args.src or [str(ROOT / "src")])]
     work = Path(tempfile.mkdtemp(prefix="jobgate-node-bench-"))
-    figures: dict[str, list[dict[str, float]]] = {t: [] for t in trees}
+    bare = "python -c pass"
+    figures: dict[str, list[dict[str, float]]] = {bare: [], **{t: [] for t in trees}}
     try:
         for t in trees:  # warm the page cache and the bytecode caches
             one_run(args.python, t, work / "warm", args.runtime)
         for i in range(args.n):
+            figures[bare].append(bare_run(args.python))
             for t in trees:
                 figures[t].append(one_run(args.python, t, work / f"t{i}", args.runtime))
         print(f"runtime {args.runtime}, {args.n} runs per tree, medians (ms):")
         print(f"{'tree':<44} {'to spawn':>9} {'cpu':>7} {'job wall':>9} {'job cpu':>8}")
-        for t in trees:
+        for t in figures:
             med: dict[str, Any] = {
                 k: statistics.median(r[k] for r in figures[t]) for k in figures[t][0]
             }

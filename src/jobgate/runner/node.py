@@ -66,11 +66,13 @@ def native_id_from_env(env: Mapping[str, str]) -> str | None:
 def array_index_from_env(env: Mapping[str, str]) -> int:
     """This array element's 0-based index (-1 outside an array): Slurm arrays are
     submitted as 0..N-1, Grid Engine's task ids are 1..N."""
-    with contextlib.suppress(ValueError):
+    try:
         if env.get("SLURM_ARRAY_TASK_ID"):
             return int(env["SLURM_ARRAY_TASK_ID"])
         if env.get("SGE_TASK_ID") not in (None, "", "undefined"):
             return int(env["SGE_TASK_ID"]) - 1
+    except ValueError:
+        pass
     return -1
 
 
@@ -101,11 +103,13 @@ def remove_tree(path: str) -> None:
     except OSError:
         return
     for e in entries:
-        with contextlib.suppress(OSError):
+        try:
             if e.is_dir(follow_symlinks=False):
                 remove_tree(e.path)
             else:
                 os.unlink(e.path)
+        except OSError:
+            pass
     with contextlib.suppress(OSError):
         os.rmdir(path)
 
@@ -150,6 +154,14 @@ def run_task(base: str) -> int:
     # Before anything else: a cancel that comes during start-up still ends in a result.
     for sig in SIGNALS:
         signal.signal(sig, on_signal)
+    # Descriptors 0-2 open (on /dev/null if the batch daemon closed one), so that none of
+    # the runner's own files takes their number and the executor's stdio is what we give.
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+    base = os.path.abspath(base)
     started = {
         "native_id": native_id_from_env(os.environ),
         "host": os.uname().nodename,

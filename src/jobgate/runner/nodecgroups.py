@@ -42,6 +42,11 @@ def _write(path: str, value: object) -> None:
         os.close(fd)
 
 
+def _try_write(path: str, value: object) -> None:
+    with contextlib.suppress(OSError):
+        _write(path, value)
+
+
 def _read(path: str) -> str:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -88,8 +93,7 @@ class NodeCgroups:
             base = os.path.join(CGROUP_ROOT, (_own_path("") or "/").lstrip("/"), leaf)
             if _try_mkdir(base):
                 for ctrl in ("+memory", "+cpu"):  # one by one: either may be missing
-                    with contextlib.suppress(OSError):
-                        _write(f"{base}/cgroup.subtree_control", ctrl)
+                    _try_write(f"{base}/cgroup.subtree_control", ctrl)
                 return cls(2, {"unified": base})
             return cls(0, {})
         bases = {}
@@ -117,14 +121,12 @@ class NodeCgroups:
                 if self.version == 2:
                     if ram_bytes:
                         _write(f"{d}/memory.max", ram_bytes)
-                        with contextlib.suppress(OSError):
-                            _write(f"{d}/memory.swap.max", 0)
+                        _try_write(f"{d}/memory.swap.max", 0)
                     if cpu_cores:
                         _write(f"{d}/cpu.max", f"{cpu_cores * CPU_PERIOD_US} {CPU_PERIOD_US}")
                 elif ctrl == "memory" and ram_bytes:
                     _write(f"{d}/memory.limit_in_bytes", ram_bytes)
-                    with contextlib.suppress(OSError):
-                        _write(f"{d}/memory.memsw.limit_in_bytes", ram_bytes)
+                    _try_write(f"{d}/memory.memsw.limit_in_bytes", ram_bytes)
                 elif ctrl == "cpu" and cpu_cores:
                     _write(f"{d}/cpu.cfs_period_us", CPU_PERIOD_US)
                     _write(f"{d}/cpu.cfs_quota_us", cpu_cores * CPU_PERIOD_US)
@@ -187,16 +189,17 @@ class NodeGroup:
         n = 0
         if self.version == 2:
             for d in self.dirs:
-                with contextlib.suppress(OSError):  # no cgroup.kill before Linux 5.14
-                    _write(f"{d}/cgroup.kill", 1)
+                _try_write(f"{d}/cgroup.kill", 1)  # no cgroup.kill before Linux 5.14
         for _ in range(10):  # a process may fork while we kill its siblings
             pids = self.pids()
             if not pids:
                 break
             for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
+                try:
                     os.kill(pid, signal.SIGKILL)
                     n += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
         return n
 
     def oom_killed(self) -> bool:
