@@ -12,8 +12,8 @@ run until every job is final.
 * ``plain``: ``sbatch`` in a loop (one process per job, a one-line ``true`` script);
   finished = gone from ``squeue``'s active states.
 * ``arrays``: the same number of trivial jobs posted to jobgate's native bulk API in one
-  request; jobgate batches alike jobs into ``sbatch --array``. Submitted = every job has
-  a Slurm id; finished = every job final in jobgate (result read back, logs kept).
+  request; jobgate batches alike jobs into ``sbatch --array``. Submitted = every job is
+  in Slurm's queue; finished = every job final in jobgate (result read back, logs kept).
 * ``singles``: the same with arrays off (``JOBGATE_SLURM_MAX_ARRAY=1``): one sbatch per
   job, at most ``--rate`` per second (token bucket).
 
@@ -122,12 +122,12 @@ def through_jobgate(
             r.raise_for_status()
             assert r.json()["succeeded"] == n, r.text[:500]
             posted = time.monotonic() - t0
-            while True:
-                counts = states(api)
-                if counts.get("RUNNING", 0) == n:
-                    break
+            # Handed to Slurm: every job is in its queue (jobgate shows them QUEUED both
+            # before and after submission, so ask Slurm).
+            while squeue_active(cluster) < n:
                 time.sleep(0.1)
             submitted = time.monotonic() - t0
+            counts = states(api)
             t1 = time.monotonic()
             partition(cluster, "UP")
             while sum(counts.get(s, 0) for s in FINAL) < n:
@@ -148,7 +148,18 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=1000.0, help="token bucket for singles")
     ap.add_argument("--only", nargs="*", default=["plain", "arrays", "singles"])
+    ap.add_argument("--src", help="the jobgate source tree the server runs (default: installed)")
+    ap.add_argument(
+        "--node-python",
+        help="the python batch jobs run the node runner with (JOBGATE_SLURM_PYTHON; it must "
+        "import the tree to measure: jobs get a minimal environment, without PYTHONPATH)",
+    )
     args = ap.parse_args()
+    extra: dict[str, str] = {}
+    if args.src:
+        extra["PYTHONPATH"] = str(Path(args.src).resolve())
+    if args.node_python:
+        extra["JOBGATE_SLURM_PYTHON"] = args.node_python
     reason = unavailable()
     if reason:
         print(f"skipped: {reason}")
@@ -179,7 +190,7 @@ def main() -> int:
             if name not in args.only:
                 continue
             wait_slurm_drained(cluster, timeout=600)
-            r = through_jobgate(cluster, n, work, name, env)
+            r = through_jobgate(cluster, n, work, name, {**env, **extra})
             print(
                 f"jobgate {name:<8}: {n} jobs posted in {r['post_s']:.2f}s, all handed to Slurm "
                 f"after {r['submit_s']:.1f}s = {n / r['submit_s']:.1f} jobs/s; run to the end "

@@ -204,7 +204,8 @@ async def test_a_single_job_is_submitted_with_its_name_directory_and_task_dir(
     assert argv[-1] == str(base)  # the shared script takes the task dir as $1
     assert not any(a.startswith("--array") for a in argv)
     node = read_json(base / NODE_FILE)
-    assert node is not None and node["job"]["id"] == job.id and node["runtime"] == "process"
+    assert node is not None and node["task"]["id"] == job.id and node["runtime"] == "process"
+    assert "job" not in node  # plain JSON the node runner reads without pydantic
     assert fake.jobs()[nid]["name"] == f"jg-{job.id}"
 
 

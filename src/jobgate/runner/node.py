@@ -1,15 +1,23 @@
 """The node side of a batch backend: ``python -m jobgate.runner.node TASKDIR``.
 
 Runs one task's executors in TASKDIR (on a filesystem the gateway shares) with the same
-:class:`TaskRun`, runtime and cgroup limits as the local backend, then writes
-``TASKDIR/result.json``. The gateway reads that file, so a task's exit codes and output
-survive the batch job leaving the scheduler's memory (no accounting database needed).
+runtime and cgroup limits as the local backend, then writes ``TASKDIR/result.json``. The
+gateway reads that file, so a task's exit codes and output survive the batch job leaving
+the scheduler's memory (no accounting database needed).
 
 ``TASKDIR/node.json`` (written by the gateway) holds the task and how to run it::
 
-    {"job": {...Job...}, "runtime": "bwrap"|"process"|"auto"|"podman"|…,
+    {"task": {...plain task: nodetask.task_fields...},
+     "runtime": "bwrap"|"process"|"podman"|…,
      "runtime_options": {...container settings, image map, host mounts...},
-     "log_tail_bytes": 65536}
+     "log_tail_bytes": 65536,
+     "job": {...Job...}}            # container runtimes only
+
+This module starts once per batch job, so it imports the standard library alone (and
+``json``'s few modules): bwrap and process tasks run in ``nodetask.py``, without
+pydantic, asyncio or psutil, and the first executor starts within a few tens of
+milliseconds of the interpreter. Container runtimes (and a ``node.json`` without
+``task``) go to the full :class:`~jobgate.runner.executors.TaskRun` (``nodefull.py``).
 
 ``--list FILE`` reads the task directory from the line of FILE that is this array element's
 (``$SLURM_ARRAY_TASK_ID``, 0-based, or ``$SGE_TASK_ID``, 1-based) instead: one script
@@ -21,30 +29,24 @@ then records the signal, and the gateway asks the scheduler why it came.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import json
 import os
-import shutil
 import signal
-import socket
 import sys
-import tempfile
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
-from jobgate.domain.models import Job, now, rfc3339
-from jobgate.domain.states import State
-from jobgate.runner.executors import TaskResult, TaskRun
-from jobgate.runner.nodefiles import NODE_FILE, RESULT_FILE, STARTED_FILE, write_json
-from jobgate.runner.schedenv import scheduler_env, scheduler_mounts
-from jobgate.runner.taskdir import TaskDir
-from jobgate.runtimes.base import Runtime
-from jobgate.runtimes.cgroups import CgroupLayout
-from jobgate.runtimes.hostmounts import HostMount, checked
-from jobgate.runtimes.images import ImageCatalog
+from jobgate.runner.nodefiles import NODE_FILE, RESULT_FILE, STARTED_FILE, read_json, write_json
+from jobgate.runner.schedenv import scheduler_env, scheduler_files
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+    from typing import Any
+
+    from jobgate.runner.nodetask import NodeTask
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+USAGE = "usage: python -m jobgate.runner.node (TASKDIR | --list FILE)"
 
 
 def native_id_from_env(env: Mapping[str, str]) -> str | None:
@@ -64,11 +66,13 @@ def native_id_from_env(env: Mapping[str, str]) -> str | None:
 def array_index_from_env(env: Mapping[str, str]) -> int:
     """This array element's 0-based index (-1 outside an array): Slurm arrays are
     submitted as 0..N-1, Grid Engine's task ids are 1..N."""
-    with contextlib.suppress(ValueError):
+    try:
         if env.get("SLURM_ARRAY_TASK_ID"):
             return int(env["SLURM_ARRAY_TASK_ID"])
         if env.get("SGE_TASK_ID") not in (None, "", "undefined"):
             return int(env["SGE_TASK_ID"]) - 1
+    except ValueError:
+        pass
     return -1
 
 
@@ -77,150 +81,188 @@ def queue_from_env(env: Mapping[str, str]) -> str | None:
     return env.get("SLURM_JOB_PARTITION") or env.get("QUEUE")
 
 
-def make_node_runtime(name: str, scratch: Path, options: dict[str, Any] | None = None) -> Runtime:
-    """The runtime ``name``; bwrap builds its sandbox ``/etc`` under ``scratch``. Container
-    runtimes are built as the gateway builds its own, from the gateway's ``options``."""
-    # Imported here: the bwrap module is only needed when chosen.
-    from jobgate.runtimes.bwrap import BwrapRuntime, bwrap_available
-    from jobgate.runtimes.process import ProcessRuntime
-
-    options = options or {}
-    mounts = tuple(checked(HostMount(**m)) for m in options.get("host_mounts") or ())
-    if name == "auto":
-        name = "bwrap" if bwrap_available() else "process"
-    runtime: Runtime
-    if name == "bwrap":
-        catalog = ImageCatalog(options.get("image_map") or {})
-        # The sandbox's user maps to the node runner's own uid whatever it is called
-        # inside; called by that uid's number, scheduler tools work: srun's step requests
-        # carry getuid(), which must be the job owner's (a nobody inside is refused).
-        runtime = BwrapRuntime(
-            etc_dir=scratch / "etc",
-            catalog=catalog,
-            network=bool(options.get("executor_network", False)),
-            run_as=(os.geteuid(), os.getegid()),
-        )
-    elif name == "process":
-        runtime = ProcessRuntime()
-    elif name in ("podman", "docker", "apptainer", "singularity"):
-        # Imported here: settings and engines cost start-up time bwrap jobs need not pay.
-        from jobgate.config import Settings
-        from jobgate.runtimes.choice import make_runtime
-
-        settings = Settings(**{**options, "runtime": name, "data_dir": scratch})
-        runtime = make_runtime(settings)
-    else:
-        raise ValueError(f"runtime {name!r} is not known on batch nodes")
-    runtime.host_mounts = mounts
-    return runtime
-
-
-def scratch_dir() -> Path:
+def scratch_dir() -> str:
     """A private directory for this run, in memory where the node has /dev/shm: the
     sandbox's /etc copy is ~700 symlinks, ~1 ms each on some disks, ~5 µs in tmpfs."""
     shm = "/dev/shm"
-    fast = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
-    return Path(tempfile.mkdtemp(prefix="jobgate-node-", dir=fast))
+    parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    parent = parent or os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(parent, f"jobgate-node-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
-def exit_code(result: TaskResult) -> int:
+def remove_tree(path: str) -> None:
+    """Delete ``path`` and all in it (never following symlinks), ignoring errors."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                remove_tree(e.path)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def exit_code(state: str, executor_logs: list[dict[str, Any]]) -> int:
     """0 for success, else the failed executor's code (1 if there is none): the scheduler's
     own view (FAILED, ExitCode) then agrees with the task's."""
-    if result.state == State.COMPLETE:
+    if state == "COMPLETE":
         return 0
-    codes = [log.exit_code for log in result.executor_logs if log.exit_code != 0]
+    codes = [int(log["exit_code"]) for log in executor_logs if log.get("exit_code") != 0]
     return min(max(codes[-1], 1), 255) if codes else 1
 
 
-async def run_task(base: Path) -> int:
-    taskdir = TaskDir(base)
-    native_id = native_id_from_env(os.environ)
+def _check_task(task: object) -> dict[str, Any]:
+    """``task`` if it has the shape :func:`nodetask.task_fields` writes, else ValueError."""
+    if not isinstance(task, dict) or not isinstance(task.get("id"), str):
+        raise ValueError("the task has no id")
+    executors = task.get("executors")
+    if not isinstance(executors, list) or not executors:
+        raise ValueError("the task has no executors")
+    for ex in executors:
+        command = ex.get("command") if isinstance(ex, dict) else None
+        if not isinstance(command, list) or not command:
+            raise ValueError(f"an executor without a command: {ex!r}")
+        if not all(isinstance(a, str) for a in command):
+            raise ValueError(f"an executor's command is not a list of strings: {command!r}")
+        if not isinstance(ex.get("env") or {}, dict):
+            raise ValueError(f"an executor's env is not an object: {ex.get('env')!r}")
+    return task
+
+
+def run_task(base: str) -> int:
+    """Run the task in ``base``; the batch job's exit code (see :func:`exit_code`)."""
+    received: list[str] = []
+    current: list[NodeTask] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        for task in current:
+            task.cancel()
+
+    # Before anything else: a cancel that comes during start-up still ends in a result.
+    for sig in SIGNALS:
+        signal.signal(sig, on_signal)
+    # Descriptors 0-2 open (on /dev/null if the batch daemon closed one), so that none of
+    # the runner's own files takes their number and the executor's stdio is what we give.
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+    base = os.path.abspath(base)
     started = {
-        "native_id": native_id,
-        "host": socket.gethostname(),
+        "native_id": native_id_from_env(os.environ),
+        "host": os.uname().nodename,
         "pid": os.getpid(),
         "partition": queue_from_env(os.environ),
     }
-    write_json(base / STARTED_FILE, {**started, "time": rfc3339(now())}, sync=False)
-    received: list[str] = []
-    result = TaskResult()
+    write_json(os.path.join(base, STARTED_FILE), {**started, "time": _now()}, sync=False)
     scratch = scratch_dir()
     try:
-        await _run(base, taskdir, result, received, scratch)
+        state, logs, system = _run(base, scratch, received, current)
+    except Exception as exc:  # a bug: still a result, never a job that seems to hang
+        state, logs, system = "SYSTEM_ERROR", [], [f"the node runner failed: {exc!r}"]
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    write_json(
-        base / RESULT_FILE,
-        {
-            **started,
-            "state": result.state.value,
-            "executor_logs": [e.model_dump(mode="json") for e in result.executor_logs],
-            "system_logs": result.system_logs,
-            "signal": received[0] if received else None,
-            "end_time": rfc3339(now()),
-        },
-    )
-    return exit_code(result)
+        remove_tree(scratch)
+    result = {
+        **started,
+        "state": state,
+        "executor_logs": logs,
+        "system_logs": system,
+        "signal": received[0] if received else None,
+        "end_time": _now(),
+    }
+    write_json(os.path.join(base, RESULT_FILE), result)
+    return exit_code(state, logs)
 
 
-async def _run(
-    base: Path, taskdir: TaskDir, result: TaskResult, received: list[str], scratch: Path
-) -> None:
+def _run(
+    base: str, scratch: str, received: list[str], current: list[NodeTask]
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    node = read_json(os.path.join(base, NODE_FILE))
+    runtime = str((node or {}).get("runtime", "auto"))
+    if runtime == "auto":  # gateways decide, but an older node.json may say so
+        from jobgate.runtimes.argv import which
+
+        runtime = "bwrap" if which("bwrap") else "process"
+    from jobgate.runner.nodetask import RUNTIMES
+
+    if node is None or runtime not in RUNTIMES or "task" not in node:
+        if node is None:
+            why = f"{os.path.join(base, NODE_FILE)} is missing or not a JSON object"
+            return "SYSTEM_ERROR", [], [f"the node runner could not start the task: {why}"]
+        from jobgate.runner.nodefull import run_full
+
+        return run_full(base, {**node, "runtime": runtime}, scratch, received)
+    from jobgate.runner.nodecgroups import NodeCgroups
+    from jobgate.runner.nodetask import NodeTask, Sandbox
+
     try:
-        node = json.loads((base / NODE_FILE).read_text(encoding="utf-8"))
-        job = Job.model_validate(node["job"])
-        runtime = make_node_runtime(
-            str(node.get("runtime", "auto")), scratch, node.get("runtime_options")
-        )
-        cgroups = CgroupLayout.detect()
+        task = _check_task(node["task"])
+        sandbox = Sandbox(runtime, scratch, node.get("runtime_options") or {})
+        log_tail_bytes = int(node.get("log_tail_bytes", 65536))
+        cgroups = NodeCgroups.detect()
     except Exception as exc:  # the gateway reports this as the task's system error
-        result.state = State.SYSTEM_ERROR
-        result.system_logs.append(f"the node runner could not start the task: {exc!r}")
-    else:
-        run = TaskRun(
-            job,
-            taskdir,
-            runtime,
-            cgroups,
-            log_tail_bytes=int(node.get("log_tail_bytes", 65536)),
-            base_env=scheduler_env(os.environ),
-            mounts=scheduler_mounts(os.environ),
-        )
-        loop = asyncio.get_running_loop()
+        return "SYSTEM_ERROR", [], [f"the node runner could not start the task: {exc!r}"]
+    run = NodeTask(
+        task,
+        base,
+        sandbox,
+        cgroups,
+        log_tail_bytes=log_tail_bytes,
+        base_env=scheduler_env(os.environ),
+        files=scheduler_files(os.environ),
+    )
+    current.append(run)
+    if received:
+        run.cancel()
+    try:
+        run.run()
+    finally:
+        cgroups.close()
+    if received and run.state == "CANCELED":
+        run.system_logs.append(f"the node runner received {received[0]}")
+    return run.state, run.executor_logs, run.system_logs
 
-        def on_signal(sig: signal.Signals) -> None:
-            received.append(sig.name)
-            run.cancel()
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            loop.add_signal_handler(sig, on_signal, sig)
-        # TaskRun fills ``run.result``; share it with the caller's result.
-        run.result = result
-        try:
-            await run.run()
-        finally:
-            cgroups.close()
-        if received and result.state == State.CANCELED:
-            result.system_logs.append(f"the node runner received {received[0]}")
+def _now() -> str:
+    from jobgate.runner.nodetask import rfc3339
+
+    return rfc3339()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobgate.runner.node")
-    parser.add_argument("taskdir", nargs="?", type=Path)
-    parser.add_argument("--list", type=Path, help="file of task dirs, one per array index")
-    args = parser.parse_args(argv)
-    if args.list is not None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 1 and args[0].startswith("--list="):
+        args = ["--list", args[0].removeprefix("--list=")]
+    if len(args) == 2 and args[0] == "--list":
         index = array_index_from_env(os.environ)
-        lines = args.list.read_text(encoding="utf-8").splitlines()
-        if not 0 <= index < len(lines):
-            print(f"no task dir for array index {index} in {args.list}", file=sys.stderr)
+        try:
+            with open(args[1], encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            print(f"cannot read the task list {args[1]}: {exc}", file=sys.stderr)
             return 2
-        base = Path(lines[index])
-    elif args.taskdir is not None:
-        base = args.taskdir
-    else:
-        parser.error("TASKDIR or --list is required")
-    return asyncio.run(run_task(base))
+        if not 0 <= index < len(lines):
+            print(f"no task dir for array index {index} in {args[1]}", file=sys.stderr)
+            return 2
+        return run_task(lines[index])
+    if len(args) == 1 and not args[0].startswith("-"):
+        return run_task(args[0])
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

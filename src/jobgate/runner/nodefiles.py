@@ -9,14 +9,20 @@
 - ``result.json`` (node runner, last thing): the final state and every executor's log.
 
 Each is written whole (write, rename), so a reader sees all of a file or none of it.
+Standard library only: the node runner imports this at every batch job's start.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Any
+
+    StrPath = str | PathLike[str]
 
 NODE_FILE = "node.json"
 SUBMISSION_FILE = "submission.json"
@@ -24,10 +30,11 @@ STARTED_FILE = "started.json"
 RESULT_FILE = "result.json"
 
 
-def write_json(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
+def write_json(path: StrPath, data: dict[str, Any], *, sync: bool = True) -> None:
     """Atomically (write, rename): a reader sees the whole file or none. ``sync`` also
     fsyncs it first, for files that must outlive a crash of the machine."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    parent, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(parent, f".{name}.{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
         if sync:
@@ -36,10 +43,11 @@ def write_json(path: Path, data: dict[str, Any], *, sync: bool = True) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: StrPath) -> dict[str, Any] | None:
     """The object in ``path``, or None when it is absent, unreadable or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -11,16 +11,18 @@ size their threads by ``NSLOTS``/``SLURM_CPUS_ON_NODE``) read, so these pass:
   ``PE``, ``PE_HOSTFILE``, ``RESTARTED`` and every ``SGE_*`` but the submit-time copies
   ``SGE_O_*``; the file ``PE_HOSTFILE`` names is shown read-only at its own path.
 
-An executor's own ``env`` wins over these.
+An executor's own ``env`` wins over these. Standard library only (the node runner's start).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from pathlib import Path
 
-from jobgate.runtimes.base import Mount
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from jobgate.runtimes.base import Mount
 
 SLURM_PREFIXES = ("SLURM_", "PMI_", "PMIX_")
 SLURM_NAMES = frozenset({"SLURMD_NODENAME"})
@@ -43,10 +45,19 @@ def scheduler_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def scheduler_mounts(env: Mapping[str, str]) -> list[Mount]:
-    """Files the scheduler's variables name that executors must read: Grid Engine's
-    parallel environment host file."""
+def scheduler_files(env: Mapping[str, str]) -> list[str]:
+    """Files the scheduler's variables name that executors must read (read-only, at their
+    own path): Grid Engine's parallel environment host file."""
     hostfile = env.get("PE_HOSTFILE") if _under_gridengine(env) else None
     if hostfile and os.path.isabs(hostfile) and os.path.isfile(hostfile):
-        return [Mount(Path(hostfile), hostfile, readonly=True)]
+        return [hostfile]
     return []
+
+
+def scheduler_mounts(env: Mapping[str, str]) -> list[Mount]:
+    """:func:`scheduler_files` as mounts."""
+    from pathlib import Path
+
+    from jobgate.runtimes.base import Mount
+
+    return [Mount(Path(f), f, readonly=True) for f in scheduler_files(env)]

@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobgate.domain.models import WILDCARDS, Job
+from jobgate.runner.hostpath import PathEscape as PathEscape
+from jobgate.runner.hostpath import host_path
 from jobgate.runtimes.hostmounts import HostMount, covering, in_place
 from jobgate.runtimes.oci import chown_tree
-
-
-class PathEscape(ValueError):
-    """A container path resolves outside the task root (``..`` or a symlink)."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +105,7 @@ class TaskDir:
 
 
 def _host(root: Path, container_path: str) -> Path:
-    candidate = (root / container_path.lstrip("/")).resolve()
-    if candidate != root and not candidate.is_relative_to(root):
-        raise PathEscape(f"{container_path} resolves outside the task's directory")
-    return candidate
+    return Path(host_path(str(root), container_path))
 
 
 def misplaced(job: Job, host_mounts: tuple[HostMount, ...]) -> None:

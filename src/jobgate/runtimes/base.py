@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from jobgate.runtimes.errors import DEFAULT_PATH as DEFAULT_PATH
+from jobgate.runtimes.errors import RuntimeFailure as RuntimeFailure
+from jobgate.runtimes.errors import UnsupportedTask as UnsupportedTask
 from jobgate.runtimes.hostmounts import HostMount
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +59,6 @@ class Finished:
 
     oom: bool = False
     """The runtime saw the executor killed for exceeding its memory limit."""
-
-
-class UnsupportedTask(ValueError):
-    """The task asks for something this runtime cannot give (a SYSTEM_ERROR, with this text)."""
-
-
-class RuntimeFailure(RuntimeError):
-    """The runtime could not start the executor (image pull, engine error): SYSTEM_ERROR,
-    with this text, which carries the runtime's own message."""
 
 
 class Runtime(abc.ABC):

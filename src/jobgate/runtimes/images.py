@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DIR_PREFIX = "dir:"
-DEFAULT_KEY = "*"
-"""The image map entry for every image not mapped by name (``*=dir:/``: the host root)."""
+from jobgate.runtimes.argv import DEFAULT_KEY as DEFAULT_KEY
+from jobgate.runtimes.argv import DIR_PREFIX as DIR_PREFIX
+from jobgate.runtimes.argv import mapped_image
+
 DEFAULT_REGISTRY = "docker.io"
 _UNSAFE = re.compile(r"[/:@]")
 
@@ -44,7 +45,7 @@ class ImageCatalog:
     def resolve(self, image: str) -> ImageSource:
         """The source of ``image``: its own entry in the map, else the map's ``*`` entry
         (every other image), else the image itself."""
-        mapped = self.image_map.get(image, self.image_map.get(DEFAULT_KEY, image))
+        mapped = mapped_image(self.image_map, image)
         if mapped.startswith(DIR_PREFIX):
             return ImageSource(image, mapped, Path(mapped.removeprefix(DIR_PREFIX)))
         return ImageSource(image, mapped)

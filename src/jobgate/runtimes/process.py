@@ -10,10 +10,11 @@ the task root joined with ``workdir``, so commands must use relative paths to re
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 from typing import ClassVar
 
-from jobgate.runtimes.base import DEFAULT_PATH, ExecSpec, HostCommand, Runtime, UnsupportedTask
+from jobgate.runtimes.argv import process_command
+from jobgate.runtimes.base import ExecSpec, HostCommand, Runtime
 
 
 class ProcessRuntime(Runtime):
@@ -22,32 +23,7 @@ class ProcessRuntime(Runtime):
     runs_as_task_uid: ClassVar[bool] = True
 
     def command(self, spec: ExecSpec) -> HostCommand:
-        cwd = spec.root / (spec.workdir or "/").lstrip("/")
-        env = {
-            "PATH": DEFAULT_PATH,
-            "HOME": str(spec.root / "tmp"),
-            "TMPDIR": str(spec.root / "tmp"),
-            "JOBGATE_TASK_ROOT": str(spec.root),
-            **spec.env,
-        }
-        argv = list(spec.argv)
-        if spec.run_as is not None:
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                raise UnsupportedTask(
-                    "the process runtime cannot run executors as an unprivileged uid: "
-                    "setpriv (util-linux) is not installed"
-                )
-            uid, gid = spec.run_as
-            argv = [
-                setpriv,
-                f"--reuid={uid}",
-                f"--regid={gid}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "--no-new-privs",
-                "--",
-                *argv,
-            ]
-        return HostCommand(argv=argv, cwd=cwd, env=env)
+        argv, cwd, env = process_command(
+            str(spec.root), spec.argv, env=spec.env, workdir=spec.workdir, run_as=spec.run_as
+        )
+        return HostCommand(argv=argv, cwd=Path(cwd), env=env)

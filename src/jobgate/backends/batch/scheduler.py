@@ -54,6 +54,8 @@ from jobgate.runner.nodefiles import (
     read_json,
     write_json,
 )
+from jobgate.runner.nodetask import RUNTIMES as NODE_RUNTIMES
+from jobgate.runner.nodetask import task_fields
 from jobgate.runner.taskdir import TaskDir
 
 log = logging.getLogger(__name__)
@@ -239,12 +241,16 @@ class BatchBackend(Backend):
             options = self.job_options(job)
         except ValueError as exc:
             raise SubmitError(str(exc)) from exc
-        node = {
-            "job": job.model_dump(mode="json", exclude_none=True),
+        # Plain JSON with what the node runner needs: it reads it without pydantic. Only
+        # container runtimes, which the node runs through the full TaskRun, need the Job.
+        node: dict[str, Any] = {
+            "task": task_fields(job),
             "runtime": self.config.runtime,
             "runtime_options": self.config.runtime_options,
             "log_tail_bytes": self.config.log_tail_bytes,
         }
+        if self.config.runtime not in NODE_RUNTIMES:
+            node["job"] = job.model_dump(mode="json", exclude_none=True)
         taskdir = ctx.taskdir
         # No fsync here or below: these files must outlive a crash of the gateway process
         # (the page cache does), not of the machine, and fsync costs ~6 ms per file.
