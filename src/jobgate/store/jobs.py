@@ -584,41 +584,63 @@ def _claim(
 ) -> tuple[list[str], list[JobEvent]]:
     """QUEUED → INITIALIZING for those of ``ids`` still queued; attempt += 1."""
     at = now()
-    claimed = [
-        r.id
-        for r in conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(ids), *_claimable(at))
-            .values(
-                state=State.INITIALIZING.value,
-                attempt=jobs.c.attempt + 1,
-                updated_at=at,
-                detail=detail,
-                dispatcher=dispatcher,
-                **_entered(at),
-            )
-            .returning(jobs.c.id)
-        ).all()
-    ]
+    params = {"k_ids": list(ids), "k_at": at, "k_detail": detail, "k_dispatcher": dispatcher}
+    claimed = list(conn.execute(_claim_statements()[0], params).scalars())
     if not claimed:
         return [], []
-    rows = conn.execute(
+    rows = conn.execute(_claim_statements()[1], {"k_ids": claimed, "k_at": at}).all()
+    return claimed, [_event(r) for r in rows]
+
+
+@functools.cache
+def _claim_statements() -> tuple[Any, Any, Any, Any]:
+    """The claim's statements, built once (building them cost more than running them):
+    the compare-and-set, its events, and the queue's head (plain; locked, skipping rows
+    locked by others)."""
+    ids: Any = bindparam("k_ids", expanding=True)
+    at = bindparam("k_at", type_=jobs.c.created_at.type)
+    claimable = (
+        jobs.c.state == State.QUEUED.value,
+        jobs.c.native_id.is_(None),
+        or_(jobs.c.not_before.is_(None), jobs.c.not_before <= at),
+    )
+    cas = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), *claimable)
+        .values(
+            state=State.INITIALIZING.value,
+            attempt=jobs.c.attempt + 1,
+            updated_at=at,
+            detail=bindparam("k_detail"),
+            dispatcher=bindparam("k_dispatcher"),
+            state_since=at,
+            stalled=0,
+        )
+        .returning(jobs.c.id)
+    )
+    events = (
         insert(job_events)
         .from_select(
             ["job_id", "at", "from_state", "to_state", "detail", "source", "owner"],
             select(
                 jobs.c.id,
-                literal(at, jobs.c.created_at.type),  # the same instant for the batch
+                at,  # the same instant for the batch
                 literal(State.QUEUED.value, jobs.c.state.type),
                 jobs.c.state,
                 jobs.c.detail,
                 literal("dispatcher", job_events.c.source.type),
                 jobs.c.owner,
-            ).where(jobs.c.id.in_(claimed)),
+            ).where(jobs.c.id.in_(ids)),
         )
         .returning(*job_events.c)
-    ).all()
-    return claimed, [_event(r) for r in rows]
+    )
+    head = (
+        select(*_FULL_COLUMNS)
+        .where(jobs.c.backend == bindparam("k_backend"), *claimable)
+        .order_by(jobs.c.priority.desc(), jobs.c.seq)
+        .limit(bindparam("k_limit"))
+    )
+    return cas, events, head, head.with_for_update(skip_locked=True)
 
 
 Pick = Callable[
@@ -634,15 +656,10 @@ def _claim_next(
     """Read the head of ``backend``'s queue, let ``pick`` choose, claim the chosen. On
     PostgreSQL the head is locked, skipping rows another dispatcher has locked, so
     dispatchers claiming at once take different jobs instead of racing for the same."""
-    stmt = (
-        select(*_FULL_COLUMNS)
-        .where(jobs.c.backend == backend, *_claimable())
-        .order_by(jobs.c.priority.desc(), jobs.c.seq)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    records = [_record(r) for r in conn.execute(stmt).all()]
+    _, _, head, locked = _claim_statements()
+    stmt = locked if conn.dialect.name == "postgresql" else head
+    params = {"k_backend": backend, "k_limit": limit, "k_at": now()}
+    records = [_record(r) for r in conn.execute(stmt, params).all()]
     picked, refused = pick(records)
     if not picked:
         return [], refused, []
