@@ -131,7 +131,8 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
                 if rec.spec.get("output_sandbox"):
                     await asyncio.to_thread(make_output_dirs, taskdir, rec.spec["output_sandbox"])
                 with tracing.span("stage in", inputs=len(job.inputs or [])):
-                    filled = await _unless_canceled(d, eng.stager.stage_in(job, taskdir))
+                    skip = backend.fetched_by_backend(job)
+                    filled = await _unless_canceled(d, eng.stager.stage_in(job, taskdir, skip))
                 if filled:
                     await eng.store.update(job.id, spec=spec_json(job, rec.spec))
             credential = None
@@ -506,9 +507,12 @@ async def finish(
     """Record the final state once: from INITIALIZING, QUEUED (at the backend) or RUNNING,
     or CANCELING → CANCELED."""
     if state in _RAN:
-        # Ended between two polls while last seen in the backend's queue: it ran.
+        # Ended between two polls while last seen in the backend's queue (or staging): it ran.
         await store.transition(
-            job_id, State.QUEUED, State.RUNNING, detail="ran (seen once it had ended)"
+            job_id,
+            [State.QUEUED, State.INITIALIZING],
+            State.RUNNING,
+            detail="ran (seen once it had ended)",
         )
     sources = sources_of(state, _DRIVEN)
     moved = await store.transition(job_id, sources, state, detail=detail, logs=logs)

@@ -109,12 +109,16 @@ class PulsarClient:
         *,
         submit_params: Mapping[str, Any] | None = None,
         env: list[dict[str, str]] | None = None,
+        remote_staging: Mapping[str, Any] | None = None,
     ) -> None:
+        """Launch the job (``remote_staging``: what Pulsar fetches first, its setup actions)."""
         params = {
             "command_line": command_line,
             "params": json.dumps(dict(submit_params or {})),
             "env": json.dumps(env or []),
         }
+        if remote_staging:
+            params["remote_staging"] = json.dumps(dict(remote_staging))
         await self._call("POST", f"/jobs/{job_id}/submit", params)
 
     async def status(self, job_id: str) -> dict[str, Any]:
