@@ -188,7 +188,7 @@ class AmqpPulsarBackend(PulsarBackend):
         ]
         for pid in due:
             self._checked[pid] = now
-        out = await super().poll(due) if due else {}
+        out = await self._poll_many(due) if due else {}
         self._cancelling -= {p for p, st in out.items() if st.state not in _ACTIVE}
         for pid in native_ids:
             if pid not in out:

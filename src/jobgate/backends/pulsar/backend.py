@@ -63,6 +63,8 @@ TIME = re.compile(r"[1-9]\d{0,7}")
 RESULT_TRIES = 3
 """Downloads of a completed job's result Pulsar may refuse before the job is SYSTEM_ERROR."""
 PARAMETER_KEYS = frozenset({"time", "native_specification"})
+QUEUED_POLL_MAX = 2.0
+"""Seconds between two status requests of a job in Pulsar's queue at most (REST)."""
 REMOTE_SCHEMES = frozenset({"http", "https"})
 """URL schemes a Pulsar server fetches itself (``remote_transfer``: an HTTP GET); its other
 remote actions need keys, object stores or a shared filesystem jobgate does not set up."""
@@ -137,8 +139,9 @@ def _tar_task(
     fetched: Sequence[tuple[str, str]] = (),
     inputs_dir: str = "",
     container: script.Container | None = None,
-) -> None:
-    """Pack the staged task filesystem, the script and the tags into ``dest``."""
+) -> bytes | None:
+    """Pack the staged task filesystem, the script and the tags into ``dest``; returns
+    the tar's bytes when it is small (one request body, not a stream of chunks)."""
     body = script.render(
         job, heartbeat, fetched=fetched, inputs_dir=inputs_dir, container=container
     ).encode()
@@ -151,6 +154,7 @@ def _tar_task(
         info = tarfile.TarInfo("jobgate.tags.json")
         info.size = len(tags)
         tar.addfile(info, io.BytesIO(tags))
+    return dest.read_bytes() if dest.stat().st_size <= CHUNK else None
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -217,6 +221,11 @@ class PulsarBackend(Backend):
         self._notes: dict[str, list[str]] = {}
         """Per Pulsar job: what of the task's request was not passed on (system_logs)."""
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._tried: set[str] = set()
+        self._waiting: dict[str, tuple[float, float]] = {}
+        """Per job Pulsar last called queued or preprocessing: since when, and when it was
+        last asked (monotonic)."""
+        """Pulsar jobs this process has tried to submit (until their final state)."""
 
     # -- submission ------------------------------------------------------------------------
 
@@ -284,8 +293,12 @@ class PulsarBackend(Backend):
         if ctx.taskdir is None:
             raise SubmitError("the Pulsar backend needs a staged task directory")
         pid = self.pulsar_id(job, ctx.attempt)
-        if await self._submitted(pid):
-            return pid  # an earlier try of this attempt got through: its reply was lost
+        # An earlier try of this attempt may have got through with its reply lost: ask
+        # first. A first try here cannot have (a gateway restart runs an interrupted
+        # submission as its next attempt); after another process's try Pulsar ignores
+        # the second submit of a job it launched.
+        if pid in self._tried and await self._submitted(pid):
+            return pid
         remote = self.fetched_by_backend(job)
         fetch = [i for i in job.inputs or [] if i.path in remote]
         staging = await self._remote_staging(fetch)
@@ -294,9 +307,10 @@ class PulsarBackend(Backend):
         if notes:
             self._notes[pid] = notes
         tar_path = ctx.taskdir.base / script.IN_TAR
+        self._tried.add(pid)
         try:
             dirs = await self.client.setup(pid)
-            await asyncio.to_thread(
+            small = await asyncio.to_thread(
                 _tar_task,
                 ctx.taskdir,
                 job,
@@ -306,12 +320,15 @@ class PulsarBackend(Backend):
                 dirs["inputs_directory"],
                 self.config.container,
             )
-            await self.client.upload(pid, script.IN_TAR, "input", _chunks(tar_path))
+            body = small if small is not None else _chunks(tar_path)
+            await self.client.upload(pid, script.IN_TAR, "input", body)
             command = script.command_line(dirs["working_directory"], dirs["inputs_directory"])
             await self._launch(pid, command, params, [], staging)
         except PulsarError as exc:
             if exc.transient and await self._submitted(pid):
                 return pid
+            if not exc.transient:
+                self._tried.discard(pid)
             raise SubmitError(str(exc), transient=exc.transient) from None
         except KeyError as exc:
             raise SubmitError(f"Pulsar's setup reply lacks {exc}") from None
@@ -351,6 +368,29 @@ class PulsarBackend(Backend):
     # -- status ----------------------------------------------------------------------------
 
     async def poll(self, native_ids: Sequence[str]) -> dict[str, BackendStatus]:
+        # A job waiting in Pulsar's queue (or staging) is asked about less often the
+        # longer it has waited, up to QUEUED_POLL_MAX seconds: most status requests of a
+        # long queue would only hear "queued" again, and Pulsar answers each one.
+        now = time.monotonic()
+        due, out = [], {}
+        for pid in native_ids:
+            last = self._last.get(pid)
+            waited = self._waiting.get(pid)
+            if last is not None and waited is not None and pid not in self._final:
+                since, asked = waited
+                if now - asked < min(QUEUED_POLL_MAX, (now - since) / 4):
+                    out[pid] = last
+                    continue
+            due.append(pid)
+        for pid, st in (await self._poll_many(due)).items():
+            out[pid] = st
+            if st.state in (State.INITIALIZING, State.QUEUED):
+                self._waiting[pid] = (self._waiting.get(pid, (now, now))[0], now)
+            else:
+                self._waiting.pop(pid, None)
+        return out
+
+    async def _poll_many(self, native_ids: Sequence[str]) -> dict[str, BackendStatus]:
         results = await asyncio.gather(*(self._poll_one(pid) for pid in native_ids))
         return {pid: st for pid, st in zip(native_ids, results, strict=True) if st is not None}
 
@@ -546,6 +586,8 @@ class PulsarBackend(Backend):
     # -- cancel, restarts, cleanup ---------------------------------------------------------
 
     async def cancel(self, native_id: str) -> None:
+        self._waiting.pop(native_id, None)  # asked at the next poll, however long it waited
+        self.changed.set()
         try:
             # Pulsar kills the job's whole process tree before it answers, then records
             # it cancelled: the poll's CANCELED means the processes are gone.
@@ -581,6 +623,8 @@ class PulsarBackend(Backend):
         return found
 
     def forget(self, native_id: str) -> None:
+        self._tried.discard(native_id)
+        self._waiting.pop(native_id, None)
         self._final.pop(native_id, None)
         self._last.pop(native_id, None)
         self._notes.pop(native_id, None)
