@@ -201,3 +201,68 @@ async def test_a_job_seen_only_once_it_ended_is_recorded_as_having_run(
     assert rec.state == State.EXECUTOR_ERROR
     assert rec.detail == "executor 0 exited with code 3"
     assert (await gw.states(job))[-3:] == [State.QUEUED, State.RUNNING, State.EXECUTOR_ERROR]
+
+
+async def test_a_job_the_backend_stages_is_initializing_until_it_queues_or_runs(
+    gateway: Start, fake: FakeBackend
+) -> None:
+    gw = await gateway({"fake": fake})
+    job = await gw.submit()
+    await gw.until(job, lambda r: r.native_id is not None)
+    nid = fake.native_of(job)
+    fake.move(nid, State.INITIALIZING, "Fake: staging inputs")
+    rec = await gw.until(job, lambda r: r.state == State.INITIALIZING)
+    assert rec.detail == "Fake: staging inputs" and rec.native_id == nid
+    fake.move(nid, State.QUEUED, "Fake: queued")
+    await gw.until(job, lambda r: r.state == State.QUEUED)
+    fake.move(nid, State.RUNNING)
+    await gw.until(job, lambda r: r.state == State.RUNNING)
+    fake.move(nid, State.INITIALIZING, "Fake: late word")  # never back once it ran
+    await gw.until(job, lambda r: r.detail == "Fake: late word")
+    assert (await gw.get(job)).state == State.RUNNING
+    fake.move(nid, State.COMPLETE)
+    assert (await gw.final(job)).state == State.COMPLETE
+    assert await gw.states(job) == [
+        State.QUEUED,
+        State.INITIALIZING,
+        State.QUEUED,
+        State.INITIALIZING,
+        State.QUEUED,
+        State.RUNNING,
+        State.COMPLETE,
+    ]
+
+
+async def test_a_job_that_ends_while_the_backend_stages_it_is_recorded_as_having_run(
+    gateway: Start, fake: FakeBackend
+) -> None:
+    gw = await gateway({"fake": fake})
+    job = await gw.submit()
+    await gw.until(job, lambda r: r.native_id is not None)
+    nid = fake.native_of(job)
+    fake.move(nid, State.INITIALIZING)
+    await gw.until(job, lambda r: r.state == State.INITIALIZING and r.native_id is not None)
+    fake.move(nid, State.COMPLETE)
+    assert (await gw.final(job)).state == State.COMPLETE
+    assert (await gw.states(job))[-3:] == [State.INITIALIZING, State.RUNNING, State.COMPLETE]
+
+
+async def test_after_a_restart_a_job_the_backend_stages_is_adopted_not_resubmitted(
+    gateway: Start, fake: FakeBackend
+) -> None:
+    gw = await gateway({"fake": fake})
+    job = await gw.submit()
+    await gw.until(job, lambda r: r.native_id is not None)
+    nid = fake.native_of(job)
+    fake.move(nid, State.INITIALIZING, "Fake: staging inputs")
+    await gw.until(job, lambda r: r.state == State.INITIALIZING)
+    gw = await gateway({"fake": fake})  # restart on the same database and backend
+    rec = await gw.get(job)
+    assert rec.state == State.INITIALIZING and rec.native_id == nid
+    fake.move(nid, State.RUNNING)
+    await gw.until(job, lambda r: r.state == State.RUNNING)
+    fake.move(nid, State.COMPLETE)
+    rec = await gw.final(job)
+    assert rec.state == State.COMPLETE
+    assert fake.calls.submits == [job]
+    assert len(rec.logs or []) == 1  # one attempt, one task log

@@ -315,8 +315,9 @@ def test_a_pulsar_down_keeps_tasks_queued_and_a_pulsar_killed_mid_job_ends_clear
 async def test_a_job_set_up_but_never_submitted_is_not_adopted(
     pulsar: PulsarServer, tmp_path: Path
 ) -> None:
-    # The gateway died between Pulsar's setup and the submit: the job must run again, not
-    # wait for ever on a job Pulsar will never start.
+    # The gateway died between Pulsar's setup and the submit (the job is INITIALIZING,
+    # its Pulsar id not recorded): it must run again, not wait for ever on a job Pulsar
+    # will never start. One it recorded is adopted: Pulsar stages its inputs.
     backend = PulsarBackend(
         PulsarConfig(pulsar.url, pulsar.token, "_default_", tmp_path, 1024), name="p"
     )
@@ -325,15 +326,26 @@ async def test_a_job_set_up_but_never_submitted_is_not_adopted(
         await backend.client.setup(pid)
         record = JobRecord(
             id=backend.job_id(pid),
-            state=State.RUNNING,
+            state=State.INITIALIZING,
             spec={},
             logs=None,
             created_at=datetime.now(UTC),
-            native_id=pid,
+            native_id=None,
+            attempt=1,
         )
-        unknown = dataclasses.replace(record, id="other", native_id=f"none-{uid()}-1")
+        unknown = dataclasses.replace(record, id=f"none-{uid()}")
         assert await backend.reattach([record, unknown]) == {}
+        recorded = dataclasses.replace(record, native_id=pid)
+        assert await backend.reattach([recorded]) == {record.id: pid}
         await backend.client.clean(pid)
+
+        # Submitted, and the gateway died before it recorded so: found by its attempt.
+        sent = f"sent-{uid()}-1"
+        await backend.client.setup(sent)
+        await backend.client.submit(sent, "true")
+        caught = dataclasses.replace(record, id=backend.job_id(sent))
+        assert await backend.reattach([caught]) == {caught.id: sent}
+        await backend.client.clean(sent)
     finally:
         await backend.close()
 

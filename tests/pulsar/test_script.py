@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jobgate.backends.pulsar import script
-from jobgate.backends.pulsar.backend import PulsarBackend, PulsarConfig, submit_params
+from jobgate.backends.pulsar.backend import PulsarBackend, PulsarConfig, held, submit_params
 from jobgate.backends.pulsar.states import STATE_MAP, mapped
 from jobgate.domain.models import Job
 from jobgate.domain.states import State
@@ -113,9 +113,100 @@ def test_time_must_be_whole_seconds() -> None:
 
 
 def test_every_pulsar_state_has_a_meaning() -> None:
-    assert STATE_MAP["postprocessing"] == State.RUNNING
-    assert STATE_MAP["lost"] == State.SYSTEM_ERROR
+    assert STATE_MAP == {
+        "preprocessing": State.INITIALIZING,  # Pulsar fetches the inputs itself
+        "queued": State.QUEUED,
+        "running": State.RUNNING,
+        "postprocessing": State.RUNNING,
+        "complete": State.COMPLETE,  # or EXECUTOR_ERROR, by the executors' exit codes
+        "failed": State.SYSTEM_ERROR,
+        "lost": State.SYSTEM_ERROR,
+        "cancelled": State.CANCELED,
+    }
     assert mapped("something-new") == State.SYSTEM_ERROR
+
+
+def test_a_preprocessing_job_is_held_only_once_the_gateway_knows_it_submitted_it() -> None:
+    # Set up and never submitted (the gateway died in between) looks like staging.
+    assert not held({"status": "preprocessing"})
+    assert held({"status": "preprocessing"}, submitted=True)
+    assert held({"status": "queued"}) and held({"status": "complete"})
+    assert not held({"status": "lost"}, submitted=True)
+
+
+def test_inputs_pulsar_fetched_are_moved_into_the_task_before_the_executors(
+    tmp_path: Path,
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "jobgate-fetch-0").write_text("remote\n")
+    j = job(executors=[ex('cat "$JOBGATE_TASK_ROOT/d/e/in.txt"')])
+    (tmp_path / "root").mkdir()
+    body = script.render(
+        j, heartbeat=0.5, fetched=[("jobgate-fetch-0", "/d/e/in.txt")], inputs_dir=str(inputs)
+    )
+    (tmp_path / script.SCRIPT).write_text(body)
+    subprocess.run(["sh", script.SCRIPT], cwd=tmp_path, check=True, timeout=30)
+    _, end = script.parse_result((tmp_path / script.RESULT).read_text())
+    assert end == "COMPLETE" and (tmp_path / "0.stdout").read_text() == "remote\n"
+
+    # One that is not there (Pulsar said it fetched it): the script does not run on.
+    (tmp_path / script.RESULT).unlink()
+    subprocess.run(["sh", script.SCRIPT], cwd=tmp_path, timeout=30)
+    assert script.parse_result((tmp_path / script.RESULT).read_text()) == ([], None)
+
+
+def recording_runtime(path: Path) -> Path:
+    """A stand-in container runtime: writes its argv, one word a line, next to itself."""
+    path.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {path}.argv\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_with_a_container_runtime_the_script_runs_each_image_with_the_task_paths_bound(
+    tmp_path: Path,
+) -> None:
+    j = job(
+        executors=[
+            ex("echo $A", env={"A": "it's"}, workdir="/w"),
+            ex("true", image="docker://alpine:3", stdout="/o/out"),
+        ],
+        inputs=[{"path": "/etc/app.conf", "content": "x"}],
+        outputs=[{"path": "/results/r.txt", "url": "file:///x"}],
+        volumes=["/scratch"],
+    )
+    for kind in ("docker", "singularity"):
+        base = tmp_path / kind
+        (base / "root" / "etc").mkdir(parents=True)
+        (base / "root" / "etc" / "app.conf").write_text("x")
+        runtime = recording_runtime(tmp_path / f"{kind}-cmd")
+        container = script.Container(kind, str(runtime))  # type: ignore[arg-type]
+        (base / script.SCRIPT).write_text(script.render(j, 0.5, container=container))
+        subprocess.run(["sh", script.SCRIPT], cwd=base, check=True, timeout=30)
+        argv = Path(f"{runtime}.argv").read_text().splitlines()  # the last executor's
+        root = f"{base}/root"
+        flag = "-v" if kind == "docker" else "-B"
+        binds = [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+        # Each path the task names, not its parent: the image's /etc stays.
+        assert sorted(binds) == sorted(
+            f"{root}{p}:{p}" if p != "/tmp" else f"{root}/tmp:/tmp"
+            for p in ("/tmp", "/etc/app.conf", "/o", "/results", "/scratch", "/w")
+        ), argv
+        for p in ("/o", "/results", "/scratch", "/w"):
+            assert (base / "root" / p.lstrip("/")).is_dir()  # made before the bind
+        if kind == "docker":
+            assert argv[:3] == ["run", "--rm", "-i"]
+            assert argv[-4:] == ["alpine:3", "sh", "-c", "true"]
+            # Named, so that a cancel (which kills the client) can stop the container.
+            assert argv[argv.index("--name") + 1].startswith("jobgate-")
+        else:
+            assert argv[:3] == ["exec", "--containall", "--cleanenv"]
+            assert argv[-4:] == ["docker://alpine:3", "sh", "-c", "true"]
+        assert "JOBGATE_TASK_ROOT=" in argv and "HOME=/tmp" in argv
+        rendered = script.render(j, 0.5, container=container)
+        want = "-e 'A=it'\"'\"'s'" if kind == "docker" else "--env 'A=it'\"'\"'s'"
+        assert want in rendered
+        assert ("-w /w " if kind == "docker" else "--pwd /w ") in rendered
 
 
 def test_a_cancel_pulsar_recorded_stops_the_script_before_or_while_it_runs(

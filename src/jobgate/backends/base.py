@@ -18,10 +18,12 @@ What the dispatcher guarantees a backend, and what a backend guarantees in retur
   raise a transient error when the job may exist (a lost reply): it resolves that itself
   (look the job up by name) before it answers.
 - **Status.** :meth:`Backend.poll` answers many ids in one call; :class:`BackendStatus`
-  says QUEUED (waiting in the backend's own queue, with its reason in ``detail``),
-  RUNNING, or a final state with the executor logs. An id the backend does not know is
-  omitted (the job is then SYSTEM_ERROR). A backend that cannot reach its system right
-  now repeats the last state it saw (the job waits), never a final one.
+  says INITIALIZING (the backend prepares the job: it fetches inputs, pulls an image),
+  QUEUED (waiting in the backend's own queue, with its reason in ``detail``), RUNNING,
+  or a final state with the executor logs. A job moves between the first three as the
+  backend says, but never back to INITIALIZING once it ran. An id the backend does not
+  know is omitted (the job is then SYSTEM_ERROR). A backend that cannot reach its system
+  right now repeats the last state it saw (the job waits), never a final one.
 - **Push.** A backend that is notified (message queues, watches) sets :attr:`changed`
   (the dispatcher polls at once) or implements :meth:`Backend.updates`.
 - **Restarts.** After a gateway restart :meth:`Backend.reattach` says which jobs of an
@@ -49,7 +51,9 @@ Staging = Literal["gateway", "backend"]
 """Who moves a job's data: the gateway (into a task directory the backend shares), or the
 backend (it receives the URLs)."""
 
-STATUS_STATES: frozenset[State] = frozenset({State.QUEUED, State.RUNNING}) | FINAL
+STATUS_STATES: frozenset[State] = (
+    frozenset({State.INITIALIZING, State.QUEUED, State.RUNNING}) | FINAL
+)
 """The states a :class:`BackendStatus` may carry."""
 
 
@@ -57,10 +61,11 @@ STATUS_STATES: frozenset[State] = frozenset({State.QUEUED, State.RUNNING}) | FIN
 class BackendStatus:
     """What a backend knows of one of its jobs.
 
-    ``state`` is QUEUED while the job waits in the backend's own queue, RUNNING while it
-    runs, then one of COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED or PREEMPTED. Final
-    statuses carry the executor logs; ``detail`` is shown to users as the job's detail
-    (e.g. the scheduler's state and reason, ``Slurm: PENDING (Priority)``).
+    ``state`` is INITIALIZING while the backend prepares the job (stages its inputs),
+    QUEUED while it waits in the backend's own queue, RUNNING while it runs, then one of
+    COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED or PREEMPTED. Final statuses carry
+    the executor logs; ``detail`` is shown to users as the job's detail (e.g. the
+    scheduler's state and reason, ``Slurm: PENDING (Priority)``).
     """
 
     state: State
@@ -162,6 +167,12 @@ class Backend(abc.ABC):
     reattach_always: ClassVar[bool] = False
     """:meth:`reattach` is called at recovery even when no job is active on this backend
     (it cleans up after runs of jobs that are no longer active)."""
+
+    def fetched_by_backend(self, job: Job) -> frozenset[str]:
+        """Container paths of ``job``'s inputs this backend fetches itself although it
+        stages in the gateway (``staging = "gateway"``): the gateway leaves them out of
+        its stage-in. Asked before :meth:`submit`; the default: none."""
+        return frozenset()
 
     def job_socket(self, job: Job) -> str | None:
         """Where ``job``'s executors reach the gateway's job socket (heartbeats without

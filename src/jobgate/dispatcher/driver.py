@@ -45,6 +45,7 @@ MAX_RESUBMITS = 3
 
 _RAN = frozenset({State.COMPLETE, State.EXECUTOR_ERROR, State.PREEMPTED})
 _LIKELY = (State.RUNNING, State.QUEUED, State.INITIALIZING)
+_BEFORE_RUN = frozenset({State.QUEUED, State.INITIALIZING})
 
 
 class Canceled(Exception):
@@ -132,7 +133,8 @@ async def _drive(eng: Engine, d: Drive, rec: JobRecord, job: Job, adopt: str | N
                 if rec.spec.get("output_sandbox"):
                     await asyncio.to_thread(make_output_dirs, taskdir, rec.spec["output_sandbox"])
                 with tracing.span("stage in", inputs=len(job.inputs or [])):
-                    filled = await _unless_canceled(d, eng.stager.stage_in(job, taskdir))
+                    skip = backend.fetched_by_backend(job)
+                    filled = await _unless_canceled(d, eng.stager.stage_in(job, taskdir, skip))
                 if filled:
                     await _store_spec(eng, job, rec)
             credential = None
@@ -509,9 +511,9 @@ async def finish(
     sources = sources_of(state, _DRIVEN)
     via = None
     if state in _RAN:
-        # Ended between two polls while last seen in the backend's queue: it ran.
-        via = (State.QUEUED, State.RUNNING, "ran (seen once it had ended)")
-        sources.append(State.QUEUED)
+        # Ended between two polls while last seen in the backend's queue (or staging): it ran.
+        via = (_BEFORE_RUN, State.RUNNING, "ran (seen once it had ended)")
+        sources.extend(_BEFORE_RUN)
     # The likeliest current state first: each miss costs a statement.
     sources = sorted(set(sources), key=_LIKELY.index)
     moved = await store.transition(job_id, sources, state, detail=detail, logs=logs, via=via)

@@ -2,7 +2,8 @@
 
 Each backend says (in one call) which of its jobs it still holds; those are adopted by
 their native id, never submitted again. A job caught while being submitted
-(INITIALIZING) is adopted too when the backend finds it; the others run again (up to
+(INITIALIZING without a native id) is adopted too when the backend finds it, as is one
+its backend was staging (INITIALIZING with its native id); the others run again (up to
 ``max_attempts``) or fail.
 """
 
@@ -102,9 +103,11 @@ class Recovery:
     async def _recover_one(self, rec: JobRecord, native_id: str | None) -> None:
         owner = self.backends.get(rec.backend)
         if owner is not None and native_id is not None:
-            if rec.state == State.INITIALIZING:
+            # INITIALIZING with its native id recorded: the backend reported it staging
+            # (it has it); without: caught while being submitted, found by the backend.
+            if rec.state == State.INITIALIZING and rec.native_id != native_id:
                 rec = await self._adopt_submitted(rec, owner, native_id)
-            if rec.state in (State.QUEUED, State.RUNNING, State.CANCELING):
+            if rec.state in (State.INITIALIZING, State.QUEUED, State.RUNNING, State.CANCELING):
                 self.adopt(rec, owner, native_id)
                 return
         if rec.state == State.QUEUED and rec.native_id is None:

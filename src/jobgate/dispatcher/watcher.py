@@ -1,6 +1,6 @@
 """Following one backend's jobs: polls in batches (and push updates where the backend
-has them), records QUEUED ↔ RUNNING moves and progress details, hands final statuses to
-the jobs' drivers."""
+has them), records their INITIALIZING / QUEUED / RUNNING moves and progress details,
+hands final statuses to the jobs' drivers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from jobgate.backends.base import Backend, BackendStatus
 from jobgate.domain.models import now
-from jobgate.domain.states import FINAL, State
+from jobgate.domain.states import FINAL, TRANSITIONS, State
 from jobgate.observability import metrics
 from jobgate.store.jobs import JobStore
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 class _Tracked:
     job_id: str
     state: State
-    """The job's state as this watcher last recorded it (QUEUED or RUNNING)."""
+    """The job's state as this watcher last recorded it (INITIALIZING, QUEUED, RUNNING)."""
     detail: str | None = None
     created_at: datetime | None = None
     """Set while the job has not been seen RUNNING (for the first-run latency)."""
@@ -48,7 +48,7 @@ class Watcher:
     async def wait_final(
         self, native_id: str, job_id: str, state: State, *, created_at: datetime | None = None
     ) -> BackendStatus:
-        """The job's final status; meanwhile its QUEUED/RUNNING moves are recorded.
+        """The job's final status; meanwhile its non-final moves are recorded.
         ``state`` is the job's state now (as the driver recorded it); ``created_at``, when
         given, times the job's first move to RUNNING from its creation."""
         tracked = _Tracked(job_id, state, created_at=created_at if state != State.RUNNING else None)
@@ -114,7 +114,9 @@ class Watcher:
         if st.state in FINAL:
             tracked.final.set_result(st)
             return
-        if st.state != tracked.state:
+        # A move the table does not allow (back to INITIALIZING once it ran) is news
+        # of its detail only.
+        if st.state != tracked.state and st.state in TRANSITIONS[tracked.state]:
             moved = await self._record(
                 tracked,
                 self.store.transition(tracked.job_id, tracked.state, st.state, detail=st.detail),

@@ -90,8 +90,11 @@ class Stager:
         """URL prefixes tasks may use (``service-info.storage``)."""
         return self.stores.storage()
 
-    async def stage_in(self, job: Job, taskdir: TaskDir) -> bool:
-        """Place every input at its path. Returns True if it filled in an input's ``type``.
+    async def stage_in(
+        self, job: Job, taskdir: TaskDir, skip: frozenset[str] = frozenset()
+    ) -> bool:
+        """Place every input at its path but those at the container paths ``skip`` (the
+        backend fetches them). Returns True if it filled in an input's ``type``.
 
         Raises :class:`~jobgate.errors.StagingError` naming the input and the cause.
         """
@@ -108,7 +111,7 @@ class Stager:
             uploads=None if self.uploads_dir is None else self.uploads_dir / job.id,
             sandboxes_dir=self.sandboxes_dir,
             extract_limits=self.extract_limits,
-            in_place=in_place_inputs(job, self.host_mounts),
+            in_place=in_place_inputs(job, self.host_mounts) | skip,
         )
 
     async def stage_out(self, job: Job, taskdir: TaskDir) -> tuple[list[OutputFileLog], bool]:

@@ -421,7 +421,7 @@ def _transition(
     source: str,
     values: dict[str, Any],
     unplaced: bool = False,
-    via: tuple[State, State, str] | None = None,
+    via: tuple[frozenset[State], State, str] | None = None,
 ) -> tuple[State, list[JobEvent]] | None:
     at = now()
     merged = {**_entered(at), **values}
@@ -441,7 +441,7 @@ def _transition(
     else:
         return None
     steps = [(current, to, detail)]
-    if via is not None and via[0] == current:
+    if via is not None and current in via[0]:
         steps = [(current, via[1], via[2]), (via[1], to, detail)]
     events = []
     for frm, dst, why in steps:
@@ -873,7 +873,7 @@ class JobStore:
         detail: str | None = None,
         source: str = "dispatcher",
         unplaced: bool = False,
-        via: tuple[State, State, str] | None = None,
+        via: tuple[frozenset[State], State, str] | None = None,
         **values: Any,
     ) -> State | None:
         """Move ``job_id`` to ``to`` if it is currently in ``expected``; record an event.
@@ -881,7 +881,7 @@ class JobStore:
         ``values`` sets other columns in the same write (``logs``, ``native_id``, …).
         ``unplaced`` also requires that no backend holds the job (no native id): a QUEUED
         job in a backend's queue is not one the gateway may drop.
-        ``via`` = (source, step, detail): a job found in that source state is recorded
+        ``via`` = (sources, step, detail): a job found in one of those states is recorded
         passing through ``step`` on its way (two events, one write), e.g. a job last seen
         QUEUED that ended: QUEUED → RUNNING ("ran") → COMPLETE.
         Returns the state the job was in, or ``None`` when it was not in ``expected``
@@ -890,7 +890,7 @@ class JobStore:
         """
         sources = [expected] if isinstance(expected, State) else list(expected)
         for s in sources:
-            if via is not None and s == via[0]:
+            if via is not None and s in via[0]:
                 check_transition(s, via[1])
                 check_transition(via[1], to)
             else:

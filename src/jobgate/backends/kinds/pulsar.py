@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from jobgate.backends.base import Backend
 from jobgate.backends.pulsar import PulsarBackend, PulsarConfig
+from jobgate.backends.pulsar.backend import REMOTE_SCHEMES
+from jobgate.backends.pulsar.script import Container, ContainerKind
 from jobgate.backends.registry import BackendContext, BackendKind
+from jobgate.staging.guard import Guard
 from jobgate.staging.tarball import ExtractLimits
 
 
@@ -57,6 +60,42 @@ class PulsarOptions(BaseModel):
         description="Leave each job's directory on the Pulsar server after its final "
         "state (for debugging); by default it is deleted.",
     )
+    remote_staging: bool | list[str] = Field(
+        default=False,
+        description="Let the Pulsar server fetch inputs itself (its remote staging) "
+        "instead of the gateway uploading them: `true` for http and https URLs, or a list "
+        "of those schemes. Each URL's host must pass the gateway's staging guard "
+        "(`JOBGATE_STAGING_ALLOWED_HOSTS`). Outputs still come back through the gateway.",
+    )
+    container: ContainerKind | None = Field(
+        default=None,
+        description="The container runtime on the Pulsar host (`docker`, `podman`, "
+        "`singularity`, `apptainer`): each executor runs in its image. Unset: executors "
+        "run on the Pulsar host and their images are noted in the task's system_logs.",
+    )
+    container_command: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The container runtime's executable on the Pulsar host (default: "
+        "`container` on its PATH).",
+    )
+
+    @field_validator("remote_staging")
+    @classmethod
+    def _schemes(cls, v: bool | list[str]) -> bool | list[str]:
+        if isinstance(v, list):
+            bad = sorted(set(v) - REMOTE_SCHEMES)
+            if bad:
+                raise ValueError(
+                    f"Pulsar cannot fetch {', '.join(bad)} URLs itself "
+                    f"(remote staging supports: {', '.join(sorted(REMOTE_SCHEMES))})"
+                )
+        return v
+
+    def remote_schemes(self) -> frozenset[str]:
+        if self.remote_staging is True:
+            return REMOTE_SCHEMES
+        return frozenset(self.remote_staging or ())
 
 
 def build(name: str, options: PulsarOptions, ctx: BackendContext) -> Backend:
@@ -71,6 +110,13 @@ def build(name: str, options: PulsarOptions, ctx: BackendContext) -> Backend:
         keep_remote=options.keep_remote or ctx.settings.keep_task_dirs,
         extract_limits=ExtractLimits(
             ctx.settings.sandbox_extract_max_bytes, ctx.settings.sandbox_extract_max_files
+        ),
+        remote_schemes=options.remote_schemes(),
+        guard=Guard.from_entries(ctx.settings.staging_allowed_hosts),
+        container=(
+            Container(options.container, options.container_command or "")
+            if options.container
+            else None
         ),
     )
     if options.amqp_url:

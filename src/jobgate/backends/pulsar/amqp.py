@@ -34,7 +34,7 @@ from jobgate.domain.states import State
 log = logging.getLogger(__name__)
 
 EXCHANGE = "pulsar"
-_ACTIVE = frozenset({State.QUEUED, State.RUNNING})
+_ACTIVE = frozenset({State.INITIALIZING, State.QUEUED, State.RUNNING})
 
 
 def queue_prefix(manager: str) -> str:
@@ -103,11 +103,22 @@ class AmqpPulsarBackend(PulsarBackend):
             ) from None
 
     async def _launch(
-        self, pid: str, command: str, params: dict[str, Any], env: list[dict[str, str]]
+        self,
+        pid: str,
+        command: str,
+        params: dict[str, Any],
+        env: list[dict[str, str]],
+        remote_staging: dict[str, Any],
     ) -> None:
         # Pulsar ignores a second setup message of a job it has launched (a redelivery),
         # so a publish whose confirmation was lost may be sent again.
-        body = {"job_id": pid, "command_line": command, "submit_params": params, "env": env}
+        body = {
+            "job_id": pid,
+            "command_line": command,
+            "submit_params": params,
+            "env": env,
+            "remote_staging": remote_staging,
+        }
         await self._publish("setup", body)
         self._checked[pid] = time.monotonic()
 
@@ -177,7 +188,7 @@ class AmqpPulsarBackend(PulsarBackend):
         ]
         for pid in due:
             self._checked[pid] = now
-        out = await super().poll(due) if due else {}
+        out = await self._poll_many(due) if due else {}
         self._cancelling -= {p for p, st in out.items() if st.state not in _ACTIVE}
         for pid in native_ids:
             if pid not in out:

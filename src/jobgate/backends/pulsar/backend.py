@@ -8,6 +8,11 @@ the same task directory, from which the gateway uploads the outputs. Nothing a u
 sends makes the backend contact another address: all of its traffic goes to the
 configured Pulsar server (and message queue).
 
+With remote staging (``remote_schemes``), inputs at URLs of those schemes are fetched by
+the Pulsar server itself (its ``remote_transfer`` setup actions, run while the job is
+``preprocessing``: INITIALIZING here) instead of through the gateway; the gateway's
+staging guard must allow each such URL's host first, as if the gateway fetched it.
+
 The Pulsar job id is ``<job id>-<attempt>``: a lost reply is resolved by asking Pulsar
 about that id before setting the job up again, and after a gateway restart a job Pulsar
 still holds is adopted by it (never submitted twice).
@@ -23,12 +28,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tarfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jobgate.backends.base import (
     Backend,
@@ -40,12 +47,14 @@ from jobgate.backends.base import (
 from jobgate.backends.pulsar import script
 from jobgate.backends.pulsar.client import PulsarClient, PulsarError
 from jobgate.backends.pulsar.states import ACTIVE, mapped
-from jobgate.domain.models import ExecutorLog, Job, JobRecord
+from jobgate.domain.models import ExecutorLog, FileType, Input, Job, JobRecord
 from jobgate.domain.states import State
 from jobgate.runner.logfiles import Stream
 from jobgate.runner.taskdir import TaskDir
 from jobgate.staging import tarball
+from jobgate.staging.guard import Guard, Refused
 from jobgate.staging.tarball import ExtractLimits, TarballRefused
+from jobgate.staging.urls import redact, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,13 @@ TIME = re.compile(r"[1-9]\d{0,7}")
 RESULT_TRIES = 3
 """Downloads of a completed job's result Pulsar may refuse before the job is SYSTEM_ERROR."""
 PARAMETER_KEYS = frozenset({"time", "native_specification"})
+QUEUED_POLL_MAX = 2.0
+"""Seconds between two status requests of a job in Pulsar's queue at most (REST)."""
+REMOTE_SCHEMES = frozenset({"http", "https"})
+"""URL schemes a Pulsar server fetches itself (``remote_transfer``: an HTTP GET); its other
+remote actions need keys, object stores or a shared filesystem jobgate does not set up."""
+FETCHED = "jobgate-fetch-{}"
+"""The name in the Pulsar job's inputs directory of the n-th input Pulsar fetches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +88,12 @@ class PulsarConfig:
     """Leave each job's directory on the Pulsar server after its final state."""
     liveness_timeout: float = 120.0
     """Seconds without a heartbeat from a job Pulsar calls running before it is lost."""
+    remote_schemes: frozenset[str] = frozenset()
+    """Input URL schemes the Pulsar server fetches itself (of :data:`REMOTE_SCHEMES`)."""
+    guard: Guard = field(default_factory=Guard)
+    """The gateway's staging guard: a URL Pulsar is told to fetch must pass it."""
+    container: script.Container | None = None
+    """How the Pulsar host runs executors' images (None: on the host, images recorded)."""
 
 
 def submit_params(job: Job) -> tuple[dict[str, Any], list[str]]:
@@ -99,17 +121,30 @@ def submit_params(job: Job) -> tuple[dict[str, Any], list[str]]:
     return params, notes
 
 
-def held(status: Mapping[str, Any]) -> bool:
-    """Whether Pulsar's status dict is that of a submitted job: an unknown id is ``lost``,
-    and a job set up but never submitted stays ``preprocessing`` (we submit without remote
-    staging, so a submitted one leaves it at once; Pulsar ignores a second submit of a job
-    it launched, so submitting again is safe)."""
-    return str(status.get("status")) not in ("lost", "preprocessing")
+def held(status: Mapping[str, Any], *, submitted: bool = False) -> bool:
+    """Whether Pulsar's status dict is that of a job it will run: an unknown id is
+    ``lost``; a ``preprocessing`` one was set up and may never have been submitted, unless
+    the gateway knows it ``submitted`` it (recorded its id after the submit): then Pulsar
+    fetches its inputs or has its launch message queued. (Pulsar ignores a second submit
+    of a job it launched, so submitting again is safe.)"""
+    word = str(status.get("status"))
+    return word != "lost" and (submitted or word != "preprocessing")
 
 
-def _tar_task(taskdir: TaskDir, job: Job, dest: Path, heartbeat: float) -> None:
-    """Pack the staged task filesystem, the script and the tags into ``dest``."""
-    body = script.render(job, heartbeat).encode()
+def _tar_task(
+    taskdir: TaskDir,
+    job: Job,
+    dest: Path,
+    heartbeat: float,
+    fetched: Sequence[tuple[str, str]] = (),
+    inputs_dir: str = "",
+    container: script.Container | None = None,
+) -> bytes | None:
+    """Pack the staged task filesystem, the script and the tags into ``dest``; returns
+    the tar's bytes when it is small (one request body, not a stream of chunks)."""
+    body = script.render(
+        job, heartbeat, fetched=fetched, inputs_dir=inputs_dir, container=container
+    ).encode()
     with tarfile.open(dest, "w") as tar:
         tar.add(taskdir.root, arcname="root")
         info = tarfile.TarInfo(script.SCRIPT)
@@ -119,6 +154,7 @@ def _tar_task(taskdir: TaskDir, job: Job, dest: Path, heartbeat: float) -> None:
         info = tarfile.TarInfo("jobgate.tags.json")
         info.size = len(tags)
         tar.addfile(info, io.BytesIO(tags))
+    return dest.read_bytes() if dest.stat().st_size <= CHUNK else None
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -185,6 +221,11 @@ class PulsarBackend(Backend):
         self._notes: dict[str, list[str]] = {}
         """Per Pulsar job: what of the task's request was not passed on (system_logs)."""
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._tried: set[str] = set()
+        self._waiting: dict[str, tuple[float, float]] = {}
+        """Per job Pulsar last called queued or preprocessing: since when, and when it was
+        last asked (monotonic)."""
+        """Pulsar jobs this process has tried to submit (until their final state)."""
 
     # -- submission ------------------------------------------------------------------------
 
@@ -202,39 +243,119 @@ class PulsarBackend(Backend):
             errors["time"] = f"invalid value {params['time'][:80]!r}: expected whole seconds"
         return errors
 
+    def fetched_by_backend(self, job: Job) -> frozenset[str]:
+        schemes = self.config.remote_schemes
+        if not schemes:
+            return frozenset()
+        return frozenset(
+            i.path
+            for i in job.inputs or []
+            if i.url and i.type != FileType.DIRECTORY and scheme_of(i.url) in schemes
+        )
+
+    async def _remote_staging(self, inputs: Sequence[Input]) -> dict[str, Any]:
+        """Pulsar's ``remote_staging`` for ``inputs`` (one ``remote_transfer`` each, into
+        the job's inputs directory); raises :class:`SubmitError` for a URL the gateway's
+        staging guard refuses."""
+        setup = []
+        for n, inp in enumerate(inputs):
+            url = inp.url or ""
+            shown = redact(url)
+            try:
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                await self.config.guard.resolve(parts.hostname or "", port)
+            except (Refused, ValueError) as exc:
+                raise SubmitError(f"input {shown}: {exc}") from None
+            except socket.gaierror as exc:
+                raise SubmitError(f"input {shown}: cannot resolve its host: {exc}") from None
+            action = {
+                "action_type": "remote_transfer",
+                "url": url,
+                "path": inp.path,
+                "source": {"path": inp.path},
+            }
+            setup.append({"name": FETCHED.format(n), "type": "input", "action": action})
+        return {"setup": setup} if setup else {}
+
+    def _image_notes(self, job: Job) -> list[str]:
+        if self.config.container is not None:
+            return []
+        images = sorted({ex.image for ex in job.executors if ex.image})
+        if not images:
+            return []
+        return [
+            f"executor images not used ({', '.join(images)}): Pulsar at {self.config.url} "
+            "runs the executors on its host (this backend has no `container` set)"
+        ]
+
     async def submit(self, job: Job, ctx: SubmitContext) -> str:
         if ctx.taskdir is None:
             raise SubmitError("the Pulsar backend needs a staged task directory")
         pid = self.pulsar_id(job, ctx.attempt)
-        if await self._submitted(pid):
-            return pid  # an earlier try of this attempt got through: its reply was lost
+        # An earlier try of this attempt may have got through with its reply lost: ask
+        # first. A first try here cannot have (a gateway restart runs an interrupted
+        # submission as its next attempt); after another process's try Pulsar ignores
+        # the second submit of a job it launched.
+        if pid in self._tried and await self._submitted(pid):
+            return pid
+        remote = self.fetched_by_backend(job)
+        fetch = [i for i in job.inputs or [] if i.path in remote]
+        staging = await self._remote_staging(fetch)
         params, notes = submit_params(job)
+        notes += self._image_notes(job)
         if notes:
             self._notes[pid] = notes
         tar_path = ctx.taskdir.base / script.IN_TAR
+        self._tried.add(pid)
         try:
             dirs = await self.client.setup(pid)
-            await asyncio.to_thread(_tar_task, ctx.taskdir, job, tar_path, self.heartbeat())
-            await self.client.upload(pid, script.IN_TAR, "input", _chunks(tar_path))
+            small = await asyncio.to_thread(
+                _tar_task,
+                ctx.taskdir,
+                job,
+                tar_path,
+                self.heartbeat(),
+                [(FETCHED.format(n), inp.path) for n, inp in enumerate(fetch)],
+                dirs["inputs_directory"],
+                self.config.container,
+            )
+            body = small if small is not None else _chunks(tar_path)
+            await self.client.upload(pid, script.IN_TAR, "input", body)
             command = script.command_line(dirs["working_directory"], dirs["inputs_directory"])
-            await self._launch(pid, command, params, [])
+            await self._launch(pid, command, params, [], staging)
         except PulsarError as exc:
             if exc.transient and await self._submitted(pid):
                 return pid
+            if not exc.transient:
+                self._tried.discard(pid)
             raise SubmitError(str(exc), transient=exc.transient) from None
         except KeyError as exc:
             raise SubmitError(f"Pulsar's setup reply lacks {exc}") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tar_path.unlink()
-        self._last[pid] = BackendStatus(State.QUEUED, detail="Pulsar: submitted")
+        if fetch:
+            # Pulsar fetches them before it queues the job (its state: preprocessing).
+            self._last[pid] = BackendStatus(
+                State.INITIALIZING, detail=f"Pulsar: preprocessing (fetching {len(fetch)} inputs)"
+            )
+        else:
+            self._last[pid] = BackendStatus(State.QUEUED, detail="Pulsar: submitted")
         return pid
 
     async def _launch(
-        self, pid: str, command: str, params: dict[str, Any], env: list[dict[str, str]]
+        self,
+        pid: str,
+        command: str,
+        params: dict[str, Any],
+        env: list[dict[str, str]],
+        remote_staging: dict[str, Any],
     ) -> None:
         """Start the job whose directory is set up (REST here; the queue in a subclass)."""
-        await self.client.submit(pid, command, submit_params=params, env=env)
+        await self.client.submit(
+            pid, command, submit_params=params, env=env, remote_staging=remote_staging
+        )
 
     async def _submitted(self, pid: str) -> bool:
         """Whether Pulsar holds a submitted job ``pid`` (False when it cannot say)."""
@@ -247,6 +368,29 @@ class PulsarBackend(Backend):
     # -- status ----------------------------------------------------------------------------
 
     async def poll(self, native_ids: Sequence[str]) -> dict[str, BackendStatus]:
+        # A job waiting in Pulsar's queue (or staging) is asked about less often the
+        # longer it has waited, up to QUEUED_POLL_MAX seconds: most status requests of a
+        # long queue would only hear "queued" again, and Pulsar answers each one.
+        now = time.monotonic()
+        due, out = [], {}
+        for pid in native_ids:
+            last = self._last.get(pid)
+            waited = self._waiting.get(pid)
+            if last is not None and waited is not None and pid not in self._final:
+                since, asked = waited
+                if now - asked < min(QUEUED_POLL_MAX, (now - since) / 4):
+                    out[pid] = last
+                    continue
+            due.append(pid)
+        for pid, st in (await self._poll_many(due)).items():
+            out[pid] = st
+            if st.state in (State.INITIALIZING, State.QUEUED):
+                self._waiting[pid] = (self._waiting.get(pid, (now, now))[0], now)
+            else:
+                self._waiting.pop(pid, None)
+        return out
+
+    async def _poll_many(self, native_ids: Sequence[str]) -> dict[str, BackendStatus]:
         results = await asyncio.gather(*(self._poll_one(pid) for pid in native_ids))
         return {pid: st for pid, st in zip(native_ids, results, strict=True) if st is not None}
 
@@ -268,7 +412,7 @@ class PulsarBackend(Backend):
         if pid in self._final:
             return self._final[pid]
         status = await self._status(pid, raw)
-        if status.state in (State.QUEUED, State.RUNNING):
+        if status.state in (State.INITIALIZING, State.QUEUED, State.RUNNING):
             self._last[pid] = status
         else:
             self._beats.pop(pid, None)
@@ -442,6 +586,8 @@ class PulsarBackend(Backend):
     # -- cancel, restarts, cleanup ---------------------------------------------------------
 
     async def cancel(self, native_id: str) -> None:
+        self._waiting.pop(native_id, None)  # asked at the next poll, however long it waited
+        self.changed.set()
         try:
             # Pulsar kills the job's whole process tree before it answers, then records
             # it cancelled: the poll's CANCELED means the processes are gone.
@@ -457,21 +603,28 @@ class PulsarBackend(Backend):
         found: dict[str, str] = {}
 
         async def one(rec: JobRecord) -> None:
-            if not rec.native_id:
+            # Without a recorded id, the job was caught while being submitted: its attempt
+            # names the Pulsar job it may have become.
+            pid = rec.native_id
+            if not pid and rec.state == State.INITIALIZING and rec.attempt > 0:
+                pid = f"{rec.id}-{rec.attempt}"
+            if not pid:
                 return
             async with self._sem:
                 try:
-                    raw = await self.client.status(rec.native_id)
+                    raw = await self.client.status(pid)
                 except PulsarError as exc:
-                    log.warning("cannot ask Pulsar about job %s: %s", rec.native_id, exc)
+                    log.warning("cannot ask Pulsar about job %s: %s", pid, exc)
                     return
-            if held(raw):
-                found[rec.id] = rec.native_id
+            if held(raw, submitted=rec.native_id == pid):
+                found[rec.id] = pid
 
         await asyncio.gather(*(one(r) for r in records))
         return found
 
     def forget(self, native_id: str) -> None:
+        self._tried.discard(native_id)
+        self._waiting.pop(native_id, None)
         self._final.pop(native_id, None)
         self._last.pop(native_id, None)
         self._notes.pop(native_id, None)

@@ -9,7 +9,13 @@ task's filesystem (container paths map beneath it, as on the process runtime, wi
 
 Executors run in order, each in a clean environment (``env -i``: the Pulsar server's own
 variables never leak into a task) with its ``env``, ``workdir`` and stdin/stdout/stderr
-files. A non-zero exit stops the sequence unless the executor has ``ignore_error``.
+files. A non-zero exit stops the sequence unless the executor has ``ignore_error``. With
+a container command (``docker``, ``podman``, ``singularity``, ``apptainer`` on the
+Pulsar host) each executor runs in its image instead, the paths the task names bound
+from ``root/`` at their container paths and ``root/tmp`` at ``/tmp``.
+
+Inputs Pulsar fetched itself (remote staging) arrive in the job's inputs directory; the
+script moves each to its place under ``root/`` before the first executor.
 
 ``RESULT`` gets one line per executor that ran (``index<TAB>exit code<TAB>start<TAB>end
 <TAB>stdout file<TAB>stderr file``, files relative to the task directory), then, when the
@@ -22,10 +28,16 @@ first wildcard), ready for the gateway to unpack into its own task directory.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from jobgate.domain.models import WILDCARDS, Executor, Job
+from jobgate.runner.taskdir import container_paths
 from jobgate.runtimes.base import DEFAULT_PATH
+
+ContainerKind = Literal["docker", "podman", "singularity", "apptainer"]
+CONTAINER_KINDS: tuple[ContainerKind, ...] = ("docker", "podman", "singularity", "apptainer")
 
 SCRIPT = "jobgate.sh"
 RESULT = "jobgate.result"
@@ -93,7 +105,41 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
-def _executor(index: int, ex: Executor) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Container:
+    """How the Pulsar host runs images: its runtime's kind and the command to call it."""
+
+    kind: ContainerKind
+    command: str = ""
+    """The runtime's executable on the Pulsar host (empty: ``kind`` on its PATH)."""
+
+    def argv(self, ex: Executor, paths: Sequence[str]) -> str:
+        """The shell words that run ``ex`` in its image, ``paths`` bound from ``$R``."""
+        cmd = _q(self.command or self.kind)
+        workdir = _q(ex.workdir or "/")
+        env = {"HOME": "/tmp", "TMPDIR": "/tmp", "JOBGATE_TASK_ROOT": "", **(ex.env or {})}
+        argv = " ".join(_q(a) for a in ex.command)
+        if self.kind in ("docker", "podman"):
+            image = ex.image.removeprefix("docker://")
+            binds = ['-v "$R/tmp":/tmp', *(f'-v "$R"{_q(p)}:{_q(p)}' for p in paths)]
+            envs = [f"-e {_q(f'{k}={v}')}" for k, v in env.items()]
+            return (
+                f'{cmd} run --rm -i --name "$ctr" {" ".join(binds)} '
+                f"{' '.join(envs)} "
+                f"-w {workdir} {_q(image)} {argv}"
+            )
+        binds = ['-B "$R/tmp":/tmp', *(f'-B "$R"{_q(p)}:{_q(p)}' for p in paths)]
+        envs = [f"--env {_q(f'{k}={v}')}" for k, v in env.items()]
+        image = ex.image if "://" in ex.image else f"docker://{ex.image}"
+        return (
+            f"{cmd} exec --containall --cleanenv {' '.join(binds)} {' '.join(envs)} "
+            f"--pwd {workdir} {_q(image)} {argv}"
+        )
+
+
+def _executor(
+    index: int, ex: Executor, container: Container | None = None, paths: Sequence[str] = ()
+) -> list[str]:
     workdir = '"$R"/' + _q((ex.workdir or "/").lstrip("/") or ".")
     env = [
         f"PATH={DEFAULT_PATH}",
@@ -114,10 +160,19 @@ def _executor(index: int, ex: Executor) -> list[str]:
             parent = custom.lstrip("/").rsplit("/", 1)[0] if "/" in custom.lstrip("/") else ""
             if parent:
                 lines.append(f'mkdir -p "$R"/{_q(parent)}')
+    if container is not None:
+        # Every bound path must exist on the host, or the runtime makes a directory of it
+        # (or refuses); an input is a file that is there already.
+        lines += [f'[ -e "$R"{_q(p)} ] || mkdir -p "$R"{_q(p)}' for p in paths]
+        run = f"(exec {container.argv(ex, paths)})"
+        # Killing the docker client leaves its container running: the trap stops it by name.
+        lines.append(f'ctr="jobgate-$$-{index}"')
+    else:
+        run = f"(cd {workdir} && exec env -i {' '.join(env)} {argv})"
     lines += [
         "s=$(now)",
         # A background child and `wait`: a TERM to the script (a cancel) reaches it at once.
-        f"(cd {workdir} && exec env -i {' '.join(env)} {argv}) <{stdin} >{stdout} 2>{stderr} &",
+        f"{run} <{stdin} >{stdout} 2>{stderr} &",
         "child=$!",
         'wait "$child"',
         "c=$?",
@@ -130,12 +185,26 @@ def _executor(index: int, ex: Executor) -> list[str]:
     return lines
 
 
-def render(job: Job, heartbeat: float = 15.0) -> str:
+def render(
+    job: Job,
+    heartbeat: float = 15.0,
+    *,
+    fetched: Sequence[tuple[str, str]] = (),
+    inputs_dir: str = "",
+    container: Container | None = None,
+) -> str:
     """The script for ``job`` (run with ``sh`` in the Pulsar job's working directory).
     While it runs it writes the time into ``ALIVE`` every ``heartbeat`` seconds: Pulsar
     says ``running`` for ever of a job whose processes died with its server, and the
-    gateway tells the two apart by this file."""
+    gateway tells the two apart by this file. ``fetched``: (file name in ``inputs_dir``,
+    container path) of the inputs Pulsar fetched itself; ``container``: run executors
+    with images in them (None: on the Pulsar host)."""
     keep = [f"{i}.{s}" for i in range(len(job.executors)) for s in ("stdout", "stderr")]
+    stop_container = ""
+    if container is not None and container.kind in ("docker", "podman"):
+        runtime = _q(container.command or container.kind)
+        stop_container = f'[ -n "$ctr" ] && {runtime} kill "$ctr" >/dev/null 2>&1; '
+
     roots = output_roots(job)
     lines = [
         "#!/bin/sh",
@@ -143,6 +212,7 @@ def render(job: Job, heartbeat: float = 15.0) -> str:
         "B=$(pwd)",
         'R="$B/root"',
         "child=",
+        "ctr=",
         "hb=",
         "cw=",
         "now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }",
@@ -161,7 +231,7 @@ def render(job: Job, heartbeat: float = 15.0) -> str:
         "  exit 0",
         "}",
         'trap \'kill "$hb" "$cw" 2>/dev/null; [ -n "$child" ] && kill -KILL "$child" 2>/dev/null; '
-        "exit 143' TERM INT",
+        f"{stop_container}exit 143' TERM INT",
         # Pulsar's queued manager checks for a cancel, then starts the job: a kill in
         # between records the cancel but finds no process. Its record is the file
         # `cancelled` in the job directory, so the script honours it itself.
@@ -176,8 +246,16 @@ def render(job: Job, heartbeat: float = 15.0) -> str:
         ">/dev/null 2>&1 &",
         "hb=$!",
     ]
+    for name, path in fetched:
+        parent = path.lstrip("/").rsplit("/", 1)[0] if "/" in path.lstrip("/") else ""
+        if parent:
+            lines.append(f'mkdir -p "$R"/{_q(parent)}')
+        # A move that fails leaves no end line: the task is SYSTEM_ERROR, not run without it.
+        lines.append(f'mv -f {_q(inputs_dir + "/" + name)} "$R"/{_q(path.lstrip("/"))} || exit 1')
+    # root/tmp is bound at /tmp already; a path the task names under it is inside.
+    paths = [p for p in container_paths(job) if p != "/tmp" and not p.startswith("/tmp/")]
     for index, ex in enumerate(job.executors):
-        lines += _executor(index, ex)
+        lines += _executor(index, ex, container, paths if container is not None else ())
     lines.append("finish COMPLETE")
     return "\n".join(lines) + "\n"
 

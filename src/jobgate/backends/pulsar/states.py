@@ -9,9 +9,9 @@ from __future__ import annotations
 from jobgate.domain.states import State
 
 STATE_MAP: dict[str, State] = {
-    # Pulsar stages or has queued the job: it waits on the Pulsar side (the gateway shows
-    # QUEUED with Pulsar's word in the detail; a backend reports no INITIALIZING).
-    "preprocessing": State.QUEUED,
+    # Pulsar fetches the job's inputs itself (remote staging) before it queues it; a job
+    # it was told of by message and has not launched yet says so too.
+    "preprocessing": State.INITIALIZING,
     "queued": State.QUEUED,
     "running": State.RUNNING,
     # The command has ended and Pulsar collects its files: not final for the task yet.
