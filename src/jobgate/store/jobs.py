@@ -302,11 +302,44 @@ def _get_lenient(conn: Connection, job_id: str) -> JobRecord | None:
     return _record(SimpleNamespace(_mapping=values))
 
 
+TAG_PROBE = 20_000
+"""Of several tag filters, the page is driven by one matching at most this many jobs when
+there is one (the rarest so counted), else by the first."""
+
+
+def _driving_tag(conn: Connection, tags: list[tuple[str, str]]) -> tuple[str, str]:
+    if len(tags) == 1:
+        return tags[0]
+    counts = []
+    for key, value in tags:
+        probe = (
+            select(literal(1))
+            .select_from(job_tags)
+            .where(job_tags.c.key == key, job_tags.c.value == value)
+            .limit(TAG_PROBE + 1)
+        )
+        counts.append(conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one())
+    return tags[min(range(len(tags)), key=lambda i: (counts[i], i))]
+
+
 def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRecord], int | None]:
-    stmt = select(*(_MINIMAL_COLUMNS if minimal else _FULL_COLUMNS))
+    source: Any = jobs
+    seq = jobs.c.seq
     conds = []
+    tags = dict(query.tags)
+    valued = [(k, v) for k, v in tags.items() if v != ""]
+    if valued:
+        # Walk one tag's (key, value, job_seq) index newest first and stop after the page,
+        # rather than testing job after job for the tag (a rare one meant every job).
+        key, value = _driving_tag(conn, valued)
+        del tags[key]
+        by_tag = job_tags.alias("by_tag")
+        source = by_tag.join(jobs, jobs.c.seq == by_tag.c.job_seq)
+        conds += [by_tag.c.key == key, by_tag.c.value == value]
+        seq = by_tag.c.job_seq
+    stmt = select(*(_MINIMAL_COLUMNS if minimal else _FULL_COLUMNS)).select_from(source)
     if query.before_seq is not None:
-        conds.append(jobs.c.seq < query.before_seq)
+        conds.append(seq < query.before_seq)
     if query.state is not None:
         conds.append(jobs.c.state == query.state.value)
     visible = scope_condition(query.owner)
@@ -316,14 +349,14 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
         # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
         conds.append(jobs.c.name >= query.name_prefix)
         conds.append(jobs.c.name < query.name_prefix + "\U0010ffff")
-    for key, value in query.tags.items():
+    for key, value in tags.items():
         tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
         if value != "":
             tag = and_(tag, job_tags.c.value == value)
         conds.append(exists().where(tag))
     if conds:
         stmt = stmt.where(and_(*conds))
-    rows = conn.execute(stmt.order_by(jobs.c.seq.desc()).limit(query.limit + 1)).all()
+    rows = conn.execute(stmt.order_by(seq.desc()).limit(query.limit + 1)).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     records = [_minimal(r) if minimal else _record(r) for r in rows]

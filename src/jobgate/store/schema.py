@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData(
@@ -94,6 +95,21 @@ Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
 Index(None, jobs.c.share_group, jobs.c.seq)
 # Migration 0009: the jobs whose clock the dispatcher watches, by state.
 Index(None, jobs.c.watched, jobs.c.state)
+# Migration 0012: name searches (case-insensitive, as lower(name) LIKE lower(pattern)). A
+# prefix (``like 'abc*'``) is one range of lower(name), bytewise on PostgreSQL; a substring
+# (``like '*abc*'``) goes through the trigrams of pg_trgm, on PostgreSQL only.
+Index(
+    "ix_jobs_lower_name_seq",
+    func.lower(jobs.c.name).label("lower_name"),
+    jobs.c.seq,
+    postgresql_ops={"lower_name": "text_pattern_ops"},
+)
+Index(
+    "ix_jobs_lower_name_trgm",
+    func.lower(jobs.c.name).label("lower_name"),
+    postgresql_using="gin",
+    postgresql_ops={"lower_name": "gin_trgm_ops"},
+)
 
 job_tags = Table(
     "job_tags",

@@ -114,10 +114,11 @@ def _compare(col: ColumnElement[Any], op: str, field: str, value: Any) -> Column
     if field in TIME_FIELDS or field in INT_FIELDS:
         raise BadQuery(f"{field}: 'like' applies to text fields and labels")
     # like: '*' and '?' wildcards (shell style) over the literal value, case-insensitive
-    # (the same on SQLite and PostgreSQL).
+    # (the same on SQLite and PostgreSQL). Spelt lower(col) LIKE lower(pattern), which is
+    # what ILIKE does on both, so that PostgreSQL's lower(name) indexes serve it.
     pattern = str(v).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     pattern = pattern.replace("*", "%").replace("?", "_")
-    return col.ilike(pattern, escape="\\")
+    return func.lower(col).like(func.lower(pattern), escape="\\")
 
 
 def condition(f: Filter) -> ColumnElement[bool]:
@@ -250,6 +251,54 @@ SPLIT_MAX = 16
 LABEL_PROBE = 20_000
 
 
+# A name prefix (``like 'abc*'``) matching at most this many jobs is read from its range of
+# the (lower(name), seq) index on SQLite (PostgreSQL's planner chooses with its statistics);
+# a more common one by walking the jobs in order (bounded: SCAN_WINDOW).
+NAME_PROBE = 20_000
+
+SCAN_WINDOW = 100_000
+"""A ``like`` no index narrows (a substring, a label, a common name prefix on SQLite; not
+a name on PostgreSQL: pg_trgm) makes a search, newest (or oldest) first, test at most this
+many consecutive sequence numbers per page. Such a page may hold fewer jobs than asked, or
+none, and a ``next_cursor`` that goes on from where it stopped: the pages together hold
+every match, in order."""
+
+
+def _literal_prefix(f: Filter) -> str | None:
+    """The text of a ``name like`` pattern before its first wildcard (None: empty)."""
+    if f.op != "like" or f.field != "name" or f.value is None:
+        return None
+    text = str(f.value)
+    cut = min((i for i in (text.find("*"), text.find("?")) if i >= 0), default=len(text))
+    return text[:cut] or None
+
+
+def _ascii_lower(text: str) -> str:
+    # SQLite's lower() folds A-Z only.
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
+
+
+def _unindexed_like(f: Filter, dialect: str) -> bool:
+    """Whether ``f`` is a ``like`` no index narrows (a name prefix: unless probed small)."""
+    return f.op == "like" and not (dialect == "postgresql" and f.field == "name")
+
+
+def _window(conn: Connection, keys: list[Key], cursor: list[Any] | None) -> tuple[int, int] | None:
+    """The seq range ``[lo, hi)`` one page of a bounded scan covers, or None (no jobs left).
+
+    Newest first it ends at the cursor (or after the newest job) and spans SCAN_WINDOW
+    sequence numbers; oldest first it starts there.
+    """
+    low, high = conn.execute(select(func.min(jobs.c.seq), func.max(jobs.c.seq))).one()
+    if low is None:
+        return None
+    if keys[0][1] == "desc":
+        hi = high + 1 if cursor is None else min(cursor[0], high + 1)
+        return (max(hi - SCAN_WINDOW, low), hi) if hi > low else None
+    lo = low if cursor is None else max(cursor[0] + 1, low)
+    return (lo, min(lo + SCAN_WINDOW, high + 1)) if lo <= high else None
+
+
 def _label_eq(filters: list[Filter]) -> Filter | None:
     for f in filters:
         if f.op == "eq" and f.value is not None and LABEL.match(f.field):
@@ -324,6 +373,29 @@ def _search(
         ):
             filters.remove(label)
             conds.append(jobs.c.seq.in_(select(job_tags.c.job_seq).where(*tag)))
+    dialect = conn.dialect.name
+    by_seq = len(keys) == 1 and source is jobs
+    narrowed = False
+    prefix = next((p for f in filters if (p := _literal_prefix(f)) is not None), None)
+    if prefix is not None and dialect == "sqlite":
+        # The range of lower(name) the prefix spans: when it is small, read the page's
+        # seqs from the (lower(name), seq) index alone rather than walking every job.
+        low = _ascii_lower(prefix)
+        lower = func.lower(jobs.c.name)
+        span = [lower >= low, lower < low + "\U0010ffff"]
+        probe = select(literal(1)).select_from(jobs).where(*span).limit(NAME_PROBE + 1)
+        if conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one() <= (
+            NAME_PROBE
+        ):
+            narrowed = True
+            conds += span
+    window = None
+    if by_seq and not narrowed and any(_unindexed_like(f, dialect) for f in filters):
+        cursor_values = _decode(req.cursor, keys) if req.cursor else None
+        window = _window(conn, keys, cursor_values)
+        if window is None:
+            return [], None
+        conds += [jobs.c.seq >= window[0], jobs.c.seq < window[1]]
     split: list[ColumnElement[bool]] = [literal(True)]
     if len(keys) == 1 and source is jobs:
         # Newest first among a few states (owners, names): one walk of the (column, seq)
@@ -340,7 +412,22 @@ def _search(
     order = [_order(k) for k in keys]
     after = _after(keys, _decode(req.cursor, keys)) if req.cursor else [literal(True)]
     parts = [and_(a, b) for a in after for b in split]
-    if len(parts) == 1:
+    if len(parts) == 1 and narrowed and by_seq:
+        # The page's seqs from the index (covering: no job is read for a candidate that
+        # does not make the page), then those jobs.
+        page = (
+            select(jobs.c.seq)
+            .where(*conds, parts[0])
+            .order_by(*order)
+            .limit(req.limit + 1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(jobs.c.id.label("_id"), *wanted, *sort_cols)
+            .where(jobs.c.seq.in_(page))
+            .order_by(*order)
+        )
+    elif len(parts) == 1:
         stmt = base.where(parts[0]).order_by(*order).limit(req.limit + 1)
     else:
         # One ordered, limited query per disjoint range, merged: every one is an index
@@ -374,6 +461,14 @@ def _search(
     if more and rows:
         last = rows[-1]._mapping
         cursor = _encode(keys, [last[f"_k{i}"] for i in range(len(keys))])
+    elif window is not None:
+        # The window is done: go on past it (strictly after its last seq).
+        lo, hi = window
+        low, high = conn.execute(select(func.min(jobs.c.seq), func.max(jobs.c.seq))).one()
+        if keys[0][1] == "desc" and lo > low:
+            cursor = _encode(keys, [lo])
+        elif keys[0][1] == "asc" and hi <= high:
+            cursor = _encode(keys, [hi - 1])
     return items, cursor
 
 
