@@ -133,3 +133,31 @@ async def test_tes_tag_filters_page_newest_first(
         if before is None:
             break
     assert got == want
+
+
+@pytest.mark.parametrize("probe", [0, 1_000])  # a walk / the (name, seq) range (SQLite)
+@pytest.mark.parametrize("prefix", ["alpha", "Alpha-", "ALPHA-3x", "Ä", "zz"])
+@pytest.mark.parametrize("tags", [{}, {"color": "red"}])
+async def test_tes_name_prefix_is_case_sensitive_and_pages_newest_first(
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    probe: int,
+    prefix: str,
+    tags: dict[str, str],
+) -> None:
+    monkeypatch.setattr(jobs_store, "NAME_PROBE", probe)
+    store, made = await _corpus(engine)
+    want = [
+        j["id"]
+        for j in reversed(made)
+        if (j["name"] or "").startswith(prefix) and all(j["tags"][k] == v for k, v in tags.items())
+    ]
+    got: list[str] = []
+    before = None
+    while True:
+        query = ListQuery(name_prefix=prefix, tags=tags, limit=3, before_seq=before)
+        page, before = await store.page(query)
+        got += [r.id for r in page]
+        if before is None:
+            break
+    assert got == want
