@@ -419,10 +419,16 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
             # keeps SQLite, which has no statistics, off the index range and its sort).
             prefix = query.name_prefix
             conds.append(func.substr(jobs.c.name, 1, len(prefix)) == prefix)
-    for key, value in tags.items():
-        tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
-        if value != "":
-            tag = and_(tag, job_tags.c.value == value)
+    for i, (key, value) in enumerate(tags.items()):
+        other = job_tags.alias(f"tag_{i}")
+        if value != "" and valued:
+            # Probed in the (key, value, job_seq) index by the driving tag's seq: no job row
+            # is read for a candidate that lacks this tag.
+            tag = and_(other.c.key == key, other.c.value == value, other.c.job_seq == seq)
+        else:
+            tag = and_(other.c.job_id == jobs.c.id, other.c.key == key)
+            if value != "":
+                tag = and_(tag, other.c.value == value)
         conds.append(exists().where(tag))
     if narrow:
         # The page's seqs off the (name, seq) index, then only those jobs are read.
