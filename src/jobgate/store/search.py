@@ -417,9 +417,9 @@ def _search(
     if by_prefix is not None and dialect == "sqlite":
         # The range of lower(name) the prefix spans: when it is small, read the page's
         # seqs from the (lower(name), seq) index alone rather than walking every job.
-        low = _ascii_lower(_literal_prefix(by_prefix) or "")
+        folded = _ascii_lower(_literal_prefix(by_prefix) or "")
         lower = func.lower(jobs.c.name)
-        span = [lower >= low, lower < low + "\U0010ffff"]
+        span = [lower >= folded, lower < folded + "\U0010ffff"]
         probe = select(literal(1)).select_from(jobs).where(*span).limit(NAME_PROBE + 1)
         if conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one() <= (
             NAME_PROBE
@@ -504,12 +504,12 @@ def _search(
     elif window is not None:
         # The window is done: go on past it (strictly after its last seq).
         lo, hi = window
-        low, high = _seq_bounds(conn)
-        if low is None or high is None:
+        first, last_seq = _seq_bounds(conn)
+        if first is None or last_seq is None:
             pass  # every job was deleted meanwhile: nothing is left to page through
-        elif keys[0][1] == "desc" and lo > low:
+        elif keys[0][1] == "desc" and lo > first:
             cursor = _encode(keys, [lo])
-        elif keys[0][1] == "asc" and hi <= high:
+        elif keys[0][1] == "asc" and hi <= last_seq:
             cursor = _encode(keys, [hi - 1])
     return items, cursor
 
