@@ -354,7 +354,7 @@ NAME_PROBE = 20_000
 """A TES name prefix matching at most this many jobs is read from its (name, seq) range on
 SQLite; a more common one is found walking the jobs newest first."""
 
-TAG_PROBE = 20_000
+TAG_PROBE = 10_000
 """Of several tag filters, the page is driven by one matching at most this many jobs when
 there is one (the rarest so counted), else by the first."""
 

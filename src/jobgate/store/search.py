@@ -285,7 +285,7 @@ LABEL_PROBE = 20_000
 # a more common one by walking the jobs in order (bounded: SCAN_WINDOW).
 NAME_PROBE = 20_000
 
-SCAN_WINDOW = 50_000
+SCAN_WINDOW = 25_000
 """A ``like`` no index narrows (a substring, a label, a common name prefix on SQLite; not
 a name on PostgreSQL: pg_trgm) makes a search, newest (or oldest) first, test at most this
 many consecutive sequence numbers per page. Such a page may hold fewer jobs than asked, or
