@@ -71,7 +71,8 @@ jobs = Table(
     sqlite_autoincrement=True,
 )
 Index(None, jobs.c.state, jobs.c.seq)
-Index(None, jobs.c.name, jobs.c.seq)
+# NULL first, the searches' order (SQLite's own; migration 0012 on PostgreSQL).
+Index("ix_jobs_name_seq", jobs.c.name.nulls_first(), jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
 # Migration 0010: the dispatcher's claim walks one backend's queue in dispatch order
 # (priority, then age) and stops after a batch, instead of sorting the whole backlog.
@@ -90,7 +91,7 @@ Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
 # Migration 0005: creation-time windows; one owner's jobs sorted by priority or name.
 Index(None, jobs.c.created_at)
 Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
-Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
+Index("ix_jobs_owner_name_seq", jobs.c.owner, jobs.c.name.nulls_first(), jobs.c.seq)
 # Migration 0006: the jobs shared with a group (authorization).
 Index(None, jobs.c.share_group, jobs.c.seq)
 # Migration 0009: the jobs whose clock the dispatcher watches, by state.

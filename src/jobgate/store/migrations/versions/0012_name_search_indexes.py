@@ -1,4 +1,5 @@
-"""name searches at scale: a (lower(name), seq) index; its trigrams on PostgreSQL
+"""name searches at scale: a (lower(name), seq) index; on PostgreSQL its trigrams, and
+name indexes in the searches' order (NULL first)
 
 Revision ID: 0012
 Revises: 0010
@@ -69,6 +70,17 @@ def upgrade() -> None:
                 "CREATE INDEX ix_jobs_lower_name_trgm ON jobs"
                 f' USING gin (lower(name) "{schema}".gin_trgm_ops)'
             )
+        # Searches sort names NULL first (SQLite's order); PostgreSQL's indexes put NULL
+        # last unless told, and so served no page sorted by name (a sort of every job).
+        for name, columns in (
+            ("ix_jobs_name_seq", "name NULLS FIRST, seq"),
+            ("ix_jobs_owner_name_seq", "owner, name NULLS FIRST, seq"),
+        ):
+            op.drop_index(name, "jobs")
+            op.execute(f"CREATE INDEX {name} ON jobs ({columns})")
+        # Statistics of the new expression (lower(name)): without them the planner guesses
+        # how many names a prefix matches, and autovacuum would not gather them soon.
+        op.execute("ANALYZE jobs")
     else:
         # SQLite's ILIKE is lower(name) LIKE lower(pattern): a name prefix is a range here.
         # SQLite has no trigram index: substring searches scan a bounded window instead.
@@ -76,5 +88,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX IF EXISTS ix_jobs_lower_name_trgm")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_jobs_lower_name_trgm")
+        op.drop_index("ix_jobs_owner_name_seq", "jobs")
+        op.create_index("ix_jobs_owner_name_seq", "jobs", ["owner", "name", "seq"])
+        op.drop_index("ix_jobs_name_seq", "jobs")
+        op.create_index("ix_jobs_name_seq", "jobs", ["name", "seq"])
     op.drop_index("ix_jobs_lower_name_seq", "jobs")
