@@ -104,6 +104,7 @@ Index(
     func.lower(jobs.c.name).label("lower_name"),
     jobs.c.seq,
     postgresql_ops={"lower_name": "text_pattern_ops"},
+    postgresql_include=["name"],
 )
 Index(
     "ix_jobs_lower_name_trgm",

@@ -59,9 +59,12 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         # Name searches compare lower(name) (what ILIKE does): bytewise (text_pattern_ops),
-        # a prefix is one range of this index whatever the collation.
+        # a prefix is one range of this index whatever the collation. With the name itself
+        # in it, PostgreSQL reads the range alone (an index-only scan of an expression needs
+        # the expression's columns).
         op.execute(
-            "CREATE INDEX ix_jobs_lower_name_seq ON jobs (lower(name) text_pattern_ops, seq)"
+            "CREATE INDEX ix_jobs_lower_name_seq ON jobs"
+            " (lower(name) text_pattern_ops, seq) INCLUDE (name)"
         )
         schema = _trigram_schema(bind)
         if schema is not None:
