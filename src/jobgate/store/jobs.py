@@ -350,10 +350,6 @@ def _get_lenient(conn: Connection, job_id: str) -> JobRecord | None:
     return _record(SimpleNamespace(_mapping=values))
 
 
-NAME_PROBE = 20_000
-"""A TES name prefix matching at most this many jobs is read from its (name, seq) range on
-SQLite; a more common one is found walking the jobs newest first."""
-
 TAG_PROBE = 10_000
 """Of several tag filters, the page is driven by one matching at most this many jobs when
 there is one (the rarest so counted), else by the first."""
@@ -372,14 +368,6 @@ def _driving_tag(conn: Connection, tags: list[tuple[str, str]]) -> tuple[str, st
         )
         counts.append(conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one())
     return tags[min(range(len(tags)), key=lambda i: (counts[i], i))]
-
-
-def _few(conn: Connection, conds: list[Any]) -> bool:
-    """Whether at most NAME_PROBE jobs meet ``conds`` (an index range: counted up to that)."""
-    probe = select(literal(1)).select_from(jobs).where(*conds).limit(NAME_PROBE + 1)
-    return int(conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one()) <= (
-        NAME_PROBE
-    )
 
 
 def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRecord], int | None]:
@@ -408,17 +396,9 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
     narrow = False
     if query.name_prefix:
         # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
-        span = [jobs.c.name >= query.name_prefix, jobs.c.name < query.name_prefix + "\U0010ffff"]
-        if conn.dialect.name != "sqlite":
-            conds += span  # the planner knows from its statistics how many match
-        elif not valued and _few(conn, span):
-            conds += span
-            narrow = True
-        else:
-            # SQLite: a common prefix, found walking the jobs newest first (this spelling
-            # keeps SQLite, which has no statistics, off the index range and its sort).
-            prefix = query.name_prefix
-            conds.append(func.substr(jobs.c.name, 1, len(prefix)) == prefix)
+        conds.append(jobs.c.name >= query.name_prefix)
+        conds.append(jobs.c.name < query.name_prefix + "\U0010ffff")
+        narrow = not valued and conn.dialect.name == "sqlite"
     for i, (key, value) in enumerate(tags.items()):
         other = job_tags.alias(f"tag_{i}")
         if value != "" and valued:
@@ -431,7 +411,9 @@ def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRe
                 tag = and_(tag, other.c.value == value)
         conds.append(exists().where(tag))
     if narrow:
-        # The page's seqs off the (name, seq) index, then only those jobs are read.
+        # SQLite reads the range of the (name, seq) index (a walk of every job when the
+        # prefix is rare); the page's seqs from it alone, then only those jobs (not every
+        # match's row, into the sort).
         page = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq.desc()).limit(query.limit + 1)
         conds = [jobs.c.seq.in_(page.scalar_subquery())]
     if conds:
