@@ -141,8 +141,8 @@ async def submit_all(srv: Server, path: str, bodies: list[bytes], clients: int) 
 
 
 def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str], target: Target) -> None:
-    tag = target.kind
-    sec = f"1 submit [{tag}]"
+    db = target.kind
+    sec = f"1 submit [{db}]"
     configs: list[tuple[str, str, int, int, Callable[[int, int, str], list[bytes]]]] = [
         ("bulk", "/jobs/bulk", 1000, 1, bulk_bodies),
         ("bulk", "/jobs/bulk", 5000, 1, bulk_bodies),
@@ -150,14 +150,14 @@ def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str], target
         ("parametric", "/jobs/parametric", 10_000, 1, parametric_bodies),
     ]
     # PostgreSQL: one run (synchronous_commit as the server has it), labelled sync=NORMAL.
-    for sync in ("NORMAL", "FULL") if tag == "sqlite" else ("NORMAL",):
+    for sync in ("NORMAL", "FULL") if db == "sqlite" else ("NORMAL",):
         phase = f"submit-{sync.lower()}"
-        data = root / f"{phase}-{tag}"
+        data = root / f"{phase}-{db}"
         asyncio.run(target.create(phase))
         env = {**ENV, "JOBGATE_SQLITE_SYNCHRONOUS": sync, **target.env(data, phase)}
-        progress(f"[submit/{tag}] held jobs, sync={sync}")
+        progress(f"[submit/{db}] held jobs, sync={sync}")
         with running(data, env) as srv:
-            rss.setdefault(f"submit server [{tag}], idle", mib(srv.rss()))
+            rss.setdefault(f"submit server [{db}], idle", mib(srv.rss()))
             for kind, path, batch, clients, make in configs:
                 if sync == "FULL" and (batch, clients) != (5000, 1):
                     continue
@@ -185,7 +185,7 @@ def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str], target
                     ms(res.server_cpu / max(res.jobs, 1) * 1000),
                 )
             if sync == "NORMAL":
-                rss[f"submit server [{tag}], after the submissions"] = mib(srv.rss())
+                rss[f"submit server [{db}], after the submissions"] = mib(srv.rss())
             counts = dict(
                 asyncio.run(
                     db_rows(
