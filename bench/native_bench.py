@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tes_bench import Noise, Report, Server, mib, ms, pct, progress, running
 
 API = "/api/v1"
+TES = "/ga4gh/tes/v1"
 JSON_HEADERS = {"content-type": "application/json"}
 ENV = {"JOBGATE_RUNTIME": "auto"}  # held jobs never run: any runtime will do
 
@@ -139,19 +140,24 @@ async def submit_all(srv: Server, path: str, bodies: list[bytes], clients: int) 
     return Submitted(done, elapsed, lat, cpu1 - cpu0)
 
 
-def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> None:
-    sec = "1 submit"
+def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str], target: Target) -> None:
+    db = target.kind
+    sec = f"1 submit [{db}]"
     configs: list[tuple[str, str, int, int, Callable[[int, int, str], list[bytes]]]] = [
         ("bulk", "/jobs/bulk", 1000, 1, bulk_bodies),
         ("bulk", "/jobs/bulk", 5000, 1, bulk_bodies),
         ("bulk", "/jobs/bulk", 5000, 2, bulk_bodies),
         ("parametric", "/jobs/parametric", 10_000, 1, parametric_bodies),
     ]
-    for sync in ("NORMAL", "FULL"):
-        env = {**ENV, "JOBGATE_SQLITE_SYNCHRONOUS": sync}
-        progress(f"[submit] held jobs, sync={sync}")
-        with running(root / f"submit-{sync.lower()}", env) as srv:
-            rss.setdefault("submit server, idle", mib(srv.rss()))
+    # PostgreSQL: one run (synchronous_commit as the server has it), labelled sync=NORMAL.
+    for sync in ("NORMAL", "FULL") if db == "sqlite" else ("NORMAL",):
+        phase = f"submit-{sync.lower()}"
+        data = root / f"{phase}-{db}"
+        asyncio.run(target.create(phase))
+        env = {**ENV, "JOBGATE_SQLITE_SYNCHRONOUS": sync, **target.env(data, phase)}
+        progress(f"[submit/{db}] held jobs, sync={sync}")
+        with running(data, env) as srv:
+            rss.setdefault(f"submit server [{db}], idle", mib(srv.rss()))
             for kind, path, batch, clients, make in configs:
                 if sync == "FULL" and (batch, clients) != (5000, 1):
                     continue
@@ -160,13 +166,13 @@ def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> Non
                 progress(f"  {kind}: {len(bodies)} requests of {batch:,} jobs, {clients} client(s)")
                 res = asyncio.run(submit_all(srv, path, bodies, clients))
                 label = f"{kind}, {batch:,}/request, {clients} client{'s' * (clients > 1)}"
-                target = 10_000 if sync == "NORMAL" else None
+                goal = 10_000 if sync == "NORMAL" else None
                 rep.add(
                     sec,
                     f"{label}, sync={sync}: jobs/s",
                     f"{res.rate:,.0f}/s ({res.jobs:,} in {res.seconds:.1f} s)",
-                    f">= {target:,}/s" if target else "",
-                    None if target is None else res.rate >= target,
+                    f">= {goal:,}/s" if goal else "",
+                    None if goal is None else res.rate >= goal,
                 )
                 rep.add(
                     sec,
@@ -179,9 +185,16 @@ def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> Non
                     ms(res.server_cpu / max(res.jobs, 1) * 1000),
                 )
             if sync == "NORMAL":
-                rss["submit server, after the submissions"] = mib(srv.rss())
-            counts = dict(db_rows(srv.db, "SELECT state, count(*) FROM jobs GROUP BY state"))
+                rss[f"submit server [{db}], after the submissions"] = mib(srv.rss())
+            counts = dict(
+                asyncio.run(
+                    db_rows(
+                        target.url(data, phase), "SELECT state, count(*) FROM jobs GROUP BY state"
+                    )
+                )
+            )
             progress(f"  stored: {counts}")
+        asyncio.run(target.drop(phase))
     rep.notes.append(
         "submit: held jobs (hold: true, PAUSED) so nothing runs; each answer means the jobs, "
         "their labels and creation events are committed (one transaction per request). "
@@ -190,12 +203,21 @@ def phase_submit(rep: Report, root: Path, sz: Sizes, rss: dict[str, str]) -> Non
     )
 
 
-def db_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+async def db_rows(url: str, sql: str, *, fetch: bool = True) -> list[tuple[Any, ...]]:
+    """Rows of one statement on the database at ``url`` (SQLite or PostgreSQL)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
     try:
-        return con.execute(sql).fetchall()
+        async with engine.connect() as con:
+            if not fetch:
+                await con.execution_options(isolation_level="AUTOCOMMIT")
+                await con.exec_driver_sql(sql)
+                return []
+            return [tuple(r) for r in (await con.execute(text(sql))).all()]
     finally:
-        con.close()
+        await engine.dispose()
 
 
 # -- seeding ---------------------------------------------------------------------------------
@@ -228,6 +250,8 @@ class Seeded:
     samples: list[str] = field(default_factory=list)
     first: datetime = field(default_factory=lambda: datetime.now(UTC))
     last: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ids: list[str] = field(default_factory=list)
+    """Job ids spread over the whole table (GET one task)."""
 
 
 def _zipf(rng: random.Random, items: list[str], s: float = 1.1) -> list[str]:
@@ -235,7 +259,7 @@ def _zipf(rng: random.Random, items: list[str], s: float = 1.1) -> list[str]:
     return rng.choices(items, weights, k=4096)
 
 
-async def seed(data_dir: Path, n: int) -> Seeded:
+async def seed(url: str, n: int) -> Seeded:
     """Insert ``n`` jobs as a month of real use would leave them, straight into the store.
 
     Submissions of 1-50 single jobs and parametric sweeps of 100-5,000 (a group, param.i
@@ -252,8 +276,9 @@ async def seed(data_dir: Path, n: int) -> Seeded:
     owners, projects = _zipf(rng, OWNERS), _zipf(rng, PROJECTS, 0.8)
     final = [State.COMPLETE] * 82 + [State.EXECUTOR_ERROR] * 10 + [State.SYSTEM_ERROR]
     final += [State.CANCELED] * 5 + [State.PAUSED] * 2
-    engine = make_engine(f"sqlite+aiosqlite:///{data_dir / 'jobgate.db'}")
+    engine = make_engine(url)
     out = Seeded(jobs=n)
+    every = max(1, n // 256)
     start = datetime.now(UTC) - timedelta(days=30)
     step = timedelta(days=30) / n
     out.first = start
@@ -290,9 +315,12 @@ async def seed(data_dir: Path, n: int) -> Seeded:
                     "tags": labels,
                     "script": script,
                 }
+                job_id = new_job_id()
+                if k % every == every // 2:
+                    out.ids.append(job_id)
                 batch.append(
                     NewJob(
-                        id=new_job_id(),
+                        id=job_id,
                         spec=spec,
                         backend=backend,
                         owner=owner,
@@ -463,18 +491,27 @@ SUMMARIES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def reseeded(db: Path) -> Seeded:
+async def reseeded(url: str) -> Seeded:
     """The facts :func:`seed` returns, read back from a database it filled (``--reuse``)."""
     rng = random.Random(42)
-    rows = db_rows(db, "SELECT count(*), min(created_at), max(created_at) FROM jobs")
-    n, first, last = rows[0]
-    groups = db_rows(db, "SELECT DISTINCT group_id FROM jobs WHERE group_id IS NOT NULL")
+    ((n, lo, hi, first, last),) = await db_rows(
+        url, "SELECT count(*), min(seq), max(seq), min(created_at), max(created_at) FROM jobs"
+    )
+    groups = await db_rows(url, "SELECT DISTINCT group_id FROM jobs WHERE group_id IS NOT NULL")
+    seqs = ", ".join(str(lo + (hi - lo) * k // 256) for k in range(256))
+    ids = await db_rows(url, f"SELECT id FROM jobs WHERE seq IN ({seqs})")
+
+    def utc(v: Any) -> datetime:
+        v = v if isinstance(v, datetime) else datetime.fromisoformat(v)
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+
     return Seeded(
         jobs=n,
-        groups=[g for (g,) in groups],
+        groups=sorted(g for (g,) in groups),
         samples=[f"S{i:05d}" for i in rng.sample(range(SAMPLES), 64)],
-        first=datetime.fromisoformat(first).replace(tzinfo=UTC),
-        last=datetime.fromisoformat(last).replace(tzinfo=UTC),
+        first=utc(first),
+        last=utc(last),
+        ids=[i for (i,) in ids],
     )
 
 
@@ -487,38 +524,146 @@ def running_long(data_dir: Path, env: dict[str, str], timeout: float) -> Iterato
         srv.stop()
 
 
-def phase_query(
-    rep: Report, root: Path, sz: Sizes, rss: dict[str, str], reuse: Path | None = None
-) -> None:
-    if reuse is not None:
-        data = reuse
-        progress(f"[query] reusing {data / 'jobgate.db'}")
-        seeded = reseeded(data / "jobgate.db")
-    else:
-        data = root / "query"
-        data.mkdir(parents=True)
-        progress(f"[query] seeding {sz.seed_jobs:,} jobs into a fresh database")
+def timed_get(
+    srv: Server, c: httpx.Client, request: Callable[[int], tuple[str, dict[str, Any]]], n: int
+) -> Timed:
+    """``n`` sequential GETs of ``request(i)`` = (path, query parameters), after a warm-up."""
+    for i in range(min(5, n)):
+        post_ok(c.get(request(-1 - i)[0], params=request(-1 - i)[1]))
+    lat: list[float] = []
+    rows = 0
+    cpu0 = srv.own_cpu()
+    for i in range(n):
+        path, params = request(i)
         t0 = time.perf_counter()
-        seeded = asyncio.run(seed(data, sz.seed_jobs))
+        r = c.get(path, params=params)
+        lat.append(time.perf_counter() - t0)
+        answer = post_ok(r)
+        rows += len(answer["tasks"]) if "tasks" in answer else 1
+    return Timed(lat, srv.own_cpu() - cpu0, rows)
+
+
+def tes_shapes(s: Seeded) -> list[tuple[str, Callable[[int], tuple[str, dict[str, Any]]]]]:
+    """TES reads: one task, and ListTasks pages (100 tasks) with each filter TES has."""
+
+    def pick(items: list[str], i: int) -> str:
+        return items[i % len(items)]
+
+    page = {"page_size": 100}
+    return [
+        ("GET one task (MINIMAL)", lambda i: (f"/tasks/{pick(s.ids, i)}", {})),
+        ("GET one task (FULL)", lambda i: (f"/tasks/{pick(s.ids, i)}", {"view": "FULL"})),
+        ("list, newest first", lambda i: ("/tasks", page)),
+        ("list, view=BASIC", lambda i: ("/tasks", {**page, "view": "BASIC"})),
+        ("list, state=EXECUTOR_ERROR", lambda i: ("/tasks", {**page, "state": "EXECUTOR_ERROR"})),
+        (
+            "list, tag project=X",
+            lambda i: ("/tasks", {**page, "tag_key": "project", "tag_value": pick(PROJECTS, i)}),
+        ),
+        (
+            "list, tag sample=X (rare)",
+            lambda i: ("/tasks", {**page, "tag_key": "sample", "tag_value": pick(s.samples, i)}),
+        ),
+        (
+            "list, tag project=X and stage=Y",
+            lambda i: (
+                "/tasks",
+                {
+                    **page,
+                    "tag_key": ["project", "stage"],
+                    "tag_value": [pick(PROJECTS, i), pick(STAGES, i // len(PROJECTS))],
+                },
+            ),
+        ),
+        ("list, tag_key param.i (any value)", lambda i: ("/tasks", {**page, "tag_key": "param.i"})),
+        (
+            "list, name_prefix project-stage-",
+            lambda i: (
+                "/tasks",
+                {**page, "name_prefix": f"{pick(PROJECTS, i)}-{pick(STAGES, i // len(PROJECTS))}-"},
+            ),
+        ),
+        (
+            "list, name_prefix project-stage-S0123 (rare)",
+            lambda i: (
+                "/tasks",
+                {
+                    **page,
+                    "name_prefix": f"{pick(PROJECTS, i)}-{pick(STAGES, i)}-"
+                    + pick(s.samples, i)[:5],
+                },
+            ),
+        ),
+    ]
+
+
+def tes_deep(srv: Server, c: httpx.Client, params: dict[str, Any], pages: int) -> Timed:
+    """Follow ``next_page_token`` for ``pages`` TES pages; the latency of each page."""
+    lat: list[float] = []
+    rows = 0
+    token = None
+    cpu0 = srv.own_cpu()
+    for _ in range(pages):
+        t0 = time.perf_counter()
+        r = c.get("/tasks", params={**params, **({"page_token": token} if token else {})})
+        lat.append(time.perf_counter() - t0)
+        answer = post_ok(r)
+        rows += len(answer["tasks"])
+        token = answer.get("next_page_token")
+        if not token:
+            break
+    return Timed(lat, srv.own_cpu() - cpu0, rows)
+
+
+def phase_query(
+    rep: Report,
+    root: Path,
+    sz: Sizes,
+    rss: dict[str, str],
+    target: Target,
+    reuse: Path | None = None,
+    seed_only: bool = False,
+) -> None:
+    tag = target.kind
+    data = root / ("query" if target.kind == "sqlite" else f"query-{target.kind}")
+    if target.kind == "sqlite" and reuse is not None:
+        data = reuse
+    url = target.url(data, "query")
+    reusing = reuse is not None if target.kind == "sqlite" else target.reuse
+    if reusing:
+        progress(f"[query/{tag}] reusing {url}")
+        seeded = asyncio.run(reseeded(url))
+    else:
+        data.mkdir(parents=True, exist_ok=True)
+        asyncio.run(target.create("query"))
+        progress(f"[query/{tag}] seeding {sz.seed_jobs:,} jobs into a fresh database")
+        t0 = time.perf_counter()
+        seeded = asyncio.run(seed(url, sz.seed_jobs))
         took = time.perf_counter() - t0
-        size = (data / "jobgate.db").stat().st_size
         rep.add(
-            "2 seed",
+            f"2 seed [{tag}]",
             f"seeded {sz.seed_jobs:,} jobs (JobStore.create, 5,000/batch)",
-            f"{took:.0f} s ({sz.seed_jobs / took:,.0f} jobs/s), database {mib(size)}",
+            f"{took:.0f} s ({sz.seed_jobs / took:,.0f} jobs/s), database "
+            f"{mib(asyncio.run(target.size(data, 'query')))}",
         )
+    if seed_only:
+        return
+    if target.kind == "postgresql":
+        # As autovacuum would by now: planner statistics and the visibility map (index-only
+        # scans) of the freshly filled tables.
+        asyncio.run(db_rows(url, "VACUUM ANALYZE", fetch=False))
     n = seeded.jobs
     stored = f"{n / 1e6:g}M" if n >= 1e6 else f"{n // 1000}k"
     t0 = time.perf_counter()
-    with running_long(data, ENV, timeout=1800) as srv:  # migrations of a reused database
+    with running_long(data, {**ENV, **target.env(data, "query")}, timeout=1800) as srv:
         rep.add(
-            "2 seed",
+            f"2 seed [{tag}]",
             "server start (migrations) on the seeded database",
             f"{time.perf_counter() - t0:.1f} s",
         )
-        rss[f"query server, idle, {stored} jobs"] = mib(srv.rss())
+        rss[f"query server [{tag}], idle, {stored} jobs"] = mib(srv.rss())
         with httpx.Client(base_url=srv.url + API, timeout=300) as c:
-            sec = "3 search"
+            sec = f"3 search [{tag}]"
             progress(f"[search] {len(search_shapes(seeded))} shapes x {sz.searches} requests")
             for label, make in search_shapes(seeded):
                 res = timed(srv, c, "/jobs/search", make, sz.searches)
@@ -540,7 +685,34 @@ def phase_query(
                     "p99 < 50 ms",
                     p99 < 0.050,
                 )
-            sec = "4 summary"
+        with httpx.Client(base_url=srv.url + TES, timeout=300) as c:
+            sec = f"3 tes [{tag}]"
+            progress(f"[tes] {len(tes_shapes(seeded))} shapes x {sz.searches} requests")
+            for label, request in tes_shapes(seeded):
+                res = timed_get(srv, c, request, sz.searches)
+                p99, goal = res.p(99), 0.010 if label.startswith("GET") else 0.050
+                rep.add(
+                    sec,
+                    f"{label}: p50 / p99 ({stored} jobs)",
+                    f"{ms(res.p(50))} / {ms(p99)}  ({res.rows / sz.searches:.0f} rows)",
+                    f"p99 < {goal * 1000:.0f} ms",
+                    p99 < goal,
+                )
+            for label, params in (
+                ("newest first", {}),
+                ("tag project=cryoem", {"tag_key": "project", "tag_value": "cryoem"}),
+            ):
+                res = tes_deep(srv, c, {**params, "page_size": 100}, sz.deep_pages)
+                p99 = res.p(99)
+                rep.add(
+                    sec,
+                    f"list deep paging, {label}: {len(res.latencies)} pages, p50 / p99",
+                    f"{ms(res.p(50))} / {ms(p99)} (last {ms(res.latencies[-1])})",
+                    "p99 < 50 ms",
+                    p99 < 0.050,
+                )
+        with httpx.Client(base_url=srv.url + API, timeout=300) as c:
+            sec = f"4 summary [{tag}]"
             progress(f"[summary] {len(SUMMARIES)} shapes x {sz.summaries} requests")
             for label, body in SUMMARIES:
                 text = json.dumps(body).replace("<group>", seeded.groups[0])
@@ -558,13 +730,81 @@ def phase_query(
                     "max < 1 s",
                     p99 < 1.0,
                 )
-        rss[f"query server, after queries, {stored} jobs"] = mib(srv.rss())
-    rep.notes.append(
-        "search/summary: one client, sequential requests, keep-alive; latency is the "
+        rss[f"query server [{tag}], after queries, {stored} jobs"] = mib(srv.rss())
+    note = (
+        "search/summary/tes: one client, sequential requests, keep-alive; latency is the "
         "client's round trip (default fields, 100 jobs per page). The seeded jobs carry 3-4 "
         "labels each (project, stage, sample[, param.i]), 200 owners, 12 projects, "
         "20,000 samples; a third come from parametric sweeps (groups)."
     )
+    if note not in rep.notes:
+        rep.notes.append(note)
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a phase's server keeps its jobs: SQLite under its data dir, or PostgreSQL.
+
+    On PostgreSQL each phase gets a database of its own, ``<base name>_<phase>``, created
+    fresh (dropped first) and dropped at the end unless ``--keep``.
+    """
+
+    kind: str
+    pg_url: str = ""
+    reuse: bool = False
+    """PostgreSQL: the query database was seeded by an earlier ``--keep`` run."""
+
+    def _pg(self, phase: str) -> Any:
+        from sqlalchemy.engine import make_url
+
+        base = make_url(self.pg_url)
+        return base.set(database=f"{base.database}_{phase.replace('-', '_')}")
+
+    def url(self, data_dir: Path, phase: str) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite+aiosqlite:///{data_dir / 'jobgate.db'}"
+        out: str = self._pg(phase).render_as_string(hide_password=False)
+        return out
+
+    def env(self, data_dir: Path, phase: str) -> dict[str, str]:
+        return {} if self.kind == "sqlite" else {"JOBGATE_DATABASE_URL": self.url(data_dir, phase)}
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        u = self._pg("x")
+        con = await asyncpg.connect(
+            host=u.host,
+            port=u.port or 5432,
+            user=u.username,
+            password=u.password,
+            database="postgres",
+        )
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    async def create(self, phase: str) -> None:
+        if self.kind == "postgresql":
+            name = self._pg(phase).database
+            await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await self._admin(f'CREATE DATABASE "{name}"')
+
+    async def drop(self, phase: str) -> None:
+        if self.kind == "postgresql":
+            await self._admin(f'DROP DATABASE IF EXISTS "{self._pg(phase).database}" WITH (FORCE)')
+
+    async def size(self, data_dir: Path, phase: str) -> int:
+        if self.kind == "sqlite":
+            return (data_dir / "jobgate.db").stat().st_size
+        ((n,),) = await db_rows(
+            self.url(data_dir, phase), "SELECT pg_database_size(current_database())"
+        )
+        return int(n)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -580,7 +820,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reuse",
         type=Path,
-        help="query phase: use this data dir (a 'query' dir kept by --keep) instead of seeding",
+        help="query phase on SQLite: use this data dir (a 'query' dir kept by --keep)",
+    )
+    ap.add_argument("--db", default="sqlite", help="comma-separated databases: sqlite, postgresql")
+    ap.add_argument(
+        "--pg-url",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/jobgate_bench",
+        help="PostgreSQL server and base database name (phases use <name>_<phase>)",
+    )
+    ap.add_argument(
+        "--reuse-pg",
+        action="store_true",
+        help="query phase on PostgreSQL: the <name>_query database kept by --keep",
+    )
+    ap.add_argument(
+        "--seed-only", action="store_true", help="query phase: seed (with --keep), measure nothing"
     )
     args = ap.parse_args(argv)
     if args.src is not None:
@@ -592,29 +846,47 @@ def main(argv: list[str] | None = None) -> int:
     phases = {p.strip() for p in args.only.split(",") if p.strip()}
     if phases - {"submit", "query"}:
         ap.error(f"unknown phases: {sorted(phases - {'submit', 'query'})}")
+    kinds = [d.strip() for d in args.db.split(",") if d.strip()]
+    if set(kinds) - {"sqlite", "postgresql"}:
+        ap.error(f"unknown databases: {sorted(set(kinds) - {'sqlite', 'postgresql'})}")
+    targets = [Target(k, args.pg_url, args.reuse_pg) for k in kinds]
 
     root = Path(tempfile.mkdtemp(prefix="jobgate-native-bench-"))
     rep = Report()
     rss: dict[str, str] = {}
     started = time.perf_counter()
     progress(f"jobgate native bench ({'quick' if args.quick else 'full'}) in {root}")
-    todo: list[tuple[str, Callable[[], None]]] = [
-        ("submit", lambda: phase_submit(rep, root, sz, rss)),
-        ("query", lambda: phase_query(rep, root, sz, rss, args.reuse)),
-    ]
     try:
-        for name, run in todo:
-            if name in phases:
-                noise = Noise()
-                run()
-                rep.add("0 machine", f"other processes' CPU during '{name}'", noise.others())
+        for target in targets:
+            todo: list[tuple[str, Callable[[], None]]] = [
+                ("submit", lambda t=target: phase_submit(rep, root, sz, rss, t)),
+                (
+                    "query",
+                    lambda t=target: phase_query(rep, root, sz, rss, t, args.reuse, args.seed_only),
+                ),
+            ]
+            for name, run in todo:
+                if name in phases:
+                    noise = Noise()
+                    run()
+                    rep.add(
+                        "0 machine",
+                        f"other processes' CPU during '{name}' [{target.kind}]",
+                        noise.others(),
+                    )
         for what, value in rss.items():
-            rep.add("5 memory", f"server RSS, {what}", value)
+            rep.add("5 memory", f"server RSS, {what}", value, "< 200 MiB")
     finally:
         if args.keep:
-            progress(f"data kept in {root}")
+            progress(
+                f"data kept in {root}" + (f" and {args.pg_url}_*" if "postgresql" in kinds else "")
+            )
         else:
             shutil.rmtree(root, ignore_errors=True)
+            if "query" in phases and not args.seed_only:
+                for target in targets:
+                    if target.kind == "postgresql" and not target.reuse:
+                        asyncio.run(target.drop("query"))
     print(
         f"\njobgate native API benchmark ({'quick' if args.quick else 'full'}), "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite "

@@ -193,6 +193,8 @@ def _create(
         )
     if conn.dialect.name == "sqlite":
         seqs: Iterable[int] = _insert_sqlite(conn, job_rows, tag_rows, event_rows)
+    elif conn.dialect.driver == "asyncpg":
+        seqs = _insert_asyncpg(conn, job_rows, tag_rows, event_rows)
     else:
         job_seqs = conn.execute(
             insert(jobs).returning(jobs.c.seq, sort_by_parameter_order=True), job_rows
@@ -227,9 +229,11 @@ def _sqlite_time(value: datetime) -> str:
     return (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
+def _insert_sql(table: str, columns: Sequence[str], style: str = "?") -> str:
+    """An INSERT of one row, placeholders ``?`` (SQLite) or ``$n`` (asyncpg)."""
     names = ", ".join(f'"{c}"' for c in columns)
-    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))})'
+    marks = ["?"] * len(columns) if style == "?" else [f"${i + 1}" for i in range(len(columns))]
+    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join(marks)})'
 
 
 _JOB_INSERT_RETURNING = _insert_sql("jobs", _JOB_COLUMNS) + ' RETURNING "seq"'
@@ -293,6 +297,50 @@ def _insert_sqlite(
     return [seq_of[e["job_id"]] for e in event_rows]
 
 
+def _next_seqs(conn: Connection, table: str, n: int) -> list[int]:
+    """``n`` new sequence numbers of ``table``, ascending (drawn as its inserts would)."""
+    rows = conn.exec_driver_sql(
+        f"SELECT nextval(pg_get_serial_sequence('{table}', 'seq')) FROM generate_series(1, $1)",
+        (n,),
+    )
+    return sorted(int(s) for (s,) in rows)
+
+
+def _insert_asyncpg(
+    conn: Connection,
+    job_rows: list[dict[str, Any]],
+    tag_rows: list[dict[str, Any]],
+    event_rows: list[dict[str, Any]],
+) -> list[int]:
+    """The rows of :func:`_create` stored as SQLAlchemy would store them on PostgreSQL, through
+    asyncpg's ``executemany``: the seqs are drawn from the sequences first (in list order, as
+    ``RETURNING ... sort_by_parameter_order`` gave them), which spares RETURNING and
+    SQLAlchemy's per-row parameter processing, half the cost of a bulk submission."""
+    encode = _JSON.encode
+    job_seqs = _next_seqs(conn, "jobs", len(job_rows))
+    columns = ("seq", *_JOB_COLUMNS)
+    rows = []
+    for seq, r in zip(job_seqs, job_rows, strict=True):
+        values = {**r, "spec": encode(r["spec"]), "logs": encode(r["logs"])}
+        rows.append((seq, *(values[c] for c in _JOB_COLUMNS)))
+    conn.exec_driver_sql(_insert_sql("jobs", columns, "$"), rows)
+    if tag_rows:
+        seq_of = dict(zip((r["id"] for r in job_rows), job_seqs, strict=True))
+        conn.exec_driver_sql(
+            _insert_sql("job_tags", ("job_id", "key", "value", "job_seq"), "$"),
+            [(t["job_id"], t["key"], t["value"], seq_of[t["job_id"]]) for t in tag_rows],
+        )
+    event_seqs = _next_seqs(conn, "job_events", len(event_rows))
+    conn.exec_driver_sql(
+        _insert_sql("job_events", ("seq", *_EVENT_COLUMNS), "$"),
+        [
+            (seq, *(e[c] for c in _EVENT_COLUMNS))
+            for seq, e in zip(event_seqs, event_rows, strict=True)
+        ],
+    )
+    return event_seqs
+
+
 UNREADABLE_KEY = "_unreadable"
 """Set in the spec of a record whose stored spec is not JSON (hidden from clients)."""
 
@@ -326,28 +374,75 @@ def _get_lenient(conn: Connection, job_id: str) -> JobRecord | None:
     return _record(SimpleNamespace(_mapping=values))
 
 
+TAG_PROBE = 10_000
+"""Of several tag filters, the page is driven by one matching at most this many jobs when
+there is one (the rarest so counted), else by the first."""
+
+
+def _driving_tag(conn: Connection, tags: list[tuple[str, str]]) -> tuple[str, str]:
+    if len(tags) == 1:
+        return tags[0]
+    counts = []
+    for key, value in tags:
+        probe = (
+            select(literal(1))
+            .select_from(job_tags)
+            .where(job_tags.c.key == key, job_tags.c.value == value)
+            .limit(TAG_PROBE + 1)
+        )
+        counts.append(conn.execute(select(func.count()).select_from(probe.subquery())).scalar_one())
+    return tags[min(range(len(tags)), key=lambda i: (counts[i], i))]
+
+
 def _page(conn: Connection, query: ListQuery, minimal: bool) -> tuple[list[JobRecord], int | None]:
-    stmt = select(*(_MINIMAL_COLUMNS if minimal else _FULL_COLUMNS))
+    source: Any = jobs
+    seq = jobs.c.seq
     conds = []
+    tags = dict(query.tags)
+    valued = [(k, v) for k, v in tags.items() if v != ""]
+    if valued:
+        # Walk one tag's (key, value, job_seq) index newest first and stop after the page,
+        # rather than testing job after job for the tag (a rare one meant every job).
+        key, value = _driving_tag(conn, valued)
+        del tags[key]
+        by_tag = job_tags.alias("by_tag")
+        source = by_tag.join(jobs, jobs.c.seq == by_tag.c.job_seq)
+        conds += [by_tag.c.key == key, by_tag.c.value == value]
+        seq = by_tag.c.job_seq
+    stmt = select(*(_MINIMAL_COLUMNS if minimal else _FULL_COLUMNS)).select_from(source)
     if query.before_seq is not None:
-        conds.append(jobs.c.seq < query.before_seq)
+        conds.append(seq < query.before_seq)
     if query.state is not None:
         conds.append(jobs.c.state == query.state.value)
     visible = scope_condition(query.owner)
     if visible is not None:
         conds.append(visible)
+    narrow = False
     if query.name_prefix:
         # A range, not LIKE: no wildcard escaping, and the (name, seq) index applies.
         conds.append(jobs.c.name >= query.name_prefix)
         conds.append(jobs.c.name < query.name_prefix + "\U0010ffff")
-    for key, value in query.tags.items():
-        tag = and_(job_tags.c.job_id == jobs.c.id, job_tags.c.key == key)
-        if value != "":
-            tag = and_(tag, job_tags.c.value == value)
+        narrow = not valued and conn.dialect.name == "sqlite"
+    for i, (key, value) in enumerate(tags.items()):
+        other = job_tags.alias(f"tag_{i}")
+        if value != "" and valued:
+            # Probed in the (key, value, job_seq) index by the driving tag's seq: no job row
+            # is read for a candidate that lacks this tag.
+            tag = and_(other.c.key == key, other.c.value == value, other.c.job_seq == seq)
+        else:
+            tag = and_(other.c.job_id == jobs.c.id, other.c.key == key)
+            if value != "":
+                tag = and_(tag, other.c.value == value)
         conds.append(exists().where(tag))
+    if narrow:
+        # SQLite reads the range of the (name, seq) index (a walk of every job when the
+        # prefix is rare); the page's seqs from it alone, then only those jobs (not every
+        # match's row, into the sort).
+        page = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq.desc()).limit(query.limit + 1)
+        conds = [jobs.c.seq.in_(page.scalar_subquery())]
     if conds:
         stmt = stmt.where(and_(*conds))
-    rows = conn.execute(stmt.order_by(jobs.c.seq.desc()).limit(query.limit + 1)).all()
+    rows = conn.execute(stmt.order_by(seq.desc()).limit(query.limit + 1)).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     records = [_minimal(r) if minimal else _record(r) for r in rows]

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData(
@@ -74,7 +75,8 @@ jobs = Table(
     sqlite_autoincrement=True,
 )
 Index(None, jobs.c.state, jobs.c.seq)
-Index(None, jobs.c.name, jobs.c.seq)
+# NULL first, the searches' order (SQLite's own; migration 0012 on PostgreSQL).
+Index("ix_jobs_name_seq", jobs.c.name.nulls_first(), jobs.c.seq)
 Index(None, jobs.c.owner, jobs.c.seq)
 # Migration 0010: the dispatcher's claim walks one backend's queue in dispatch order
 # (priority, then age) and stops after a batch, instead of sorting the whole backlog.
@@ -93,11 +95,27 @@ Index(None, jobs.c.state, jobs.c.priority, jobs.c.seq)
 # Migration 0005: creation-time windows; one owner's jobs sorted by priority or name.
 Index(None, jobs.c.created_at)
 Index(None, jobs.c.owner, jobs.c.priority, jobs.c.seq)
-Index(None, jobs.c.owner, jobs.c.name, jobs.c.seq)
+Index("ix_jobs_owner_name_seq", jobs.c.owner, jobs.c.name.nulls_first(), jobs.c.seq)
 # Migration 0006: the jobs shared with a group (authorization).
 Index(None, jobs.c.share_group, jobs.c.seq)
 # Migration 0009: the jobs whose clock the dispatcher watches, by state.
 Index(None, jobs.c.watched, jobs.c.state)
+# Migration 0012: name searches (case-insensitive, as lower(name) LIKE lower(pattern)). A
+# prefix (``like 'abc*'``) is one range of lower(name), bytewise on PostgreSQL; a substring
+# (``like '*abc*'``) goes through the trigrams of pg_trgm, on PostgreSQL only.
+Index(
+    "ix_jobs_lower_name_seq",
+    func.lower(jobs.c.name).label("lower_name"),
+    jobs.c.seq,
+    postgresql_ops={"lower_name": "text_pattern_ops"},
+    postgresql_include=["name"],
+)
+Index(
+    "ix_jobs_lower_name_trgm",
+    func.lower(jobs.c.name).label("lower_name"),
+    postgresql_using="gin",
+    postgresql_ops={"lower_name": "gin_trgm_ops"},
+)
 
 # Migration 0011: a dispatcher's active jobs (take-over after its lease ran out).
 Index(None, jobs.c.dispatcher, jobs.c.state)

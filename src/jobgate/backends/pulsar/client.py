@@ -8,20 +8,12 @@ not when it refused the token (401/403) or the request (other 4xx).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    # httpcore tries `import sniffio` for every request; without it installed (anyio no
-    # longer needs it) each try searches sys.path again: ~a fifth of this client's CPU in
-    # the Pulsar benchmark. A None entry makes that import fail at once, as it would.
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 CHUNK = 1024 * 1024
 
