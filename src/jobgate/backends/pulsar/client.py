@@ -8,6 +8,7 @@ not when it refused the token (401/403) or the request (other 4xx).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -40,8 +41,14 @@ class PulsarClient:
         self.url = url.rstrip("/")
         self.manager = manager
         self._token = token
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=16)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        # Requests beyond the pool's connections wait here, not in httpcore's pool: it
+        # rescans every waiting request whenever a connection frees up, so hundreds of
+        # jobs submitted at once made each request cost time in the number waiting.
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _path(self, path: str) -> str:
         return f"{self.url}/managers/{self.manager}{path}"
@@ -63,9 +70,10 @@ class PulsarClient:
     ) -> httpx.Response:
         url = f"{self.url}{path}" if root else self._path(path)
         try:
-            resp = await self._http.request(
-                method, url, params=self._params(params), content=content
-            )
+            async with self._slots:
+                resp = await self._http.request(
+                    method, url, params=self._params(params), content=content
+                )
         except httpx.HTTPError as exc:
             raise PulsarError(
                 f"Pulsar at {self.url} is unreachable: {type(exc).__name__}: {exc}",
@@ -141,7 +149,7 @@ class PulsarClient:
         url = self._path(f"/jobs/{job_id}/files")
         params = self._params({"name": name, "type": kind})
         try:
-            async with self._http.stream("GET", url, params=params) as resp:
+            async with self._slots, self._http.stream("GET", url, params=params) as resp:
                 if resp.status_code >= 400:
                     raise PulsarError(
                         f"Pulsar at {self.url} answered HTTP {resp.status_code} to GET {name}",
