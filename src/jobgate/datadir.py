@@ -27,6 +27,12 @@ PUBLIC_ENTRIES = frozenset({"sandbox-etc"})
 JOBS_DIR = "jobs"
 
 
+def _public(name: str) -> bool:
+    # Also the copies beside sandbox-etc: one being built by another process, or one
+    # replaced while running sandboxes may still show it as their /etc.
+    return name in PUBLIC_ENTRIES or any(name.startswith(f".{p}-") for p in PUBLIC_ENTRIES)
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/jobgate`` (``~/.local/share/jobgate``)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -48,7 +54,7 @@ def secure_data_dir(data_dir: Path, *, traversable: bool = False) -> list[str]:
         jobs.mkdir(mode=0o711)
     with os.scandir(data_dir) as entries:
         for entry in entries:
-            if entry.name in PUBLIC_ENTRIES or entry.is_symlink():
+            if _public(entry.name) or entry.is_symlink():
                 continue
             path = Path(entry.path)
             mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)

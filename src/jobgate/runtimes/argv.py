@@ -425,32 +425,74 @@ def build_etc(dest: str) -> None:
     stays a symlink where its target is visible in the sandbox too (``/etc/localtime`` into
     /usr, ``ssl/certs`` hash links); elsewhere (``resolv.conf`` into /run) what it points to
     is copied. Built beside ``dest`` and renamed into place, so a reader never sees half.
+
+    Several processes may share ``dest`` (API workers, dispatchers, a restarted gateway
+    whose adopted tasks still run): builds take turns (a lock file beside it), a copy the
+    same as the one in place is dropped, and a replaced copy is kept, not deleted, since
+    running sandboxes may still show it as their /etc.
     """
+    import fcntl  # a builtin module: no cost on the node runner's start-up
+
     parent, name = os.path.split(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
-    # Half-built or replaced copies a killed start left behind.
-    for entry in os.listdir(parent):
-        if entry.startswith(f".{name}-"):
-            _rmtree(os.path.join(parent, entry))
-    fresh = _mkdtemp(parent, f".{name}-")
-    old = os.path.join(parent, f".{name}-old-{os.urandom(8).hex()}")
-    visible = tuple(
-        os.path.realpath(d) for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)
-    ) + tuple(f"/etc/{e}" for e in ETC_ENTRIES)
-    real = _RealPaths()
+    lock = os.open(
+        os.path.join(parent, f".{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
-        os.chmod(fresh, 0o755)
-        for entry in ETC_ENTRIES:
-            _copy_entry(f"/etc/{entry}", f"{fresh}/{entry}", visible, set(), real)
-        replaced = os.path.lexists(dest)
-        if replaced:
-            os.rename(dest, old)
-        os.rename(fresh, dest)
-    except BaseException:
-        _rmtree(fresh)
-        raise
-    if replaced:
-        _rmtree(old)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Half-built copies a killed build left behind (no build runs now: the lock).
+        for entry in os.listdir(parent):
+            if entry.startswith(f".{name}-") and not entry.startswith(f".{name}-old-"):
+                _rmtree(os.path.join(parent, entry))
+        fresh = _mkdtemp(parent, f".{name}-")
+        visible = tuple(
+            os.path.realpath(d) for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)
+        ) + tuple(f"/etc/{e}" for e in ETC_ENTRIES)
+        real = _RealPaths()
+        try:
+            os.chmod(fresh, 0o755)
+            for entry in ETC_ENTRIES:
+                _copy_entry(f"/etc/{entry}", f"{fresh}/{entry}", visible, set(), real)
+            if os.path.isdir(dest) and not os.path.islink(dest) and _same_tree(fresh, dest):
+                _rmtree(fresh)
+                return
+            if os.path.lexists(dest):
+                os.rename(dest, os.path.join(parent, f".{name}-old-{os.urandom(8).hex()}"))
+            os.rename(fresh, dest)
+        except BaseException:
+            _rmtree(fresh)
+            raise
+    finally:
+        os.close(lock)
+
+
+def _same_tree(a: str, b: str) -> bool:
+    """Whether two directory trees hold the same names, types, modes, links and bytes."""
+    try:
+        left, right = sorted(os.listdir(a)), sorted(os.listdir(b))
+    except OSError:
+        return False
+    if left != right:
+        return False
+    for entry in left:
+        pa, pb = f"{a}/{entry}", f"{b}/{entry}"
+        sa, sb = os.lstat(pa), os.lstat(pb)
+        if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode) or sa.st_mode != sb.st_mode:
+            return False
+        if stat.S_ISLNK(sa.st_mode):
+            if os.readlink(pa) != os.readlink(pb):
+                return False
+        elif stat.S_ISDIR(sa.st_mode):
+            if not _same_tree(pa, pb):
+                return False
+        elif sa.st_size != sb.st_size or _read(pa) != _read(pb):
+            return False
+    return True
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _mkdtemp(parent: str, prefix: str) -> str:
