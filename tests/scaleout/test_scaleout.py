@@ -29,7 +29,9 @@ import pytest
 from tests.conftest import free_port
 from tests.support import fresh_postgres
 
-TASKS = int(os.environ.get("JOBGATE_SCALEOUT_TASKS", "10000"))
+# 10,000 as the figure of record (JOBGATE_SCALEOUT_TASKS=10000, about 5 min here); fewer
+# in the suite, which must stay within its 20 minutes on 2 cores (still 10+ kills).
+TASKS = int(os.environ.get("JOBGATE_SCALEOUT_TASKS", "4000"))
 CLIENTS = 8
 DISPATCHERS = 3
 KILL_EVERY = 10.0

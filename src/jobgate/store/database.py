@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
-from collections.abc import Callable
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +75,9 @@ async def migrate(engine: AsyncEngine, *, legacy_owner: Callable[[str], str] | N
             cfg.attributes["legacy_owner"] = legacy_owner
         command.upgrade(cfg, "head")
 
-    async with engine.connect() as conn:
+    # Several processes may start at once on one database (API workers, dispatchers):
+    # one migrates, the others wait for it, then find the schema at its head.
+    async with _migration_lock(engine), engine.connect() as conn:
         if is_sqlite(engine):
             # Table rebuilds (batch migrations) drop the old table; with foreign keys on,
             # that DROP would cascade-delete every event and tag. The pragma only takes
@@ -81,3 +87,30 @@ async def migrate(engine: AsyncEngine, *, legacy_owner: Callable[[str], str] | N
         await conn.commit()
         if is_sqlite(engine):
             await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+_MIGRATION_LOCK = 0x6A6F6267  # PostgreSQL advisory lock key of jobgate's migrations
+
+
+@asynccontextmanager
+async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Migrations one at a time: a PostgreSQL advisory lock, or a lock file beside the
+    SQLite database."""
+    if not is_sqlite(engine):
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+            try:
+                yield
+            finally:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+        return
+    path = engine.url.database
+    if not path or path == ":memory:":
+        yield
+        return
+    fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
